@@ -1,0 +1,1 @@
+"""Board data files (one TOML per board)."""

@@ -1,0 +1,1 @@
+"""IR + schedule -> C source (renders firmware_templates/)."""

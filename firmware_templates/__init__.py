@@ -1,0 +1,1 @@
+"""Jinja templates for kernels, the model library and firmware."""

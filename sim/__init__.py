@@ -1,0 +1,1 @@
+"""Runners: host, QEMU, Renode and serial targets behind one interface."""

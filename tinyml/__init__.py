@@ -1,0 +1,2 @@
+"""tinyml: neural networks to bit-exact C for Cortex-M microcontrollers."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""CLI verbs: each module exports register(subparsers) and sets func=run(args) -> int."""

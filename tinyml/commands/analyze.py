@@ -1,0 +1,60 @@
+"""`tinyml analyze MODEL`: per-layer costs, the memory plan and TFLite Micro's arena."""
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from tinyml.commands._common import add_json_arg, write_json
+from tinyml.pipeline import compile_model
+from tinyml.report import summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="per-layer MACs, weights and memory; arena vs TFLite Micro",
+                       description="Print per-layer rows (op, shapes, MACs, weight bytes, live bytes), "
+                                   "totals, and TFLite Micro's arena for the same model.")
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("--timeline", metavar="PNG", help="draw the memory timeline to this PNG file")
+    p.add_argument("--no-tflm", action="store_true", help="skip measuring TFLite Micro's arena")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    c = compile_model(args.model)
+    data = summary(c.graph, c.plan)
+    data["tflm_arena_bytes"] = None
+    if not args.no_tflm:
+        from tinyml.oracle import TflmOracle
+
+        data["tflm_arena_bytes"] = TflmOracle(c.model_bytes).arena_bytes()
+    if args.timeline:
+        from tinyml.plots import memory_timeline
+
+        data["timeline_png"] = str(memory_timeline(c.graph, c.plan, args.timeline))
+    if args.json != "-":
+        print_summary(data)
+    write_json(args.json, data)
+    return 0
+
+
+def print_summary(data: dict) -> None:
+    con = Console()
+    t = Table(title=f"{data['model']}: {len(data['layers'])} layers", title_justify="left")
+    for col in ("#", "op", "input", "output", "MACs", "weights B", "live B"):
+        t.add_column(col, justify="right" if col not in ("op", "input", "output") else "left")
+    for r in data["layers"]:
+        t.add_row(str(r["index"]), r["op"], " ".join(_shape(s) for s in r["inputs"]), _shape(r["output"]),
+                  f"{r['macs']:,}", f"{r['weight_bytes']:,}",
+                  f"{r['live_bytes']:,}")
+    con.print(t)
+    tflm = data.get("tflm_arena_bytes")
+    con.print(f"MACs {data['macs']:,} | weights {data['weights_bytes']:,} B | arena {data['arena_bytes']:,} B "
+              f"(lower bound {data['arena_lower_bound']:,} B)"
+              + (f" | TFLite Micro arena {tflm:,} B" if tflm else ""))
+
+
+def _shape(dims: list[int]) -> str:
+    return "x".join(map(str, dims)) or "scalar"

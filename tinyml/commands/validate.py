@@ -1,0 +1,74 @@
+"""`tinyml validate MODEL`: run the generated code and compare it with TFLite Micro, bit for bit."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from tinyml.commands._common import add_json_arg, write_json
+from tinyml.errors import CheckFailed, TinymlError
+from tinyml.pipeline import Compiled, compile_model
+from tinyml.sim.runner import Runner
+from tinyml.validation import load_inputs, validation_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="run the generated code and compare with TFLite Micro",
+                       description="Compile and run MODEL on a target (the host, a simulated board or a board "
+                                   "on a serial port), compare every output with TFLite Micro, report cost. "
+                                   "Exit 1 when any output differs.")
+    p.add_argument("model", help=".tflite file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--target", choices=["host"], help="compile for this PC with the host C compiler")
+    where.add_argument("--board", metavar="B", help="build firmware for board B and run it (see `tinyml boards`)")
+    p.add_argument("--inputs", default="20", metavar="N|FILE",
+                   help="number of random inputs (default 20) or a .npy/.npz file of inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
+    p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runner, str | None]:
+    """Build what the target needs and return its runner and board name."""
+    if args.board:
+        raise TinymlError("board targets are not available yet")
+    from tinyml.codegen.emit import generate
+    from tinyml.sim.host import HostRunner
+
+    lib = generate(c.graph, c.plan, work / "lib")
+    return HostRunner(lib, sanitize=args.sanitize), None
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinyml.oracle import TflmOracle
+
+    c = compile_model(args.model)
+    inputs = load_inputs(c.graph, args.inputs, args.seed)
+    expected = TflmOracle(c.model_bytes).run_batch(inputs)
+    with tempfile.TemporaryDirectory(prefix="tinyml-validate-") as tmp:
+        runner, board = make_runner(args, c, Path(tmp))
+        result = runner.run(inputs)
+    report = validation_report(c, inputs, result, expected, runner.target, board)
+    if args.json != "-":
+        print_report(report)
+    write_json(args.json, report)
+    if not report["bit_exact"]:
+        raise CheckFailed(f"{report['mismatched_outputs']} of {report['inputs']} output sets differ from TFLite Micro"
+                          + (f"; first divergent layer: {report['first_divergence']}"
+                             if report["first_divergence"] else ""))
+    return 0
+
+
+def print_report(r: dict) -> None:
+    con = Console()
+    verdict = "[green]bit-exact[/green]" if r["bit_exact"] else "[red]MISMATCH[/red]"
+    con.print(f"{r['target']}{' (' + r['board'] + ')' if r['board'] else ''}: {r['inputs']} inputs, {verdict}")
+    for key in ("instructions", "cycles", "arena_bytes", "stack_bytes", "ram_bytes", "flash_bytes",
+                "weights_bytes", "macs"):
+        if r.get(key) is not None:
+            con.print(f"  {key:<14} {r[key]:>12,}")
+    for line in r["mismatch_details"]:
+        con.print(f"  [red]{line}[/red]")

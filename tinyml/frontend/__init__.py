@@ -1,0 +1,1 @@
+"""Model readers: bytes on disk -> graph IR."""

@@ -1,0 +1,33 @@
+"""Write outputs to a temporary place and move them into place only when complete."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_directory(dest: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp dir beside `dest`; on success it replaces `dest`.
+
+    On an exception the temp dir is removed and `dest` is left untouched, so a
+    half-written library or firmware never sits where a build expects it.
+    """
+    dest = Path(dest).resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old", dir=dest.parent))
+        os.replace(dest, old / "d")
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

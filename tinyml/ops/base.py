@@ -1,0 +1,65 @@
+"""The contract every operator implements, and the registry that holds them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from tinyml.errors import BadModel
+from tinyml.ir import Graph, Node
+
+if TYPE_CHECKING:  # codegen imports ops, not the other way round at run time
+    from tinyml.codegen.context import EmitContext
+
+OPS: dict[str, "Op"] = {}
+
+
+class Op:
+    """One operator: its shape rule, numpy reference, cost and C emission.
+
+    Subclasses set `name` to the TFLite builtin name and are registered with
+    @register. Methods receive the whole graph so they can read tensor
+    shapes, quantization and constants of the node's inputs and outputs.
+    """
+
+    name: ClassVar[str] = ""
+    # True when the output is the input's bytes reinterpreted (RESHAPE,
+    # SQUEEZE): the planner gives both one buffer and emit() writes nothing.
+    alias: ClassVar[bool] = False
+
+    def check(self, g: Graph, n: Node) -> str | None:
+        """Return why this node cannot be handled (dtype, rank...), or None."""
+        return None
+
+    def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
+        """Output shapes computed from the inputs (used to verify the model)."""
+        raise NotImplementedError
+
+    def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        """Bit-exact numpy reference: TFLite Micro's arithmetic on `inputs`."""
+        raise NotImplementedError
+
+    def macs(self, g: Graph, n: Node) -> int:
+        """Multiply-accumulates per inference (0 for data movement)."""
+        return 0
+
+    def scratch_bytes(self, g: Graph, n: Node) -> int:
+        """Temporary workspace the kernel needs while it runs (im2col, ...)."""
+        return 0
+
+    def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
+        """Render this node's kernel and append its call to the model."""
+        raise NotImplementedError
+
+
+def register(cls: type[Op]) -> type[Op]:
+    assert cls.name and cls.name not in OPS, f"bad or duplicate op name {cls.name!r}"
+    OPS[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str) -> Op:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise BadModel(f"no implementation for op {name}") from None

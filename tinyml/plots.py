@@ -1,0 +1,43 @@
+"""Pictures people would rather look at than read: the arena over time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyml.ir import Graph
+from tinyml.schedule.memory import MemoryPlan
+
+
+def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "") -> Path:
+    """Draw each buffer as a rectangle: x = the layers it is live, y = its arena bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    steps = len(g.nodes) + 1
+    fig, ax = plt.subplots(figsize=(max(6.0, min(18.0, 0.25 * steps + 4)), 5))
+    cmap = plt.get_cmap("tab20")
+    for k, b in enumerate(sorted(plan.buffers, key=lambda b: b.first)):
+        scratch = b.key.startswith("@scratch")
+        ax.add_patch(Rectangle((b.first - 0.45, b.offset), b.last - b.first + 0.9, b.size,
+                               facecolor="lightgrey" if scratch else cmap(k % 20),
+                               edgecolor="black", linewidth=0.4, hatch="//" if scratch else None))
+        if b.size >= plan.arena_bytes * 0.06 and b.last - b.first >= 1:
+            label = "scratch" if scratch else b.tensors[0][:24]
+            ax.text((b.first + b.last) / 2, b.offset + b.size / 2, label, ha="center", va="center", fontsize=6)
+    live = [plan.live_bytes(s) for s in range(steps)]
+    ax.step(range(steps), live, where="mid", color="black", linewidth=1, label="live bytes (lower bound)")
+    ax.axhline(plan.arena_bytes, color="red", linestyle="--", linewidth=1, label=f"arena {plan.arena_bytes:,} B")
+    ax.set_xlim(-1, steps)
+    ax.set_ylim(0, max(plan.arena_bytes, 1) * 1.08)
+    ax.set_xlabel("layer (execution step)")
+    ax.set_ylabel("arena offset (bytes)")
+    ax.set_title(title or f"{g.name}: memory timeline")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,35 @@
+"""Run a graph with the ops' numpy references: the project's own oracle.
+
+It is checked against TFLite Micro wherever both apply, and it is the oracle
+where TFLite has no equivalent (int4, patches, mixed precision). Keeping every
+intermediate tensor makes per-layer comparisons possible.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyml.errors import BadModel
+from tinyml.ir import Graph
+from tinyml.ops import get_op
+
+
+def run_reference(g: Graph, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Evaluate every node in order; returns every tensor's value by name."""
+    if len(inputs) != len(g.inputs):
+        raise BadModel(f"model has {len(g.inputs)} inputs, got {len(inputs)}")
+    values: dict[str, np.ndarray] = {}
+    for name, x in zip(g.inputs, inputs):
+        t = g[name]
+        values[name] = np.asarray(x, dtype=t.np_dtype).reshape(t.shape)
+    for n in g.nodes:
+        args = [None if i is None else values[i] if i in values else g[i].data for i in n.inputs]
+        outs = get_op(n.op).reference(g, n, args)
+        for name, y in zip(n.outputs, outs):
+            t = g[name]
+            values[name] = np.asarray(y).astype(t.np_dtype, copy=False).reshape(t.shape)
+    return values
+
+
+def reference_outputs(g: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    values = run_reference(g, inputs)
+    return [values[o] if o in values else g[o].data for o in g.outputs]

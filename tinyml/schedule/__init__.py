@@ -1,0 +1,1 @@
+"""Scheduling: op order, tensor lifetimes, arena offsets, patches."""

@@ -1,0 +1,127 @@
+"""Compare a generated model, run on some target, with TFLite Micro.
+
+The comparison is exact (bit for bit). When outputs differ, the numpy
+reference and TFLite Micro's per-tensor values locate the first layer where
+they part ways, which is where a kernel bug lives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinyml.errors import BadModel
+from tinyml.ir import Graph
+from tinyml.pipeline import Compiled
+from tinyml.report import weights_bytes
+from tinyml.sim.runner import RunResult
+
+
+@dataclass
+class Comparison:
+    samples: int
+    mismatched_outputs: int  # (sample, output tensor) pairs that are not identical
+    mismatched_elements: int
+    max_abs_diff: float
+    first_divergence: dict | None = None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.mismatched_outputs == 0
+
+
+def load_inputs(g: Graph, spec: str | int | None, seed: int = 0) -> list[list[np.ndarray]]:
+    """`spec` is a count (random inputs) or a .npy/.npz file of real inputs."""
+    if spec is None or isinstance(spec, int) or str(spec).isdigit():
+        from tinyml.oracle import random_inputs
+
+        n = int(spec) if spec is not None else 20
+        if n <= 0:
+            raise BadModel("--inputs must be a positive count or a .npy/.npz file")
+        return random_inputs(g, n, seed)
+    return _inputs_from_file(g, Path(str(spec)))
+
+
+def _inputs_from_file(g: Graph, path: Path) -> list[list[np.ndarray]]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BadModel(f"cannot read inputs from {path}: {e}") from None
+    arrays = [loaded[k] for k in loaded.files] if hasattr(loaded, "files") else [loaded]
+    if len(arrays) != len(g.inputs):
+        raise BadModel(f"{path} holds {len(arrays)} arrays; the model has {len(g.inputs)} inputs")
+    per_input = []
+    for name, arr in zip(g.inputs, arrays):
+        t = g[name]
+        if arr.size % t.size:
+            raise BadModel(f"{path}: {arr.size} values do not split into inputs of shape {t.shape}")
+        per_input.append(arr.reshape((-1, *t.shape)))
+    counts = {len(a) for a in per_input}
+    if len(counts) != 1:
+        raise BadModel(f"{path}: inputs have different sample counts {sorted(counts)}")
+    return [[a[k].astype(g[n].np_dtype) for n, a in zip(g.inputs, per_input)] for k in range(counts.pop())]
+
+
+def compare(expected: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> Comparison:
+    bad = elems = 0
+    worst = 0.0
+    details = []
+    for k, (exp_row, got_row) in enumerate(zip(expected, got, strict=True)):
+        for i, (e, o) in enumerate(zip(exp_row, got_row, strict=True)):
+            e = np.asarray(e).reshape(-1)
+            o = np.asarray(o).reshape(-1)
+            diff = e != o if e.dtype.kind != "f" else ~((e == o) | (np.isnan(e) & np.isnan(o)))
+            if diff.any():
+                bad += 1
+                elems += int(diff.sum())
+                worst = max(worst, float(np.max(np.abs(e[diff].astype(np.float64) - o[diff].astype(np.float64)))))
+                if len(details) < 5:
+                    details.append(f"sample {k} output {i}: {int(diff.sum())} of {diff.size} elements differ")
+    return Comparison(len(expected), bad, elems, worst, None, details)
+
+
+def first_divergence(g: Graph, model_bytes: bytes, sample: list[np.ndarray]) -> dict | None:
+    """The first layer whose numpy-reference output differs from TFLite Micro's."""
+    from tinyml.oracle import TflmOracle
+    from tinyml.reference import run_reference
+
+    ours = run_reference(g, sample)
+    theirs = TflmOracle(model_bytes).tensors(sample)
+    for i, n in enumerate(g.nodes):
+        for t in n.outputs:
+            if t in theirs and t in ours and not np.array_equal(np.asarray(theirs[t]).reshape(-1),
+                                                                   ours[t].reshape(-1)):
+                return {"layer": i, "op": n.op, "tensor": t}
+    return None
+
+
+def validation_report(c: Compiled, inputs: list[list[np.ndarray]], result: RunResult,
+                      expected: list[list[np.ndarray]], target: str, board: str | None) -> dict:
+    """The design.md JSON fields; device-only figures stay None on the host."""
+    from tinyml.ops import get_op
+
+    cmp = compare(expected, result.outputs)
+    if not cmp.bit_exact:
+        cmp.first_divergence = first_divergence(c.graph, c.model_bytes, inputs[0])
+    return {
+        "board": board,
+        "target": target,
+        "inputs": cmp.samples,
+        "bit_exact": cmp.bit_exact,
+        "mismatched_outputs": cmp.mismatched_outputs,
+        "mismatched_elements": cmp.mismatched_elements,
+        "max_abs_diff": cmp.max_abs_diff,
+        "first_divergence": cmp.first_divergence,
+        "mismatch_details": cmp.details,
+        "instructions": result.instructions,
+        "cycles": result.cycles,
+        "arena_bytes": c.plan.arena_bytes,
+        "stack_bytes": result.stack_bytes,
+        "ram_bytes": result.extra.get("ram_bytes"),
+        "flash_bytes": result.extra.get("flash_bytes"),
+        "weights_bytes": weights_bytes(c.graph),
+        "macs": sum(get_op(n.op).macs(c.graph, n) for n in c.graph.nodes),
+        "per_layer_instructions": result.per_layer,
+    }

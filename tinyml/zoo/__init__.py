@@ -1,0 +1,1 @@
+"""Model zoo built by the tests and benchmarks (needs TensorFlow)."""
