@@ -1,0 +1,421 @@
+"""TensorFlow Lite Micro as the bit-exact oracle for int8 models.
+
+TFLite Micro requantizes with gemmlowp double rounding, which desktop TFLite
+does not always do, so every correctness check compares against this
+interpreter (the `tflite-micro` package). Importing this module is cheap: the
+package is imported on first use.
+
+The interpreter reports its diagnostics (allocation failures, the arena
+breakdown) on the C-level stderr, not through Python, so calls into it run
+with file descriptor 2 redirected to a temporary file; that redirection is
+process-wide, so do not drive two oracles from different threads at once.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinyml.errors import BadModel, TinymlError
+
+if TYPE_CHECKING:
+    from tinyml.ir import Graph
+
+# TFLite TensorType enum value -> dtype name used by tinyml.ir.
+_TENSOR_TYPES = {
+    0: "float32", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8",
+}
+_ARENA_ALIGN = 16  # TFLite Micro aligns both ends of the arena to 16 bytes
+_MAX_ARENA = 1 << 30
+_QUANTIZE_OPCODE = 114  # BuiltinOperator.QUANTIZE
+
+
+@dataclass(frozen=True)
+class IoSpec:
+    """One model input or output as TFLite Micro sees it."""
+
+    index: int  # tensor index in subgraph 0
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # tinyml.ir dtype name
+    scale: float | None
+    zero_point: int | None
+
+
+@dataclass(frozen=True)
+class ArenaUsage:
+    """TFLite Micro's arena use as its RecordingMicroAllocator reports it.
+
+    `head` is the non-persistent part (the activation plan and kernels' scratch
+    buffers); `tail` the persistent part (per-tensor and per-node structs,
+    kernels' op data). The host build has 64-bit pointers, so `tail` is larger
+    than on a Cortex-M; `head` is pointer-size independent.
+    """
+
+    total: int
+    head: int
+    tail: int
+
+
+@dataclass(frozen=True)
+class _InputSource:
+    """What random_inputs needs to know about one graph input."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    # Quantization of the QUANTIZE that consumes a float input, if any:
+    # (scale, zero_point, quantized dtype name).
+    next_quant: tuple[float, int, str] | None
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None)
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Redirect the C-level stderr; the yielded list receives its lines on exit."""
+    lines: list[str] = []
+    libc = _libc()
+    with tempfile.TemporaryFile() as sink:
+        libc.fflush(None)
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            libc.fflush(None)
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def _tflm() -> Any:
+    try:
+        from tflite_micro import runtime
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        from tinyml.errors import ToolMissing
+
+        raise ToolMissing("the TFLite Micro oracle needs the 'tflite-micro' package "
+                          "(pip install 'tinyml[oracle]')") from e
+    return runtime
+
+
+def _schema() -> Any:
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
+
+    return schema_py_generated
+
+
+def _last_message(lines: list[str], fallback: str) -> str:
+    useful = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("Too many buffers")]
+    return useful[-1] if useful else fallback
+
+
+def _align_up(n: int) -> int:
+    return (n + _ARENA_ALIGN - 1) // _ARENA_ALIGN * _ARENA_ALIGN
+
+
+def _parse(model: bytes) -> Any:
+    """The model as the schema's object tree; BadModel when it does not parse."""
+    if len(model) < 8 or model[4:8] != b"TFL3":
+        raise BadModel("not a TFLite flatbuffer (missing the 'TFL3' identifier)")
+    schema = _schema()
+    try:
+        m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    except Exception as e:  # any decoding failure of a hostile buffer
+        detail = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise BadModel(f"malformed TFLite flatbuffer: {detail}") from None
+    if not m.subgraphs or m.subgraphs[0].tensors is None:
+        raise BadModel("TFLite model has no subgraph with tensors")
+    return m
+
+
+def _tensor_name(t: Any) -> str:
+    raw = t.name if t.name is not None else b""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _io_spec(m: Any, index: int) -> IoSpec:
+    sg = m.subgraphs[0]
+    if not 0 <= index < len(sg.tensors):
+        raise BadModel(f"model I/O refers to tensor {index}, which does not exist")
+    t = sg.tensors[index]
+    dtype = _TENSOR_TYPES.get(t.type)
+    if dtype is None:
+        raise BadModel(f"model I/O tensor {index} has unsupported type {t.type}")
+    q = t.quantization
+    scale = zp = None
+    if q is not None and q.scale is not None and len(q.scale) == 1:
+        scale, zp = float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None else 0
+    shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+    return IoSpec(index, _tensor_name(t), shape, dtype, scale, zp)
+
+
+def _model_bytes(model: bytes | bytearray | memoryview | str | Path) -> bytes:
+    if isinstance(model, (str, Path)):
+        try:
+            return Path(model).read_bytes()
+        except OSError as e:
+            raise BadModel(f"cannot read model {model}: {e.strerror}") from None
+    return bytes(model)
+
+
+# sha256 of the model -> its arena usage: allocation is deterministic, so one
+# measurement per process is enough.
+_ARENA_CACHE: dict[str, ArenaUsage] = {}
+_MIN_ARENA_CACHE: dict[str, int] = {}
+
+
+class TflmOracle:
+    """One .tflite model loaded into TensorFlow Lite Micro's host interpreter."""
+
+    def __init__(self, model: bytes | bytearray | memoryview | str | Path):
+        self.model = _model_bytes(model)
+        self._m = _parse(self.model)
+        sg = self._m.subgraphs[0]
+        self.inputs = [_io_spec(self._m, int(i)) for i in (sg.inputs if sg.inputs is not None else [])]
+        self.outputs = [_io_spec(self._m, int(i)) for i in (sg.outputs if sg.outputs is not None else [])]
+        self.digest = hashlib.sha256(self.model).hexdigest()
+        # Generous: every tensor (weights included) twice, so even the
+        # keep-everything configuration fits on the first try.
+        total = sum(_align_up(self._tensor_nbytes(t)) + 256 for t in sg.tensors)
+        self._arena_guess = _align_up(max(2 * total + 64 * 1024, 256 * 1024))
+        self._runner: Any = None
+        self._keeper: Any = None
+
+    # -- public API -----------------------------------------------------
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """One inference; inputs and outputs in the model's I/O dtypes."""
+        if self._runner is None:
+            self._runner = self._interpreter(preserve=False)
+        return self._invoke(self._runner, inputs)
+
+    def run_batch(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """One inference per entry of `batch`, in order."""
+        return [self.run(inputs) for inputs in batch]
+
+    def tensors(self, inputs: list[np.ndarray]) -> dict[int | str, np.ndarray]:
+        """Every activation tensor after one inference, for per-layer comparison.
+
+        Keys are the tensor's index in subgraph 0 and, when the name is unique
+        in the model, also its name. Constants are left out (read them from
+        the model).
+        """
+        if self._keeper is None:
+            self._keeper = self._interpreter(preserve=True)
+        self._invoke(self._keeper, inputs)
+        sg = self._m.subgraphs[0]
+        names = [_tensor_name(t) for t in sg.tensors]
+        out: dict[int | str, np.ndarray] = {}
+        for i in self._activation_indices():
+            value = np.array(self._keeper.GetTensor(i, 0)["tensor_data"], copy=True)
+            out[i] = value
+            if names.count(names[i]) == 1:
+                out[names[i]] = value
+        return out
+
+    def arena_usage(self) -> ArenaUsage:
+        """The arena TFLite Micro uses for this model (cached per model)."""
+        cached = _ARENA_CACHE.get(self.digest)
+        if cached is None:
+            interp = self._interpreter(preserve=False)
+            with _captured_stderr() as lines:
+                interp.print_allocations()
+            cached = _ARENA_CACHE[self.digest] = self._read_usage(lines)
+        return cached
+
+    def arena_bytes(self) -> int:
+        """Total arena bytes TFLite Micro allocates for this model (host build)."""
+        return self.arena_usage().total
+
+    def min_arena_size(self) -> int:
+        """The smallest `arena_size` with which TFLite Micro loads this model.
+
+        Larger than arena_bytes(): Prepare needs temporary memory (the memory
+        planner's scratch) that is released before the recorder's final count.
+        Found by bisection over 16-byte steps; cached per model.
+        """
+        cached = _MIN_ARENA_CACHE.get(self.digest)
+        if cached is None:
+            lo, hi = self.arena_bytes() // _ARENA_ALIGN, self._fitting_arena() // _ARENA_ALIGN
+            while lo < hi:  # invariant: hi * 16 loads
+                mid = (lo + hi) // 2
+                if self._loads(mid * _ARENA_ALIGN):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            cached = _MIN_ARENA_CACHE[self.digest] = hi * _ARENA_ALIGN
+        return cached
+
+    # -- internals ------------------------------------------------------
+
+    @staticmethod
+    def _tensor_nbytes(t: Any) -> int:
+        n = int(np.prod(t.shape, dtype=np.int64)) if t.shape is not None else 1
+        return max(n, 1) * 8  # widest element type TFLite Micro supports here
+
+    def _activation_indices(self) -> list[int]:
+        sg = self._m.subgraphs[0]
+        buffers = self._m.buffers or []
+
+        def is_const(t: Any) -> bool:
+            b = t.buffer
+            return 0 < b < len(buffers) and buffers[b].data is not None and len(buffers[b].data) > 0
+
+        return [i for i, t in enumerate(sg.tensors) if not is_const(t)]
+
+    def _read_usage(self, lines: list[str]) -> ArenaUsage:
+        found = {}
+        for part in ("total", "head", "tail"):
+            pattern = rf"Arena allocation {part} (\d+) bytes"
+            match = next((re.search(pattern, ln) for ln in lines if re.search(pattern, ln)), None)
+            if match is None:
+                raise TinymlError("TFLite Micro did not report its arena allocation")
+            found[part] = int(match.group(1))
+        return ArenaUsage(**found)
+
+    def _try_load(self, arena_size: int, preserve: bool) -> tuple[Any, list[str]]:
+        rt = _tflm()
+        config = (rt.InterpreterConfig.kPreserveAllTensors if preserve
+                  else rt.InterpreterConfig.kAllocationRecording)
+        with _captured_stderr() as lines:
+            try:
+                interp = rt.Interpreter.from_bytes(
+                    self.model, arena_size=arena_size, intrepreter_config=config)
+            except (RuntimeError, ValueError, IndexError, TypeError, OverflowError) as e:
+                interp, err = None, e
+        if interp is None:
+            lines.append(str(err))
+        return interp, lines
+
+    def _loads(self, arena_size: int) -> bool:
+        return self._try_load(arena_size, preserve=False)[0] is not None
+
+    def _fitting_arena(self) -> int:
+        """A 16-byte multiple with which the model loads (raises BadModel if none)."""
+        self._interpreter(preserve=False)
+        return self._arena_guess
+
+    def _interpreter(self, preserve: bool) -> Any:
+        """A loaded interpreter; grows the arena when allocation is what failed.
+
+        The arena size stays a multiple of 16 so TFLite Micro's alignment loss,
+        and with it the reported usage, does not depend on the size asked for.
+        """
+        while True:
+            interp, lines = self._try_load(self._arena_guess, preserve)
+            if interp is not None:
+                return interp
+            out_of_memory = any("allocate" in ln and "memory" in ln for ln in lines)
+            if not out_of_memory or self._arena_guess * 4 > _MAX_ARENA:
+                raise BadModel("TFLite Micro cannot load the model: "
+                               + _last_message(lines, "allocation failed"))
+            self._arena_guess *= 4
+
+    def _invoke(self, interp: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        if len(inputs) != len(self.inputs):
+            raise TinymlError(f"model has {len(self.inputs)} inputs, got {len(inputs)}")
+        for i, (x, spec) in enumerate(zip(inputs, self.inputs)):
+            x = np.asarray(x)
+            if x.dtype.name != spec.dtype or tuple(x.shape) != spec.shape:
+                raise TinymlError(f"input {i}: model wants {spec.dtype}{list(spec.shape)}, "
+                                  f"got {x.dtype.name}{list(x.shape)}")
+            interp.set_input(np.ascontiguousarray(x), i)
+        with _captured_stderr() as lines:
+            try:
+                interp.invoke()
+                err = None
+            except RuntimeError as e:
+                err = e
+        if err is not None:
+            raise BadModel("TFLite Micro failed to run the model: " + _last_message(lines, str(err)))
+        return [np.array(interp.get_output(i), copy=True) for i in range(len(self.outputs))]
+
+
+def _sources_from_model(model: bytes) -> list[_InputSource]:
+    m = _parse(model)
+    sg = m.subgraphs[0]
+    codes = m.operatorCodes or []
+    sources = []
+    for spec in (_io_spec(m, int(i)) for i in (sg.inputs if sg.inputs is not None else [])):
+        nxt = None
+        for op in sg.operators or []:
+            if op.inputs is None or spec.index not in [int(k) for k in op.inputs]:
+                continue
+            if op.opcodeIndex >= len(codes):
+                continue
+            code = codes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == _QUANTIZE_OPCODE and op.outputs is not None:
+                q = _io_spec(m, int(op.outputs[0]))
+                if q.scale is not None:
+                    nxt = (q.scale, q.zero_point, q.dtype)
+            break
+        sources.append(_InputSource(spec.shape, spec.dtype, nxt))
+    return sources
+
+
+def _sources_from_graph(g: "Graph") -> list[_InputSource]:
+    consumers = g.consumers()
+    sources = []
+    for name in g.inputs:
+        t = g[name]
+        nxt = None
+        for node in consumers.get(name, []):
+            q = g[node.outputs[0]]
+            if node.op == "QUANTIZE" and q.quant is not None and not q.quant.per_channel:
+                nxt = (q.quant.s, q.quant.zp, q.dtype)
+        sources.append(_InputSource(t.shape, t.dtype, nxt))
+    return sources
+
+
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
+               "int32": (-1000, 1000), "int64": (-1000, 1000)}
+
+
+def _random_value(src: _InputSource, rng: np.random.Generator) -> np.ndarray:
+    if src.dtype in _INT_RANGES:
+        lo, hi = _INT_RANGES[src.dtype]
+        return rng.integers(lo, hi, size=src.shape, endpoint=True).astype(src.dtype)
+    if src.dtype == "bool":
+        return rng.integers(0, 1, size=src.shape, endpoint=True).astype(bool)
+    if src.dtype == "float32":
+        lo, hi = -1.0, 1.0
+        if src.next_quant is not None and src.next_quant[2] in _INT_RANGES:
+            scale, zp, qtype = src.next_quant
+            qlo, qhi = _INT_RANGES[qtype]
+            lo, hi = scale * (qlo - zp), scale * (qhi - zp)
+        return rng.uniform(lo, hi, size=src.shape).astype(np.float32)
+    raise TinymlError(f"cannot make random inputs of type {src.dtype}")
+
+
+def random_inputs(model: "Graph | TflmOracle | bytes | str | Path", n: int,
+                  seed: int = 0) -> list[list[np.ndarray]]:
+    """`n` random input lists for `model`, reproducible from `seed`.
+
+    Integer inputs cover their whole range. Float inputs cover the real range
+    that the QUANTIZE consuming them can represent, else [-1, 1]. The first k
+    of n samples equal the k samples of a shorter call with the same seed.
+    """
+    from tinyml.ir import Graph
+
+    if isinstance(model, Graph):
+        sources = _sources_from_graph(model)
+    else:
+        sources = _sources_from_model(model.model if isinstance(model, TflmOracle)
+                                      else _model_bytes(model))
+    rng = np.random.default_rng(seed)
+    return [[_random_value(s, rng) for s in sources] for _ in range(n)]
