@@ -17,6 +17,8 @@ import functools
 import hashlib
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,19 +86,23 @@ def _libc() -> ctypes.CDLL:
 
 
 @contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Redirect the C-level stderr; the yielded list receives its lines on exit."""
+def captured_fd(fd: int = 2) -> Iterator[list[str]]:
+    """Redirect a C-level file descriptor; the yielded list receives its lines on exit.
+
+    Native libraries (TFLite Micro, the TF converter) write diagnostics
+    straight to fds 1/2, bypassing sys.stdout/sys.stderr.
+    """
     lines: list[str] = []
     libc = _libc()
     with tempfile.TemporaryFile() as sink:
         libc.fflush(None)
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
+        saved = os.dup(fd)
+        os.dup2(sink.fileno(), fd)
         try:
             yield lines
         finally:
             libc.fflush(None)
-            os.dup2(saved, 2)
+            os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
@@ -233,7 +239,7 @@ class TflmOracle:
         cached = _ARENA_CACHE.get(self.digest)
         if cached is None:
             interp = self._interpreter(preserve=False)
-            with _captured_stderr() as lines:
+            with captured_fd() as lines:
                 interp.print_allocations()
             cached = _ARENA_CACHE[self.digest] = self._read_usage(lines)
         return cached
@@ -245,19 +251,20 @@ class TflmOracle:
     def min_arena_size(self) -> int:
         """The smallest `arena_size` with which TFLite Micro loads this model.
 
-        Larger than arena_bytes(): Prepare needs temporary memory (the memory
-        planner's scratch) that is released before the recorder's final count.
-        Found by bisection over 16-byte steps; cached per model.
+        At least arena_bytes(): Prepare also needs temporary memory (the
+        memory planner's scratch) that is released before the recorder's
+        final count. Found by bisection over 16-byte steps in a child process,
+        because TFLite Micro can crash when an allocation fails by a few
+        bytes; cached per model.
         """
         cached = _MIN_ARENA_CACHE.get(self.digest)
         if cached is None:
-            lo, hi = self.arena_bytes() // _ARENA_ALIGN, self._fitting_arena() // _ARENA_ALIGN
-            while lo < hi:  # invariant: hi * 16 loads
-                mid = (lo + hi) // 2
-                if self._loads(mid * _ARENA_ALIGN):
-                    hi = mid
-                else:
-                    lo = mid + 1
+            lo, hi = self.arena_bytes() // _ARENA_ALIGN, self._arena_guess // _ARENA_ALIGN
+            while lo < hi:  # invariant: hi * 16 loads; a crash counts as "does not load"
+                bounds = _bisect_in_child(self.model, lo, hi)
+                if bounds == (lo, hi):
+                    raise TinymlError("could not measure TFLite Micro's minimum arena size")
+                lo, hi = bounds
             cached = _MIN_ARENA_CACHE[self.digest] = hi * _ARENA_ALIGN
         return cached
 
@@ -292,7 +299,7 @@ class TflmOracle:
         rt = _tflm()
         config = (rt.InterpreterConfig.kPreserveAllTensors if preserve
                   else rt.InterpreterConfig.kAllocationRecording)
-        with _captured_stderr() as lines:
+        with captured_fd() as lines:
             try:
                 interp = rt.Interpreter.from_bytes(
                     self.model, arena_size=arena_size, intrepreter_config=config)
@@ -301,14 +308,6 @@ class TflmOracle:
         if interp is None:
             lines.append(str(err))
         return interp, lines
-
-    def _loads(self, arena_size: int) -> bool:
-        return self._try_load(arena_size, preserve=False)[0] is not None
-
-    def _fitting_arena(self) -> int:
-        """A 16-byte multiple with which the model loads (raises BadModel if none)."""
-        self._interpreter(preserve=False)
-        return self._arena_guess
 
     def _interpreter(self, preserve: bool) -> Any:
         """A loaded interpreter; grows the arena when allocation is what failed.
@@ -335,7 +334,7 @@ class TflmOracle:
                 raise TinymlError(f"input {i}: model wants {spec.dtype}{list(spec.shape)}, "
                                   f"got {x.dtype.name}{list(x.shape)}")
             interp.set_input(np.ascontiguousarray(x), i)
-        with _captured_stderr() as lines:
+        with captured_fd() as lines:
             try:
                 interp.invoke()
                 err = None
@@ -344,6 +343,39 @@ class TflmOracle:
         if err is not None:
             raise BadModel("TFLite Micro failed to run the model: " + _last_message(lines, str(err)))
         return [np.array(interp.get_output(i), copy=True) for i in range(len(self.outputs))]
+
+
+# Bisects over arena sizes in 16-byte units, printing each probe before and
+# after it so the parent can resume past a probe that crashed the process.
+_BISECT_CHILD = """
+import os, sys
+from tflite_micro import runtime
+data = sys.stdin.buffer.read()
+lo, hi = int(sys.argv[1]), int(sys.argv[2])
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+while lo < hi:
+    mid = (lo + hi) // 2
+    print("probe", mid, flush=True)
+    try:
+        runtime.Interpreter.from_bytes(data, arena_size=mid * 16)
+        hi = mid
+    except Exception:
+        lo = mid + 1
+    print("bounds", lo, hi, flush=True)
+"""
+
+
+def _bisect_in_child(model: bytes, lo: int, hi: int) -> tuple[int, int]:
+    """Run the bisection in a fresh interpreter; returns the bounds it reached."""
+    proc = subprocess.run([sys.executable, "-c", _BISECT_CHILD, str(lo), str(hi)],
+                          input=model, capture_output=True, timeout=600)
+    for line in proc.stdout.decode().splitlines():
+        word, *nums = line.split()
+        if word == "bounds":
+            lo, hi = int(nums[0]), int(nums[1])
+        elif word == "probe":
+            lo = max(lo, int(nums[0]) + 1)  # stays if the probe's "bounds" follows
+    return lo, hi
 
 
 def _sources_from_model(model: bytes) -> list[_InputSource]:
