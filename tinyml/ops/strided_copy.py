@@ -1,0 +1,136 @@
+"""The one kernel family behind every op that only moves elements.
+
+SLICE, STRIDED_SLICE, TRANSPOSE, CONCATENATION, PACK, UNPACK, SPLIT... are each
+one or a few loop nests of the form
+
+    dst[dst_offset + sum_k i_k * dst_strides[k]] = src[src_offset + sum_k i_k * src_strides[k]]
+
+over extents `dims`. Describing an op as such `Copy`s and simplifying the nest at
+generation time (unit extents dropped, dimensions that are contiguous in both
+tensors merged) yields one template, specialized by shape, that degenerates to a
+single memcpy when the data is contiguous and to a plain element loop otherwise.
+Strides may be negative (reversed slices).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from tinyml.codegen.cnames import ctype
+from tinyml.ir import DTYPES, Graph, Node, Tensor
+
+if TYPE_CHECKING:
+    from tinyml.codegen.context import EmitContext
+
+# Loop indices are int32 in the generated C.
+MAX_ELEMENTS = 2**31 - 1
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    """Row-major element strides of a dense tensor of `shape`."""
+    strides = [1] * len(shape)
+    for k in range(len(shape) - 2, -1, -1):
+        strides[k] = strides[k + 1] * int(shape[k + 1])
+    return tuple(strides)
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One strided loop nest; strides and offsets count elements, not bytes."""
+
+    dims: tuple[int, ...]
+    src_strides: tuple[int, ...]
+    dst_strides: tuple[int, ...]
+    src_offset: int = 0
+    dst_offset: int = 0
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for d in self.dims:
+            n *= d
+        return n
+
+    def simplified(self) -> "Copy":
+        """Same copy with unit extents dropped and jointly contiguous dims merged."""
+        dims: list[int] = []
+        ss: list[int] = []
+        ds: list[int] = []
+        for d, s, t in zip(self.dims, self.src_strides, self.dst_strides):
+            if d == 1:
+                continue
+            if dims and ss[-1] == s * d and ds[-1] == t * d:
+                # the previous (outer) dim steps exactly over this one in both tensors
+                dims[-1] *= d
+                ss[-1], ds[-1] = s, t
+                continue
+            dims.append(d)
+            ss.append(s)
+            ds.append(t)
+        if not dims:
+            dims, ss, ds = [1], [1], [1]
+        return Copy(tuple(dims), tuple(ss), tuple(ds), self.src_offset, self.dst_offset)
+
+
+def plain_dtype_problem(t: Tensor) -> str | None:
+    """Why element-wise copies cannot handle `t` (packed sub-byte storage), or None."""
+    if t.bits != DTYPES[t.dtype][0].itemsize * 8:
+        return f"tensor stored at {t.bits} bits per element is not supported by data-movement ops"
+    return None
+
+
+def node_dtype_problem(g: Graph, n: Node, data_inputs: Sequence[int] = (0,)) -> str | None:
+    """Data inputs and all outputs must share one byte-addressable dtype."""
+    tensors = [g[n.inputs[i]] for i in data_inputs if i < len(n.inputs) and n.inputs[i] is not None]
+    tensors += [g[o] for o in n.outputs]
+    if not tensors:
+        return "node has no tensors"
+    for t in tensors:
+        why = plain_dtype_problem(t)
+        if why:
+            return why
+    if len({t.dtype for t in tensors}) != 1:
+        return "inputs and outputs must have the same dtype"
+    if max(t.size for t in tensors) > MAX_ELEMENTS:
+        return "tensor too large"
+    return None
+
+
+def const_ints(g: Graph, name: str | None, what: str) -> list[int]:
+    """The values of a constant integer parameter tensor (axis, begin, perm...)."""
+    from tinyml.errors import BadModel
+
+    if name is None:
+        raise BadModel(f"missing {what} tensor")
+    t = g[name]
+    if not t.is_const:
+        raise BadModel(f"{what} must be a constant tensor")
+    if t.data.dtype.kind not in "iu":
+        raise BadModel(f"{what} must be an integer tensor")
+    return [int(v) for v in t.data.reshape(-1)]
+
+
+def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str) -> None:
+    """Render the strided-copy kernel for `copy` and call it on two C pointer expressions."""
+    if copy.count == 0:
+        return
+    c = copy.simplified()
+    inner = c.src_strides[-1] == 1 and c.dst_strides[-1] == 1
+    loops = c.dims[:-1] if inner else c.dims
+
+    def index(strides: tuple[int, ...]) -> str:
+        terms = [f"i{k}" if s == 1 else f"i{k} * {s}" if s > 0 else f"i{k} * ({s})"
+                 for k, s in enumerate(strides[: len(loops)]) if s]
+        return " + ".join(terms) or "0"
+
+    fn = ctx.kernel(
+        "copy_strided.c.j2",
+        t=ctype(dtype),
+        loops=list(loops),
+        inner=c.dims[-1] if inner else 0,
+        src_index=index(c.src_strides),
+        dst_index=index(c.dst_strides),
+    )
+    s = f"{src} + {c.src_offset}" if c.src_offset else src
+    d = f"{dst} + {c.dst_offset}" if c.dst_offset else dst
+    ctx.call(fn, s, d)
