@@ -141,9 +141,9 @@ class _Reader:
         for i, t in enumerate(sg.tables(S.SubGraph.TENSORS, "tensors")):
             what = f"subgraph {k} tensor {i}"
             shape = t.numbers(T.SHAPE, "<i4", "shape")
-            if shape is not None and len(shape) > MAX_RANK:
-                raise BadModel(f"malformed model: {what} has rank {len(shape)} (at most {MAX_RANK} supported)")
-            t.numbers(T.SHAPE_SIGNATURE, "<i4", "shape_signature")
+            signature = t.numbers(T.SHAPE_SIGNATURE, "<i4", "shape_signature")
+            if max(len(v) for v in (shape, signature, ()) if v is not None) > MAX_RANK:
+                raise BadModel(f"malformed model: {what} has more than {MAX_RANK} dimensions")
             tensors.append(_RawTensor(
                 shape=tuple(int(d) for d in shape) if shape is not None else (),
                 type_code=t.scalar(T.TYPE, "b", 0, "type"),
