@@ -15,10 +15,14 @@ import pytest
 from tflite_micro.python.tflite_micro import runtime
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
+from tinyml import zoo
 from tinyml.codegen.emit import generate
 from tinyml.ir import Graph, Node, Quant, Tensor
+from tinyml.oracle import TflmOracle, random_inputs
 from tinyml.ops import get_op
 from tinyml.ops.elementwise import loop_nest
+from tinyml.pipeline import compile_model
+from tinyml.reference import reference_outputs
 from tinyml.schedule.memory import plan_memory
 from tinyml.sim.host import HostRunner
 
@@ -254,6 +258,28 @@ def test_reference_matches_tflite_micro(case: Case) -> None:
         if case.lut:
             seen.update(inputs[0].reshape(-1).tolist())
     assert not case.lut or len(seen) == 256
+
+
+OWN_OPS = {"ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "PRELU", "LOGISTIC", "TANH",
+           "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"}
+CONVERTED = [n for n in zoo.names("ops") if zoo.get(n).exercises & OWN_OPS] + ["io_float32", "io_uint8"]
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_reference_matches_tflite_micro_on_keras_models(name: str) -> None:
+    """Quantization as the TFLite converter chooses it (zoo models, built with fixed seeds)."""
+    c = compile_model(zoo.path(name))
+    g = c.graph
+    assert {n.op for n in g.nodes} & OWN_OPS
+    sets = random_inputs(g, 20, seed=11)
+    x = g[g.inputs[0]]
+    if len(g.inputs) == 1 and x.dtype in ("int8", "uint8"):  # every input code at least once
+        codes = np.arange(256, dtype=np.uint8).view(x.np_dtype)
+        sets += [[np.resize(np.roll(codes, k * x.size), x.shape)] for k in range(-(-256 // x.size))]
+    expected = TflmOracle(c.model_bytes).run_batch(sets)
+    for inputs, want in zip(sets, expected):
+        for w, got in zip(want, reference_outputs(g, inputs)):
+            np.testing.assert_array_equal(np.asarray(got).reshape(-1), np.asarray(w).reshape(-1))
 
 
 def test_quantize_rounds_half_away_from_zero_and_saturates_like_the_oracle() -> None:
