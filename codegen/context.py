@@ -73,7 +73,7 @@ class EmitContext:
         c_type = c_type or ctype(str(values.dtype))
         key = (c_type, hashlib.sha1(values.tobytes() + str(values.shape).encode()).hexdigest())
         if key not in self._const_names:
-            sym = f"tm_{c_ident(hint)}_{len(self.consts)}"
+            sym = f"tmw_{c_ident(hint)}_{len(self.consts)}"
             self._const_names[key] = sym
             comment = c_comment(self.node.name) if self.node is not None else ""
             self.consts.append(ConstArray(sym, c_type, values.reshape(-1), comment))
@@ -85,7 +85,7 @@ class EmitContext:
         body = render(f"kernels/{template}", fn="@FN@", target=self.target, **params)
         digest = hashlib.sha1(body.encode()).hexdigest()
         if digest not in self._kernel_names:
-            fn = f"tm_{c_ident(template.split('.')[0])}_{len(self._kernel_names)}"
+            fn = f"tmk_{c_ident(template.split(".")[0])}_{len(self._kernel_names)}"
             self._kernel_names[digest] = fn
             self.kernels.append(body.replace("@FN@", fn))
         return self._kernel_names[digest]
