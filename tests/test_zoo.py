@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tinyml import zoo
-from tinyml.oracle import TflmOracle, random_inputs
+from tinyml.oracle import random_inputs
 from tinyml.zoo.cache import cache_key
 
 fb = pytest.importorskip("ai_edge_litert.schema_py_generated")
