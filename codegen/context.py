@@ -85,7 +85,7 @@ class EmitContext:
         body = render(f"kernels/{template}", fn="@FN@", target=self.target, **params)
         digest = hashlib.sha1(body.encode()).hexdigest()
         if digest not in self._kernel_names:
-            fn = f"tmk_{c_ident(template.split(".")[0])}_{len(self._kernel_names)}"
+            fn = f"tmk_{c_ident(template.split('.')[0])}_{len(self._kernel_names)}"
             self._kernel_names[digest] = fn
             self.kernels.append(body.replace("@FN@", fn))
         return self._kernel_names[digest]
