@@ -2,7 +2,8 @@
 
 Every case runs the whole analysis path a CLI verb runs (read, legalize,
 support and shape checks, memory plan, per-layer report), because a file
-that parses can still break a later pass. Each case runs under a SIGALRM
+that parses can still break a later pass; an op module that raises instead
+of rejecting the model (OpCrashed) fails the test too. Each case runs under a SIGALRM
 watchdog and tracemalloc, so a hang or a huge allocation fails the test
 instead of the machine. Mutations use fixed seeds: a failure reproduces.
 """
@@ -21,6 +22,7 @@ import pytest
 
 from test_frontend import edit, model
 from tinyml.errors import TinymlError
+from tinyml.frontend.check import OpCrashed
 from tinyml.pipeline import load_graph
 from tinyml.report import summary
 from tinyml.schedule.memory import plan_memory
@@ -50,6 +52,8 @@ def outcome(data: bytes) -> str:
     try:
         analyze(data)
         result = "ok"
+    except OpCrashed as e:
+        raise AssertionError(f"an op module raised instead of rejecting the model: {e}") from None
     except TinymlError as e:
         assert "\n" not in str(e) and str(e), f"not a one-line message: {str(e)!r}"
         result = "error"

@@ -281,6 +281,9 @@ class _Reader:
         name = self.opcodes[op.opcode]
         if not op.outputs:
             raise BadModel(f"malformed model: operator {k} ({name}) has no outputs")
+        if op.inputs and op.inputs[0] < 0 and not name.startswith("CUSTOM:"):
+            # Only trailing operands (bias, constant values...) of builtin ops are optional.
+            raise BadModel(f"malformed model: operator {k} ({name}) lacks its first input")
         node = Node(op=name, inputs=[names[i] if i >= 0 else None for i in op.inputs],
                     outputs=[names[i] for i in op.outputs], name=names[op.outputs[0]])
         node.attrs = _options(op, name, f"operator {k} ({name})")
