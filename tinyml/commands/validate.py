@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tinyml.commands._common import add_json_arg, write_json
-from tinyml.errors import CheckFailed, TinymlError
+from tinyml.errors import CheckFailed
 from tinyml.pipeline import Compiled, compile_model
 from tinyml.sim.runner import Runner
 from tinyml.validation import load_inputs, validation_report
@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--target", choices=["host"], help="compile for this PC with the host C compiler")
     where.add_argument("--board", metavar="B", help="build firmware for board B and run it (see `tinyml boards`)")
+    p.add_argument("--sim", choices=["qemu", "renode"], default="qemu",
+                   help="simulator that runs the --board firmware (default qemu)")
     p.add_argument("--inputs", default="20", metavar="N|FILE",
                    help="number of random inputs (default 20) or a .npy/.npz file of inputs")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
@@ -34,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runner, str | None]:
     """Build what the target needs and return its runner and board name."""
     if args.board:
-        raise TinymlError("board targets are not available yet")
+        from tinyml.sim.qemu import board_runner
+
+        runner = board_runner(args.board, args.sim, c, work)
+        return runner, runner.fw.board.name
     from tinyml.codegen.emit import generate
     from tinyml.sim.host import HostRunner
 

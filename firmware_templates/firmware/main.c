@@ -1,0 +1,186 @@
+/* The firmware's main loop: announce, then serve framed requests forever.
+ *
+ *   HELLO_REQ -> HELLO  (what this firmware is: model id, sizes, counter, board)
+ *   INFER     -> RESULT (inputs stream straight into the arena, tinyml_run() is
+ *                        timed between two counter reads, outputs go back as is)
+ *   QUIT      -> leave the simulator (semihosting) or reset (a real board)
+ * Messages are laid out in tinyml/sim/protocol.py. */
+#include <stdint.h>
+#include "tm_firmware.h"
+#include "tinyml_model.h"
+#if TM_SELFTEST
+#include "tm_selftest.h"
+#endif
+
+#define TM_PROTOCOL_VERSION 1u
+
+static uint32_t calib0, calib1, inferences;
+
+#if TM_PER_LAYER
+static uint32_t layer_ticks[2u * TINYML_NUM_LAYERS];
+void tm_layer_mark(unsigned slot);
+void tm_layer_mark(unsigned slot) { layer_ticks[slot] = tm_now(); }
+#endif
+
+static uint32_t total_bytes(const uint32_t *sizes, unsigned n)
+{
+    uint32_t t = 0;
+    for (unsigned i = 0; i < n; i++)
+        t += sizes[i];
+    return t;
+}
+
+static void send_hello(uint8_t seq)
+{
+    static const char name[] = TM_BOARD_NAME;
+    const uint32_t name_len = sizeof name - 1u;
+    const uint8_t head[8] = {
+        TM_PROTOCOL_VERSION, (uint8_t)tm_counter_kind(),
+        (uint8_t)((TM_PER_LAYER ? 1u : 0u) | (TM_SELFTEST ? 2u : 0u)),
+        TINYML_NUM_INPUTS, TINYML_NUM_OUTPUTS, 0,
+        (uint8_t)(TINYML_NUM_LAYERS & 0xFFu), (uint8_t)(TINYML_NUM_LAYERS >> 8),
+    };
+    tm_tx_begin(TM_MSG_HELLO, seq, 8u + 4u * 7u + 4u * (TINYML_NUM_INPUTS + TINYML_NUM_OUTPUTS) + 1u + name_len);
+    tm_tx_bytes(head, sizeof head);
+    tm_tx_u32(TM_MODEL_ID);
+    tm_tx_u32(TINYML_ARENA_BYTES);
+    tm_tx_u32(tm_stack_size());
+    tm_tx_u32(tm_stack_bottom());
+    tm_tx_u32(calib0);
+    tm_tx_u32(calib1);
+    tm_tx_u32(TM_CLOCK_HZ);
+    for (unsigned i = 0; i < TINYML_NUM_INPUTS; i++)
+        tm_tx_u32(tinyml_input_bytes[i]);
+    for (unsigned i = 0; i < TINYML_NUM_OUTPUTS; i++)
+        tm_tx_u32(tinyml_output_bytes[i]);
+    uint8_t n = (uint8_t)name_len;
+    tm_tx_bytes(&n, 1);
+    tm_tx_bytes(name, name_len);
+    tm_tx_end();
+}
+
+/* Inputs are already in the arena: time tinyml_run() alone. */
+static void run_and_report(uint8_t seq)
+{
+#if TM_PER_LAYER
+    for (unsigned i = 0; i < 2u * TINYML_NUM_LAYERS; i++)
+        layer_ticks[i] = 0;
+#endif
+    uint32_t t0 = tm_now();
+    int32_t rc = (int32_t)tinyml_run();
+    uint32_t t1 = tm_now();
+    uint32_t stack = tm_stack_high_water();
+    inferences++;
+    uint32_t out_total = total_bytes(tinyml_output_bytes, TINYML_NUM_OUTPUTS);
+    uint32_t per_layer = TM_PER_LAYER ? 8u * TINYML_NUM_LAYERS : 0u;
+    tm_tx_begin(TM_MSG_RESULT, seq, 20u + per_layer + out_total);
+    tm_tx_u32(inferences);
+    tm_tx_u32((uint32_t)rc);
+    tm_tx_u32(t0);
+    tm_tx_u32(t1);
+    tm_tx_u32(stack);
+#if TM_PER_LAYER
+    for (unsigned i = 0; i < 2u * TINYML_NUM_LAYERS; i++)
+        tm_tx_u32(layer_ticks[i]);
+#endif
+    for (unsigned i = 0; i < TINYML_NUM_OUTPUTS; i++)
+        tm_tx_bytes(tinyml_output(i), tinyml_output_bytes[i]);
+    tm_tx_end();
+}
+
+static void handle(const tm_header_t *h)
+{
+    if (h->type == TM_MSG_INFER) {
+        if (h->len != total_bytes(tinyml_input_bytes, TINYML_NUM_INPUTS)) {
+            tm_send_error(h->seq, TM_ERR_LENGTH, "INFER payload is not the model's input size");
+            return;
+        }
+        for (unsigned i = 0; i < TINYML_NUM_INPUTS; i++)
+            tm_rx_bytes(tinyml_input(i), tinyml_input_bytes[i]);
+        if (tm_rx_end() != 0)
+            tm_send_error(h->seq, TM_ERR_CRC, "INFER frame CRC mismatch");
+        else
+            run_and_report(h->seq);
+    } else if (h->type == TM_MSG_HELLO_REQ && h->len == 0) {
+        if (tm_rx_end() == 0)
+            send_hello(h->seq);
+        else
+            tm_send_error(h->seq, TM_ERR_CRC, "HELLO_REQ frame CRC mismatch");
+    } else if (h->type == TM_MSG_QUIT && h->len == 2) {
+        uint8_t b[2];
+        tm_rx_bytes(b, 2);
+        if (tm_rx_end() == 0)
+            tm_exit(b[0], b[1]);
+        tm_send_error(h->seq, TM_ERR_CRC, "QUIT frame CRC mismatch");
+    } else if (h->type == TM_MSG_HELLO_REQ || h->type == TM_MSG_QUIT) {
+        tm_send_error(h->seq, TM_ERR_LENGTH, "bad payload length");
+    } else {
+        tm_send_error(h->seq, TM_ERR_TYPE, "unknown message type");
+    }
+}
+
+/* After a fault only QUIT is served, so the host can still end a simulation cleanly. */
+void tm_serve_quit_only(void)
+{
+    for (;;) {
+        tm_header_t h;
+        tm_rx_header(&h);
+        if (h.type == TM_MSG_QUIT && h.len == 2) {
+            uint8_t b[2];
+            tm_rx_bytes(b, 2);
+            if (tm_rx_end() == 0)
+                tm_exit(b[0], b[1]);
+        }
+    }
+}
+
+#if TM_SELFTEST
+static void put_hex(uint32_t v)
+{
+    char s[9];
+    for (int i = 7; i >= 0; i--, v >>= 4)
+        s[i] = "0123456789abcdef"[v & 15u];
+    s[8] = 0;
+    tm_puts(s);
+}
+
+/* Runs one known input and checks the outputs' CRC: a line a terminal (or a
+ * Renode test) can read without speaking the frame protocol. */
+static void selftest(void)
+{
+    const uint8_t *src = tm_selftest_input;
+    for (unsigned i = 0; i < TINYML_NUM_INPUTS; i++) {
+        uint8_t *dst = (uint8_t *)tinyml_input(i);
+        for (uint32_t k = 0; k < tinyml_input_bytes[i]; k++)
+            dst[k] = *src++;
+    }
+    int rc = tinyml_run();
+    uint32_t crc = 0xFFFFFFFFu;
+    for (unsigned i = 0; i < TINYML_NUM_OUTPUTS; i++)
+        crc = tm_crc32(crc, tinyml_output(i), tinyml_output_bytes[i]);
+    crc = ~crc;
+    tm_puts(rc == 0 && crc == TM_SELFTEST_CRC ? "tinyml selftest PASS crc=" : "tinyml selftest FAIL crc=");
+    put_hex(crc);
+    tm_puts("\r\n");
+}
+#endif
+
+int main(void)
+{
+    tm_board_init();
+    tm_uart_init();
+    tm_counter_init();
+    tinyml_init();
+    calib0 = tm_now();
+    calib1 = tm_now();
+    tm_puts("\r\ntinyml " TM_BOARD_NAME " ready\r\n");
+#if TM_SELFTEST
+    selftest();
+#endif
+    send_hello(0);
+    for (;;) {
+        tm_header_t h;
+        tm_rx_header(&h);
+        handle(&h);
+    }
+}

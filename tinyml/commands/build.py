@@ -1,0 +1,73 @@
+"""`tinyml build MODEL --board B -o DIR`: firmware for a board, with its size report."""
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from tinyml.commands._common import add_json_arg, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build firmware for a board (arm-none-eabi-gcc) and report its size",
+                       description="Generate the C library for MODEL, wrap it in firmware for board B (startup, "
+                                   "UART protocol, linker script from the board's real memory map), compile with "
+                                   "arm-none-eabi-gcc and report every section and memory region. Exit 2 when the "
+                                   "model does not fit the board.")
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("--board", required=True, metavar="B", help="board name (see `tinyml boards`) or a board .toml")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (replaced when complete)")
+    p.add_argument("-Os", dest="optimize", action="store_const", const="Os", default="O2",
+                   help="optimize for size instead of speed (-O2)")
+    p.add_argument("--per-layer", action="store_true", help="time every layer (costs a little per layer)")
+    p.add_argument("--min-stack", type=int, metavar="BYTES", help="stack to reserve (default: the board's)")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinyml.board import load_board
+    from tinyml.codegen.firmware import build_firmware
+    from tinyml.pipeline import compile_model
+
+    board = load_board(args.board)
+    c = compile_model(args.model)
+    fw = build_firmware(c.graph, c.plan, board, args.output, optimize=args.optimize, per_layer=args.per_layer,
+                        min_stack=args.min_stack)
+    report = {"output": str(fw.path), **fw.to_json()}
+    if args.json != "-":
+        print_report(fw)
+    write_json(args.json, report)
+    return 0
+
+
+def print_report(fw) -> None:  # noqa: ANN001 - tinyml.codegen.firmware.Firmware
+    con = Console()
+    board = fw.images["board"]
+    con.print(f"[bold]{fw.board.name}[/bold] ({fw.board.core}, {fw.board.fpu}), -{fw.optimize}: "
+              f"{fw.path / board.elf}")
+    t = Table(title="sections", title_justify="left")
+    for col in ("section", "bytes", "address", "in", "model", "firmware", "libc"):
+        t.add_column(col, justify="left" if col in ("section", "in") else "right")
+    for s in board.sections:
+        flash = board.regions["FLASH"]
+        where = "flash" if flash["origin"] <= s.vma < flash["origin"] + flash["size"] else \
+            "RAM" if s.lma == s.vma else "RAM + flash copy"
+        parts = board.contributions.get(s.name, {})
+        t.add_row(s.name, f"{s.size:,}", f"0x{s.vma:08x}", where,
+                  *(f"{parts[k]:,}" if k in parts else "" for k in ("model", "firmware", "libc")))
+    con.print(t)
+    r = Table(title="memory regions", title_justify="left")
+    for col in ("region", "used", "size", "use"):
+        r.add_column(col, justify="left" if col == "region" else "right")
+    for name, reg in board.regions.items():
+        r.add_row(name, f"{reg['used']:,}", f"{reg['size']:,}", f"{100 * reg['used'] / reg['size']:.1f}%")
+    con.print(r)
+    con.print(f"flash {board.flash_bytes:,} B (weights {fw.weights_bytes:,} B) | RAM static {board.static_ram_bytes:,} B "
+              f"(arena {fw.arena_bytes:,} B) + stack up to {board.stack_available_bytes:,} B "
+              f"(at least {board.stack_reserved_bytes:,} B reserved)")
+    if "qemu" in fw.images:
+        q = fw.images["qemu"]
+        con.print(f"QEMU image for {q.machine}: {fw.path / q.elf} (flash {q.flash_bytes:,} B, "
+                  f"RAM static {q.static_ram_bytes:,} B)")
