@@ -49,4 +49,5 @@ def load_graph(data: bytes) -> Graph:
 def compile_model(path: str | Path) -> Compiled:
     data = read_model_bytes(path)
     g = load_graph(data)
+    g.name = Path(path).stem
     return Compiled(g, plan_memory(g), data)

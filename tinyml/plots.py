@@ -23,8 +23,8 @@ def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "
         ax.add_patch(Rectangle((b.first - 0.45, b.offset), b.last - b.first + 0.9, b.size,
                                facecolor="lightgrey" if scratch else cmap(k % 20),
                                edgecolor="black", linewidth=0.4, hatch="//" if scratch else None))
-        if b.size >= plan.arena_bytes * 0.06 and b.last - b.first >= 1:
-            label = "scratch" if scratch else b.tensors[0][:24]
+        if b.size >= plan.arena_bytes * 0.08 and b.last - b.first >= 2:
+            label = "scratch" if scratch else _short(b.tensors[0])
             ax.text((b.first + b.last) / 2, b.offset + b.size / 2, label, ha="center", va="center", fontsize=6)
     live = [plan.live_bytes(s) for s in range(steps)]
     ax.step(range(steps), live, where="mid", color="black", linewidth=1, label="live bytes (lower bound)")
@@ -41,3 +41,9 @@ def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _short(name: str) -> str:
+    """Converters build long hierarchical names; the last component says enough."""
+    parts = [p for p in name.replace(";", "/").split("/") if p]
+    return (parts[-1] if parts else name)[:18]
