@@ -8,7 +8,7 @@ TFLite Micro semantics; the conditions spell out why:
   to the input zero point contributes ((x - zp) * w = 0). So a spatial PAD
   whose pad value is that zero point becomes `explicit_padding` on the conv
   (PyTorch exports: TRANSPOSE + explicit PAD), saving the padded copy.
-- CONV/DEPTHWISE/FULLY_CONNECTED/ADD -> RELU/RELU6: with equal input and
+- CONV/DEPTHWISE/FULLY_CONNECTED/ADD/SUB/MUL/pooling -> RELU/RELU6: with equal input and
   output quantization, TFLite Micro's standalone RELU is clamp(x, zp, 127)
   (its requantization by 1.0 is exact) and RELU6 is clamp(x, zp,
   zp + round(6 / scale)); a fused activation clamps the same values to the
@@ -22,7 +22,10 @@ from tinyml.ir import Graph, Node
 from tinyml.passes.rewrite import drop_nodes, same_quant
 
 PADDED_CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-ACTIVATION_PRODUCERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
+# Ops whose TFLite Micro int8 kernels clamp their result to the fused
+# activation's range after the final requantization.
+ACTIVATION_PRODUCERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL",
+                        "AVERAGE_POOL_2D", "MAX_POOL_2D")
 FUSABLE_ACTIVATIONS = ("RELU", "RELU6")
 
 
