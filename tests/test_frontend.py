@@ -20,7 +20,7 @@ from tinyml.frontend.check import check_supported, verify_shapes
 from tinyml.frontend.tflite import load_tflite, read_tflite
 from tinyml.ir import Graph, Node, Quant, Tensor
 from tinyml.passes.cleanup import drop_identities, remove_dead
-from tinyml.passes.fold import fold_constants
+from tinyml.passes.fold import fold_constants, static_reshape_shapes
 from tinyml.passes.fuse import fuse_activations, fuse_pad_into_conv
 from tinyml.passes.legalize import legalize
 
@@ -527,3 +527,17 @@ def test_fold_uses_op_reference_and_respects_growth_limit(monkeypatch):
     big = graph(4096)  # 32 KiB of constant from 12 bytes: not worth the flash
     fold_constants(big)
     assert [n.op for n in big.nodes] == ["TEST_TILE", "ADD"] and not big["t"].is_const
+
+
+def test_reshape_target_is_the_output_shape():
+    """TFLite Micro reshapes to the output tensor's shape, whatever the shape input or new_shape say."""
+    g = Graph()
+    for t in (Tensor("x", (1, 2, 3), "int8", q()), Tensor("s", (2,), "int32"),
+              Tensor("a", (1, 6), "int8", q()), Tensor("b", (6, 1), "int8", q()), Tensor("c", (), "int8", q()),
+              Tensor("one", (1, 1, 1), "int8", q())):
+        g.add_tensor(t)
+    g.nodes = [Node("RESHAPE", ["x", "s"], ["a"]), Node("RESHAPE", ["x"], ["b"], {"new_shape": [3, 2]}),
+               Node("RESHAPE", ["one", "s"], ["c"], {"new_shape": [1]})]
+    static_reshape_shapes(g)
+    assert [g[n.inputs[1]].data.tolist() for n in g.nodes[:2]] == [[1, 6], [6, 1]]
+    assert g.nodes[2].inputs == ["one"] and g.nodes[2].attrs["new_shape"] is None

@@ -82,19 +82,26 @@ def fold_constants(g: Graph) -> None:
 
 
 def static_reshape_shapes(g: Graph) -> None:
-    """Give every RESHAPE its output shape as a constant shape input.
+    """Make every RESHAPE's target its output shape, as a constant shape input.
 
-    TFLite Micro takes a RESHAPE's result shape from the output tensor, not
-    from the shape input, so this keeps its semantics exactly; it also
-    leaves any shape arithmetic that fed the input dead (removed later).
+    TFLite Micro takes a RESHAPE's result shape from the output tensor, never
+    from the shape input or the new_shape option, so this keeps its semantics
+    exactly; it also leaves any shape arithmetic that fed the input dead
+    (removed later). A scalar result gets no shape input (an empty constant
+    has no C representation).
     """
     for n in g.nodes:
-        if n.op != "RESHAPE" or len(n.inputs) < 2 or n.inputs[1] is None:
+        if n.op != "RESHAPE" or not n.inputs:
             continue
         out = g[n.outputs[0]]
-        shape_in = g[n.inputs[1]]
-        want = np.array(out.shape, dtype=np.int32)
-        if shape_in.is_const and shape_in.dtype == "int32" and np.array_equal(shape_in.data.reshape(-1), want):
+        if not out.shape:
+            n.inputs = n.inputs[:1]
+            n.attrs["new_shape"] = None
             continue
+        want = np.array(out.shape, dtype=np.int32)
+        if len(n.inputs) > 1 and n.inputs[1] is not None:
+            given = g[n.inputs[1]]
+            if given.is_const and given.dtype == "int32" and np.array_equal(given.data.reshape(-1), want):
+                continue
         t = g.add_tensor(Tensor(name=f"{n.outputs[0]}/shape", shape=(len(out.shape),), dtype="int32", data=want))
-        n.inputs[1] = t.name
+        n.inputs = [n.inputs[0], t.name]
