@@ -26,6 +26,10 @@ class Op:
     # True when the output is the input's bytes reinterpreted (RESHAPE,
     # SQUEEZE): the planner gives both one buffer and emit() writes nothing.
     alias: ClassVar[bool] = False
+    # True when the output is input 0 with some elements overwritten in place
+    # (WRITE_WINDOW of a patch schedule): the planner gives both one buffer,
+    # and unlike an alias emit() does write. Input 0 must die at this node.
+    updates_input: ClassVar[bool] = False
 
     def check(self, g: Graph, n: Node) -> str | None:
         """Return why this node cannot be handled (dtype, rank...), or None."""
