@@ -1,0 +1,97 @@
+"""CONV_2D, int8 (TFLite Micro's reference_integer_ops::ConvPerChannel).
+
+Filters are OHWI; a filter depth smaller than the input depth means grouped
+convolution (input depth = groups * filter depth), which TFLite Micro also
+runs. Per-tensor filters use the per-channel path with one broadcast scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyml.ir import Graph, Node
+from tinyml.ops.base import Op, register
+from tinyml.ops.quantized import (
+    accumulator_may_overflow,
+    activation_reason,
+    arity_reason,
+    bias_of,
+    conv_requant,
+    int8_per_tensor,
+    int8_weights,
+    int32_bias,
+    kernel_args,
+    pad_for_window,
+    taps,
+    window,
+)
+
+
+@register
+class Conv2D(Op):
+    name = "CONV_2D"
+
+    def check(self, g: Graph, n: Node) -> str | None:
+        if why := arity_reason(n, 2):
+            return why
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
+        if why:
+            return why
+        wt = g[n.inputs[1]]
+        if len(wt.shape) != 4 or len(x.shape) != 4:
+            return "conv needs a 4-D NHWC input and a 4-D OHWI filter"
+        cout, _, _, cin_g = wt.shape
+        if cin_g < 1 or x.shape[3] < cin_g or x.shape[3] % cin_g or cout % (x.shape[3] // cin_g):
+            return f"filter depth {cin_g} does not divide input depth {x.shape[3]} into groups"
+        try:
+            window(g, n, wt.shape[1], wt.shape[2])
+        except ValueError as e:
+            return str(e)
+        bias = g[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else None
+        return int8_weights(wt, cout, 0) or int32_bias(bias, cout) or activation_reason(n)
+
+    def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
+        wt = g[n.inputs[1]]
+        w = window(g, n, wt.shape[1], wt.shape[2])
+        return [(w.batch, w.out_h, w.out_w, wt.shape[0])]
+
+    def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x, wt = inputs[0], inputs[1].astype(np.int64)
+        cout, k_h, k_w, cin_g = wt.shape
+        w = window(g, n, k_h, k_w)
+        groups = x.shape[3] // cin_g
+        # Padded taps hold -offset so that (x + offset) is 0: exactly a skipped tap.
+        in_off = -g[n.inputs[0]].quant.zp
+        xp = pad_for_window(x.astype(np.int64), w, -in_off) + in_off
+        acc = np.zeros((w.batch, w.out_h, w.out_w, cout), np.int64)
+        per_group = cout // groups
+        for ky, kx, view in taps(xp, w):
+            for gi in range(groups):
+                xs = view[..., gi * cin_g:(gi + 1) * cin_g]
+                ws = wt[gi * per_group:(gi + 1) * per_group, ky, kx, :]
+                acc[..., gi * per_group:(gi + 1) * per_group] += xs @ ws.T
+        if len(inputs) > 2 and inputs[2] is not None:
+            acc += inputs[2].reshape(-1).astype(np.int64)
+        return [conv_requant(g, n, cout).apply(acc)]
+
+    def macs(self, g: Graph, n: Node) -> int:
+        y, wt = g[n.outputs[0]], g[n.inputs[1]]
+        return int(np.prod(y.shape)) * int(np.prod(wt.shape[1:]))
+
+    def emit(self, g: Graph, n: Node, ctx) -> None:
+        wt = g[n.inputs[1]].data.astype(np.int8)
+        cout, k_h, k_w, cin_g = wt.shape
+        x = g[n.inputs[0]]
+        w = window(g, n, k_h, k_w)
+        in_off = -x.quant.zp
+        bias = bias_of(g, n)
+        args = kernel_args(
+            ctx, wt, wt.astype(np.int64).sum(axis=(1, 2, 3)), bias, in_off, conv_requant(g, n, cout),
+            needs_border=w.has_padding,
+            overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)),
+        )
+        fn = ctx.kernel(
+            "conv2d.c.j2", win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
+            in_offset=in_off, p=args.params, signature=args.signature(),
+        )
+        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)

@@ -1,0 +1,83 @@
+"""FULLY_CONNECTED, int8 (TFLite Micro's reference_integer_ops::FullyConnected[PerChannel]).
+
+The input may have any rank: it is read as [batches, depth] with depth the
+filter's second dimension. Multipliers follow the conv rule (input*filter/
+output scale in double) for per-tensor filters too: older TFLite sources
+multiply input*filter in float32 first (GetQuantizedConvolutionMultipler),
+but the TFLite Micro we pin does not -- tests/test_ops_conv.py pins it with
+accumulators on which the two rules disagree.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyml.ir import Graph, Node
+from tinyml.ops.base import Op, register
+from tinyml.ops.quantized import (
+    accumulator_may_overflow,
+    activation_reason,
+    arity_reason,
+    bias_of,
+    conv_requant,
+    int8_per_tensor,
+    int8_weights,
+    int32_bias,
+    kernel_args,
+)
+
+
+@register
+class FullyConnected(Op):
+    name = "FULLY_CONNECTED"
+
+    def check(self, g: Graph, n: Node) -> str | None:
+        if why := arity_reason(n, 2):
+            return why
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
+        if why:
+            return why
+        wt = g[n.inputs[1]]
+        if len(wt.shape) != 2 or wt.shape[1] < 1:
+            return "fully connected needs a 2-D [units, depth] weight tensor"
+        if x.size % wt.shape[1]:
+            return f"input of {x.size} values is not a whole number of rows of depth {wt.shape[1]}"
+        if n.attrs.get("keep_num_dims") and x.shape[-1] != wt.shape[1]:
+            return "keep_num_dims needs the input's last dimension to equal the weight depth"
+        if n.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
+            return f"weights format {n.attrs['weights_format']} is not supported"
+        bias = g[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else None
+        return int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+
+    def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
+        x, wt = g[n.inputs[0]], g[n.inputs[1]]
+        units, depth = wt.shape
+        if n.attrs.get("keep_num_dims"):
+            return [tuple(x.shape[:-1]) + (units,)]
+        return [(x.size // depth, units)]
+
+    def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        wt = inputs[1].astype(np.int64)
+        x = inputs[0].astype(np.int64).reshape(-1, wt.shape[1]) - g[n.inputs[0]].quant.zp
+        acc = x @ wt.T
+        if len(inputs) > 2 and inputs[2] is not None:
+            acc += inputs[2].reshape(-1).astype(np.int64)
+        return [conv_requant(g, n, g[n.inputs[1]].shape[0]).apply(acc).reshape(self.infer_shapes(g, n)[0])]
+
+    def macs(self, g: Graph, n: Node) -> int:
+        return g[n.inputs[0]].size * g[n.inputs[1]].shape[0]
+
+    def emit(self, g: Graph, n: Node, ctx) -> None:
+        wt = g[n.inputs[1]].data.astype(np.int8)
+        units, depth = wt.shape
+        in_off = -g[n.inputs[0]].quant.zp
+        bias = bias_of(g, n)
+        args = kernel_args(
+            ctx, wt, wt.astype(np.int64).sum(axis=1), bias, in_off, conv_requant(g, n, g[n.inputs[1]].shape[0]),
+            needs_border=False, overflow=accumulator_may_overflow(wt, bias, in_off, (1,)),
+        )
+        fn = ctx.kernel(
+            "fully_connected.c.j2", batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
+            p=args.params, signature=args.signature(),
+        )
+        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)

@@ -1,0 +1,94 @@
+"""AVERAGE_POOL_2D and MAX_POOL_2D, int8 (TFLite Micro's reference_integer_ops pooling).
+
+Neither rescales: both work on the raw int8 values (the converter gives
+input and output the same quantization) and clamp to the fused activation's
+range. The average divides by the taps inside the input only, rounding
+half away from zero in integer arithmetic.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyml.ir import Graph, Node
+from tinyml.ops.base import Op, register
+from tinyml.ops.quantized import (
+    Window,
+    activation_range,
+    activation_reason,
+    arity_reason,
+    int8_per_tensor,
+    pad_for_window,
+    taps,
+    window,
+)
+
+
+def pool_window(g: Graph, n: Node) -> Window:
+    return window(g, n, int(n.attrs.get("filter_height", 0)), int(n.attrs.get("filter_width", 0)), dilated=False)
+
+
+def valid_taps(w: Window) -> np.ndarray:
+    """[OH, OW] number of window taps inside the input."""
+    def along(out: int, stride: int, pad: int, k: int, size: int) -> np.ndarray:
+        start = np.arange(out) * stride - pad
+        return np.clip(start + k, 0, size) - np.clip(start, 0, size)
+    return np.outer(along(w.out_h, w.stride_h, w.pad_top, w.k_h, w.in_h),
+                    along(w.out_w, w.stride_w, w.pad_left, w.k_w, w.in_w))
+
+
+class _Pool2D(Op):
+    kind = ""  # "avg" or "max"
+
+    def check(self, g: Graph, n: Node) -> str | None:
+        if why := arity_reason(n, 1):
+            return why
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output") or activation_reason(n)
+        if why:
+            return why
+        try:
+            w = pool_window(g, n)
+        except ValueError as e:
+            return str(e)
+        if not np.all(valid_taps(w) > 0):
+            return "a pooling window lies entirely in the padding"
+        return None
+
+    def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
+        w = pool_window(g, n)
+        return [(w.batch, w.out_h, w.out_w, g[n.inputs[0]].shape[3])]
+
+    def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        w = pool_window(g, n)
+        lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), g[n.outputs[0]])
+        # Padded taps hold a value that cannot win: 0 for a sum, below int8 for a max.
+        xp = pad_for_window(inputs[0].astype(np.int64), w, 0 if self.kind == "avg" else -1000)
+        views = [v for _, _, v in taps(xp, w)]
+        if self.kind == "max":
+            acc = np.maximum.reduce(views)
+        else:
+            total = np.add.reduce(views)
+            count = valid_taps(w)[None, :, :, None]
+            half = count // 2
+            # C division truncates toward zero; both numerators keep the sign of total.
+            num = np.where(total > 0, total + half, total - half)
+            acc = np.sign(num) * (np.abs(num) // count)
+        return [np.clip(acc, lo, hi).astype(np.int8)]
+
+    def emit(self, g: Graph, n: Node, ctx) -> None:
+        lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), g[n.outputs[0]])
+        fn = ctx.kernel("pool2d.c.j2", kind=self.kind, win=pool_window(g, n),
+                        channels=g[n.inputs[0]].shape[3], lo=lo, hi=hi)
+        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
+
+
+@register
+class AveragePool2D(_Pool2D):
+    name = "AVERAGE_POOL_2D"
+    kind = "avg"
+
+
+@register
+class MaxPool2D(_Pool2D):
+    name = "MAX_POOL_2D"
+    kind = "max"
