@@ -47,6 +47,9 @@ class FlatBuffer:
     def fail(self, what: str, problem: str) -> BadModel:
         return BadModel(f"malformed model: {what}: {problem}")
 
+    def past_end(self, what: str, problem: str) -> BadModel:
+        return self.fail(what, f"{problem} (truncated or corrupted file?)")
+
     def charge(self, units: int, what: str) -> None:
         self.budget -= units
         if self.budget < 0:
@@ -66,7 +69,7 @@ class FlatBuffer:
 
     def _need(self, pos: int, n: int, what: str) -> None:
         if pos < 0 or pos + n > self.size:
-            raise self.fail(what, f"{n} bytes at offset {pos} lie outside the {self.size}-byte file")
+            raise self.past_end(what, f"{n} bytes at offset {pos} lie outside the {self.size}-byte file")
 
     def root(self, what: str) -> "Table":
         if self.size < 8:
@@ -128,7 +131,7 @@ class Table:
             return 0
         target = pos + _U32.unpack_from(self.fb.data, pos)[0]
         if target >= self.fb.size:
-            raise self.fb.fail(f"{self.what}.{name}", f"offset {target} points past the end of the file")
+            raise self.fb.past_end(f"{self.what}.{name}", f"offset {target} points past the end of the file")
         return target
 
     def table(self, fid: int, name: str) -> "Table | None":
@@ -144,7 +147,7 @@ class Table:
         count = self.fb.u32(target, what)
         start = target + 4
         if count * elem_size > self.fb.size - start:
-            raise self.fb.fail(what, f"vector of {count} elements runs past the end of the file")
+            raise self.fb.past_end(what, f"vector of {count} elements runs past the end of the file")
         self.fb.charge(count * elem_size, what)
         return start, count
 
@@ -190,6 +193,6 @@ class Table:
             pos = start + 4 * i
             target = pos + _U32.unpack_from(self.fb.data, pos)[0]
             if target >= self.fb.size:
-                raise self.fb.fail(f"{self.what}.{name}[{i}]", f"offset {target} points past the end of the file")
+                raise self.fb.past_end(f"{self.what}.{name}[{i}]", f"offset {target} points past the end of the file")
             out.append(self.fb.table_at(target, f"{self.what}.{name}[{i}]"))
         return out

@@ -25,6 +25,7 @@ from tinyml.ir import Graph, Node, Quant, Tensor
 
 MAX_RANK = 8
 MAX_TENSOR_BYTES = 64 * 1024 * 1024  # far beyond any microcontroller; bounds every allocation
+MAX_FILE_BYTES = 256 * 1024 * 1024
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7)}
 
 
@@ -61,12 +62,17 @@ def read_tflite(data: bytes | bytearray | memoryview | str | Path) -> Imported:
 
 
 def _bytes_of(data: bytes | bytearray | memoryview | str | Path) -> tuple[bytes, str]:
+    """The model's bytes and a default graph name; files are size-checked before reading."""
     if isinstance(data, (str, Path)):
         p = Path(data)
         try:
+            if p.stat().st_size > MAX_FILE_BYTES:
+                raise BadModel(f"{show(str(p))}: {p.stat().st_size:,} bytes is larger than any microcontroller model")
             return p.read_bytes(), p.stem
         except OSError as e:
-            raise BadModel(f"cannot read {p}: {e.strerror or e}") from None
+            raise BadModel(f"cannot read {show(str(p))}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadModel(f"{len(data):,} bytes is larger than any microcontroller model")
     return bytes(data), "model"
 
 
