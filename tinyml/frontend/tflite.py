@@ -117,7 +117,7 @@ class _Reader:
 
     def run(self) -> Imported:
         m = self.model
-        self.opcodes = [self._opcode(t, i) for i, t in enumerate(m.tables(S.Model.OPERATOR_CODES, "operator_codes"))]
+        self.opcodes = [self._opcode(t) for t in m.tables(S.Model.OPERATOR_CODES, "operator_codes")]
         self.buffers = m.tables(S.Model.BUFFERS, "buffers")
         self._buffer_cache: dict[int, memoryview | None] = {}
         subgraphs = m.tables(S.Model.SUBGRAPHS, "subgraphs")
@@ -130,7 +130,8 @@ class _Reader:
         return self._to_graph(raw[0])
 
     # ---- raw structure -------------------------------------------------
-    def _opcode(self, t: Table, i: int) -> str:
+    def _opcode(self, t: Table) -> str:
+        """The op's name: a builtin name, CUSTOM:<code>, or BUILTIN_<n> for enum values newer than tinyml."""
         C = S.OperatorCode
         code = max(t.scalar(C.DEPRECATED_BUILTIN_CODE, "b", 0, "deprecated_builtin_code"),
                    t.scalar(C.BUILTIN_CODE, "i", 0, "builtin_code"))
