@@ -15,6 +15,7 @@ Output directory (written to a temp dir, moved into place when complete):
     firmware.json                 sizes, regions, symbols, I/O: what runners read
     Makefile                      rebuild by hand (`make`, `make qemu`)
     lib/ src/ board/ [qemu/]      sources; per-image config and linker script
+    renode/                       <board>.resc, <board>.robot [, <board>.repl] (sim/renode.py)
 """
 from __future__ import annotations
 
@@ -255,6 +256,9 @@ def build_firmware(graph: Graph, plan: MemoryPlan, board: Board | str, out_dir: 
         objcopy = tool("objcopy")
         for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
             _run([objcopy, "-O", fmt, "firmware.elf", f"firmware.{ext}"], tmp)
+        from tinyml.sim.renode import write_renode_files  # sim imports this module: import late
+
+        write_renode_files(board, tmp / "renode", selftest.crc if selftest else None, "../firmware.elf")
         fw = Firmware(out.resolve(), board, optimize, per_layer, model_id, em.inputs, em.outputs,
                       plan.arena_bytes, weights, len(graph.nodes), images)
         (tmp / "firmware.json").write_text(json.dumps(fw.to_json(), indent=2) + "\n")

@@ -254,13 +254,13 @@ def board_runner(board: str, sim: str, compiled, work_dir: Path, per_layer: bool
     b = load_board(board)
     if sim == "renode":
         from tinyml.oracle import TflmOracle, random_inputs
-        from tinyml.sim.renode import RenodeRunner, require_renode, write_renode_files
+        from tinyml.sim.renode import RenodeRunner, renode_files, require_renode
 
         require_renode()
         sample = random_inputs(compiled.graph, 1, 12345)[0]
         selftest = Selftest.from_arrays(sample, TflmOracle(compiled.model_bytes).run(sample))
         fw = build_firmware(compiled.graph, compiled.plan, b, work_dir / "firmware", per_layer=per_layer,
                             selftest=selftest)
-        return RenodeRunner(fw, write_renode_files(b, fw.path / "renode", selftest.crc, "../firmware.elf"))
+        return RenodeRunner(fw, renode_files(fw))
     fw = build_firmware(compiled.graph, compiled.plan, b, work_dir / "firmware", per_layer=per_layer)
     return QemuRunner(fw)

@@ -134,6 +134,13 @@ def write_renode_files(board: Board, out_dir: str | Path, selftest_crc: int | No
     return written
 
 
+def renode_files(fw: Firmware) -> dict[str, Path]:
+    """The Renode files `build_firmware` wrote into a firmware directory."""
+    root, name = fw.path / "renode", fw.board.name
+    found = {k: root / f"{name}.{k}" for k in ("resc", "robot", "repl")}
+    return {k: p for k, p in found.items() if p.exists()}
+
+
 def run_robot(robot: Path, timeout_s: float = 300.0) -> None:
     """Run the generated Robot test with renode-test; CheckFailed when it fails."""
     require_renode()

@@ -22,19 +22,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="optimize for size instead of speed (-O2)")
     p.add_argument("--per-layer", action="store_true", help="time every layer (costs a little per layer)")
     p.add_argument("--min-stack", type=int, metavar="BYTES", help="stack to reserve (default: the board's)")
+    p.add_argument("--selftest", action="store_true",
+                   help="bake one input and TFLite Micro's output CRC into the image: at boot it prints "
+                        "'tinyml selftest PASS|FAIL' (what the generated Renode test waits for)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tinyml.board import load_board
-    from tinyml.codegen.firmware import build_firmware
+    from tinyml.codegen.firmware import Selftest, build_firmware
     from tinyml.pipeline import compile_model
 
     board = load_board(args.board)
     c = compile_model(args.model)
+    selftest = None
+    if args.selftest:
+        from tinyml.oracle import TflmOracle, random_inputs
+
+        sample = random_inputs(c.graph, 1, 12345)[0]
+        selftest = Selftest.from_arrays(sample, TflmOracle(c.model_bytes).run(sample))
     fw = build_firmware(c.graph, c.plan, board, args.output, optimize=args.optimize, per_layer=args.per_layer,
-                        min_stack=args.min_stack)
+                        min_stack=args.min_stack, selftest=selftest)
     report = {"output": str(fw.path), **fw.to_json()}
     if args.json != "-":
         print_report(fw)
@@ -67,6 +76,7 @@ def print_report(fw) -> None:  # noqa: ANN001 - tinyml.codegen.firmware.Firmware
     con.print(f"flash {board.flash_bytes:,} B (weights {fw.weights_bytes:,} B) | RAM static {board.static_ram_bytes:,} B "
               f"(arena {fw.arena_bytes:,} B) + stack up to {board.stack_available_bytes:,} B "
               f"(at least {board.stack_reserved_bytes:,} B reserved)")
+    con.print(f"Renode: {fw.path / 'renode'} ({fw.board.name}.resc, {fw.board.name}.robot)")
     if "qemu" in fw.images:
         q = fw.images["qemu"]
         con.print(f"QEMU image for {q.machine}: {fw.path / q.elf} (flash {q.flash_bytes:,} B, "
