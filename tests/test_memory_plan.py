@@ -140,7 +140,7 @@ def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
 
 
 def alias_groups(g: Graph) -> dict[str, str]:
-    """Tensors that may share bytes because an alias op joins them."""
+    """Tensors that may share bytes because an alias (or in-place update) op joins them."""
     root = {t: t for t in g.tensors}
 
     def find(t: str) -> str:
@@ -149,7 +149,8 @@ def alias_groups(g: Graph) -> dict[str, str]:
         return t
 
     for n in g.nodes:
-        if get_op(n.op).alias and not g[n.inputs[0]].is_const:
+        op = get_op(n.op)
+        if (op.alias or getattr(op, "updates_input", False)) and not g[n.inputs[0]].is_const:
             root[find(n.outputs[0])] = find(n.inputs[0])
     return {t: find(t) for t in g.tensors}
 
