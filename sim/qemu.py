@@ -220,8 +220,9 @@ class QemuRunner:
             raise CheckFailed(f"{self.target}: tinyml_run() returned an error on inference {bad[0]}")
         counts = [ticks(r.t0, r.t1) - overhead for r in results]
         per_layer = None
-        if hello.per_layer and results:
-            per_layer = [ticks(b, e) - overhead if (b, e) != (0, 0) else 0 for b, e in results[0].layer_ticks]
+        if hello.per_layer and results:  # the layers of the slowest inference, which `instructions` reports
+            slowest = results[counts.index(max(counts))]
+            per_layer = [ticks(b, e) - overhead if (b, e) != (0, 0) else 0 for b, e in slowest.layer_ticks]
         outputs = unpack_outputs(self.fw.outputs, b"".join(b"".join(r.outputs) for r in results), samples)
         stack = max(r.stack_bytes for r in results) if results else None
         extra: dict[str, object] = {
