@@ -21,6 +21,7 @@ the data, so recursion depth is fixed by the schema.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -182,17 +183,33 @@ class Table:
             raise self.fb.fail(f"{self.what}.{name}", "string is not NUL-terminated inside the file")
         return self.fb.data[start:start + count].decode("utf-8", errors="replace")
 
-    def tables(self, fid: int, name: str) -> list["Table"]:
-        """A vector of tables (empty list if absent)."""
+    def tables(self, fid: int, name: str) -> "TableVector":
+        """A vector of tables (empty if absent); elements are validated when accessed."""
         v = self._vector(fid, 4, name)
-        if v is None:
-            return []
-        start, count = v
-        out = []
-        for i in range(count):
-            pos = start + 4 * i
-            target = pos + _U32.unpack_from(self.fb.data, pos)[0]
-            if target >= self.fb.size:
-                raise self.fb.past_end(f"{self.what}.{name}[{i}]", f"offset {target} points past the end of the file")
-            out.append(self.fb.table_at(target, f"{self.what}.{name}[{i}]"))
-        return out
+        start, count = v if v is not None else (0, 0)
+        return TableVector(self.fb, start, count, f"{self.what}.{name}")
+
+
+class TableVector:
+    """A lazily read vector of tables, so a corrupt element stops the reading
+    before the elements after it cost anything."""
+
+    __slots__ = ("fb", "start", "count", "what")
+
+    def __init__(self, fb: FlatBuffer, start: int, count: int, what: str):
+        self.fb, self.start, self.count, self.what = fb, start, count, what
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> Table:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        pos = self.start + 4 * i
+        target = pos + _U32.unpack_from(self.fb.data, pos)[0]
+        if target >= self.fb.size:
+            raise self.fb.past_end(f"{self.what}[{i}]", f"offset {target} points past the end of the file")
+        return self.fb.table_at(target, f"{self.what}[{i}]")
+
+    def __iter__(self) -> Iterator[Table]:
+        return (self[i] for i in range(self.count))

@@ -20,12 +20,15 @@ import numpy as np
 
 from tinyml.errors import BadModel
 from tinyml.frontend import schema as S
-from tinyml.frontend.flatbuf import FlatBuffer, Table
+from tinyml.frontend.flatbuf import FlatBuffer, Table, TableVector
 from tinyml.ir import Graph, Node, Quant, Tensor
 
 MAX_RANK = 8
 MAX_TENSOR_BYTES = 64 * 1024 * 1024  # far beyond any microcontroller; bounds every allocation
 MAX_FILE_BYTES = 256 * 1024 * 1024
+# Per-vector table counts: hundreds in real microcontroller models, and each
+# table costs microseconds of Python, so a hostile count is refused up front.
+MAX_TABLES = 1 << 16
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7)}
 
 
@@ -117,10 +120,10 @@ class _Reader:
 
     def run(self) -> Imported:
         m = self.model
-        self.opcodes = [self._opcode(t) for t in m.tables(S.Model.OPERATOR_CODES, "operator_codes")]
-        self.buffers = m.tables(S.Model.BUFFERS, "buffers")
+        self.opcodes = [self._opcode(t) for t in _tables(m, S.Model.OPERATOR_CODES, "operator_codes")]
+        self.buffers = _tables(m, S.Model.BUFFERS, "buffers")
         self._buffer_cache: dict[int, memoryview | None] = {}
-        subgraphs = m.tables(S.Model.SUBGRAPHS, "subgraphs")
+        subgraphs = _tables(m, S.Model.SUBGRAPHS, "subgraphs")
         if not subgraphs:
             raise BadModel("malformed model: the model has no subgraphs")
         raw = [self._subgraph(sg, i) for i, sg in enumerate(subgraphs)]
@@ -145,7 +148,7 @@ class _Reader:
     def _subgraph(self, sg: Table, k: int) -> _RawSubgraph:
         T = S.Tensor
         tensors = []
-        for i, t in enumerate(sg.tables(S.SubGraph.TENSORS, "tensors")):
+        for i, t in enumerate(_tables(sg, S.SubGraph.TENSORS, "tensors")):
             what = f"subgraph {k} tensor {i}"
             shape = t.numbers(T.SHAPE, "<i4", "shape")
             signature = t.numbers(T.SHAPE_SIGNATURE, "<i4", "shape_signature")
@@ -164,7 +167,7 @@ class _Reader:
         outputs = self._indices(sg.numbers(S.SubGraph.OUTPUTS, "<i4", "outputs"), n, f"subgraph {k} outputs")
         sg.string(S.SubGraph.NAME, "name")
         ops = [self._op(t, n, f"subgraph {k} operator {i}")
-               for i, t in enumerate(sg.tables(S.SubGraph.OPERATORS, "operators"))]
+               for i, t in enumerate(_tables(sg, S.SubGraph.OPERATORS, "operators"))]
         return _RawSubgraph(tensors, inputs, outputs, ops)
 
     def _op(self, t: Table, ntensors: int, what: str) -> _RawOp:
@@ -199,18 +202,18 @@ class _Reader:
         for b in (meta if meta is not None else []):
             if not 0 <= b < nbuf:
                 raise BadModel(f"malformed model: metadata_buffer refers to buffer {b} of {nbuf}")
-        for i, t in enumerate(m.tables(S.Model.METADATA, "metadata")):
+        for i, t in enumerate(_tables(m, S.Model.METADATA, "metadata")):
             t.string(S.Metadata.NAME, "name")
             if t.scalar(S.Metadata.BUFFER, "I", 0, "buffer") >= nbuf:
                 raise BadModel(f"malformed model: metadata {i} refers to a missing buffer")
-        for i, t in enumerate(m.tables(S.Model.SIGNATURE_DEFS, "signature_defs")):
+        for i, t in enumerate(_tables(m, S.Model.SIGNATURE_DEFS, "signature_defs")):
             D = S.SignatureDef
             t.string(D.SIGNATURE_KEY, "signature_key")
             sub = t.scalar(D.SUBGRAPH_INDEX, "I", 0, "subgraph_index")
             if sub >= len(raw):
                 raise BadModel(f"malformed model: signature {i} refers to subgraph {sub} of {len(raw)}")
             for fid, label in ((D.INPUTS, "inputs"), (D.OUTPUTS, "outputs")):
-                for tm in t.tables(fid, label):
+                for tm in _tables(t, fid, label):
                     tm.string(S.TensorMap.NAME, "name")
                     if tm.scalar(S.TensorMap.TENSOR_INDEX, "I", 0, "tensor_index") >= len(raw[sub].tensors):
                         raise BadModel(f"malformed model: signature {i} {label} refer to a missing tensor")
@@ -295,6 +298,13 @@ class _Reader:
                     outputs=[names[i] for i in op.outputs], name=names[op.outputs[0]])
         node.attrs = _options(op, name, f"operator {k} ({name})")
         return node
+
+
+def _tables(t: Table, fid: int, name: str) -> TableVector:
+    v = t.tables(fid, name)
+    if len(v) > MAX_TABLES:
+        raise BadModel(f"malformed model: {t.what}.{name} has {len(v):,} entries (at most {MAX_TABLES:,} supported)")
+    return v
 
 
 def _decode(buf: memoryview, t: Tensor, what: str) -> np.ndarray:
