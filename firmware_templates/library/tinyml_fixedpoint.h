@@ -4,22 +4,24 @@
 #define TINYML_FIXEDPOINT_H
 #include <stdint.h>
 
-/* SaturatingRoundingDoublingHighMul: high 32 bits of 2*a*b, rounded. */
+/* SaturatingRoundingDoublingHighMul: high 32 bits of 2*a*b, rounded.
+ * gemmlowp adds 2^30 (or 1 - 2^30 when ab < 0) and divides truncating by 2^31;
+ * for ab < 0 that truncation is a ceiling, ceil((ab + 1 - 2^30) / 2^31) =
+ * floor((ab + 2^30) / 2^31), so one arithmetic shift covers both signs
+ * (one SMLAL on Cortex-M instead of a sign-dependent 64-bit division). */
 static inline int32_t tm_srdhm(int32_t a, int32_t b)
 {
     if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
-    int64_t ab = (int64_t)a * (int64_t)b;
-    int64_t nudge = ab >= 0 ? (1ll << 30) : (1ll - (1ll << 30));
-    return (int32_t)((ab + nudge) / (1ll << 31));
+    return (int32_t)(((int64_t)a * (int64_t)b + (1ll << 30)) >> 31);
 }
 
 /* RoundingDivideByPOT: x / 2^e rounded half away from zero (0 <= e <= 31). */
 static inline int32_t tm_rdbpot(int32_t x, int e)
 {
-    int32_t mask = (int32_t)((1ll << e) - 1);
-    int32_t rem = x & mask;
-    int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> e) + (rem > thr ? 1 : 0);
+    int32_t mask = (int32_t)((1u << e) - 1u);
+    int32_t thr = (mask >> 1) + (int32_t)((uint32_t)x >> 31); /* + 1 when x < 0 */
+    /* rem > thr, as the sign bit of thr - rem (both in [0, 2^e]): branch-free */
+    return (x >> e) + (int32_t)((uint32_t)(thr - (x & mask)) >> 31);
 }
 
 /* MultiplyByQuantizedMultiplier: x * q * 2^(shift-31) with double rounding.
