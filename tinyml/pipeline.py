@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyml.errors import BadModel
+from tinyml.frontend.tflite import MAX_FILE_BYTES
 from tinyml.ir import Graph
 from tinyml.schedule.memory import MemoryPlan, plan_memory
-
-MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -27,7 +26,7 @@ def read_model_bytes(path: str | Path) -> bytes:
     p = Path(path)
     try:
         size = p.stat().st_size
-        if size > MAX_MODEL_BYTES:
+        if size > MAX_FILE_BYTES:
             raise BadModel(f"{p}: {size:,} bytes is larger than any model a microcontroller can hold")
         return p.read_bytes()
     except OSError as e:
