@@ -51,13 +51,12 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None) -> Emit
     """Render every file of the library into memory."""
     ctx = EmitContext(g, plan.offsets, plan.scratch, target or Target())
     for i, n in enumerate(g.nodes):
-        op = get_op(n.op)
-        if op.alias:
-            continue
         ctx.node, ctx.layer = n, i
-        ctx.raw(f"TINYML_LAYER_BEGIN({i});")
-        op.emit(g, n, ctx)
-        ctx.raw(f"TINYML_LAYER_END({i});")
+        before = len(ctx.calls)
+        get_op(n.op).emit(g, n, ctx)  # alias ops emit nothing when they share a buffer
+        if len(ctx.calls) > before:
+            ctx.calls.insert(before, f"  TINYML_LAYER_BEGIN({i});")
+            ctx.raw(f"TINYML_LAYER_END({i});")
     ctx.node, ctx.layer = None, -1
 
     def io(names: list[str]) -> list[IOInfo]:
