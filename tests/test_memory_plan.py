@@ -222,7 +222,6 @@ MLPERF = ["resnet8", "mobilenet_v1_025_vww", "mobilenet_v1_025_person", "ds_cnn_
 
 @pytest.mark.parametrize("name", MLPERF)
 def test_zoo_plans_are_valid_and_near_the_lower_bound(name: str) -> None:
-    pytest.importorskip("tensorflow")
     from tinyml import zoo
     from tinyml.pipeline import compile_model
     from tinyml.schedule.memory import build_buffers

@@ -132,7 +132,7 @@ def _tf_version() -> str:
 
 def _convert(name: str) -> bytes:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     shapes, kind, params, _ = MODELS[name]
     seed = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
     tf.keras.utils.set_random_seed(seed)
@@ -187,7 +187,6 @@ def assert_same(expected: list[np.ndarray], got: list[np.ndarray], what: str) ->
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_converted_model_matches_tflm_and_c(name: str, model_cache: Path, tmp_path: Path) -> None:
-    pytest.importorskip("tflite_micro")
     from tinyml.oracle import TflmOracle, random_inputs
     from tinyml.pipeline import load_graph
 
@@ -496,7 +495,6 @@ def test_check_rejects_what_tflm_would_compute_differently(op: str, inputs: list
 
 def test_concat_with_differing_input_quant_is_rejected_like_tflm(model_cache: Path) -> None:
     """The converter unifies concat scales; edit one input's and both TFLite Micro and we refuse."""
-    pytest.importorskip("tflite_micro")
     import flatbuffers
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 

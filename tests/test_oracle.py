@@ -18,7 +18,7 @@ import pytest
 from tinyml.errors import BadModel, TinymlError
 from tinyml.oracle import TflmOracle, random_inputs
 
-fb = pytest.importorskip("ai_edge_litert.schema_py_generated")
+import ai_edge_litert.schema_py_generated as fb  # noqa: E402
 
 
 # -- hand-built models -------------------------------------------------------

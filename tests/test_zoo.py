@@ -20,7 +20,7 @@ from tinyml import zoo
 from tinyml.oracle import random_inputs
 from tinyml.zoo.cache import cache_key
 
-fb = pytest.importorskip("ai_edge_litert.schema_py_generated")
+import ai_edge_litert.schema_py_generated as fb  # noqa: E402
 
 OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 TYPE_NAMES = {v: k.lower() for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
