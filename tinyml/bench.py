@@ -1,0 +1,395 @@
+"""Measure generated firmware in the simulator against TFLite Micro + CMSIS-NN.
+
+For every model and board, the firmware is built twice, once with the optimized
+kernels (DSP extension where the core has it) and once with plain C forced, run
+in QEMU on the same inputs and compared bit for bit with TFLite Micro, the way
+`tinyml validate --board` does. What comes out is what issue 4's targets are
+stated in: instructions per inference and per MAC (exact guest instruction
+counts), RAM during inference (arena + stack high-water + other .data/.bss),
+flash, TFLite Micro's arena for the same model, and the ratios to the published
+TFLite Micro + CMSIS-NN anchor on the five MLPerf Tiny architectures.
+
+Per-layer costs come from a second, profiled build per run (a counter read at
+every layer boundary); the headline totals always come from the unprofiled
+build, because the layer marks cost instructions of their own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyml import __version__
+from tinyml.board import Board, load_board
+from tinyml.errors import TinymlError
+from tinyml.pipeline import Compiled, compile_model
+
+KERNELS = ("optimized", "plain")
+
+ANCHOR_SOURCE = ("issue 4 anchor table: TFLite Micro with CMSIS-NN kernels, arm-none-eabi-gcc 12.2 -O2, "
+                 "Cortex-M4, QEMU instruction counts per inference, MLPerf Tiny architectures with trained "
+                 "weights (figures as published there: MACs to 10 k, instructions to 10 k)")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One row of the issue-4 table: what TFLite Micro + CMSIS-NN needs on a Cortex-M4."""
+
+    title: str
+    macs: int
+    instructions: int
+    arena_bytes: int
+
+    @property
+    def instructions_per_mac(self) -> float:
+        return self.instructions / self.macs
+
+
+# Keyed by the zoo name of the same architecture (tinyml/zoo: group "mlperf").
+ANCHORS: dict[str, Anchor] = {
+    "resnet8": Anchor("ResNet-8, 32x32x3 (image classification)", 12_500_000, 29_860_000, 54_996),
+    "mobilenet_v1_025_vww": Anchor("MobileNetV1-0.25, 96x96x3 (visual wake words)", 7_490_000, 24_100_000,
+                                   100_708),
+    "mobilenet_v1_025_person": Anchor("MobileNetV1-0.25, 96x96x1 (person detection)", 7_160_000, 22_930_000,
+                                      82_308),
+    "ds_cnn_kws": Anchor("DS-CNN, 49x10x1 (keyword spotting)", 2_660_000, 7_700_000, 22_820),
+    "fc_autoencoder_ad": Anchor("FC autoencoder, 640 (anomaly detection)", 260_000, 580_000, 2_580),
+}
+
+
+@dataclass
+class ModelUnderTest:
+    """A compiled model with its inputs and TFLite Micro's answers, shared by every board and kernel set."""
+
+    name: str
+    path: Path
+    compiled: Compiled
+    inputs: list[list[np.ndarray]]
+    expected: list[list[np.ndarray]]
+    tflm_arena_bytes: int
+
+
+def resolve_models(names: Sequence[str], group: str | None) -> list[tuple[str, Path]]:
+    """Zoo names, zoo groups and .tflite paths -> (name, path); a path's name is its stem."""
+    from tinyml import zoo
+
+    out: list[tuple[str, Path]] = []
+    for n in (zoo.names(group) if group else []):
+        out.append((n, zoo.path(n)))
+    known = set(zoo.names())
+    for n in names:
+        if n in known:
+            out.append((n, zoo.path(n)))
+        elif n.endswith(".tflite") or "/" in n or Path(n).is_file():
+            out.append((Path(n).stem, Path(n)))
+        else:
+            raise TinymlError(f"{n!r} is neither a zoo model (`python -m tinyml.zoo`) nor a .tflite file")
+    if not out:
+        raise TinymlError("no models to bench: name zoo models or .tflite files, or give --group")
+    return out
+
+
+def prepare(name: str, path: Path, n_inputs: int, seed: int) -> ModelUnderTest:
+    from tinyml.oracle import TflmOracle
+    from tinyml.validation import load_inputs
+
+    c = compile_model(path)
+    inputs = load_inputs(c.graph, n_inputs, seed)
+    oracle = TflmOracle(c.model_bytes)
+    return ModelUnderTest(name, path, c, inputs, oracle.run_batch(inputs), oracle.arena_bytes())
+
+
+def kernel_board(board: Board, kernels: str) -> Board:
+    """The board as the emitter should see it: plain C is the same core with the DSP extension hidden,
+    so the kernels take their portable path (Target.dsp False) while -mcpu stays the board's."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}")
+    return dataclasses.replace(board, dsp=False) if kernels == "plain" else board
+
+
+def measure(m: ModelUnderTest, board: Board, kernels: str, per_layer: bool, work: Path,
+            step: Callable[[str], None] = lambda _: None) -> dict:
+    """Build, run and compare one model on one board with one kernel set: one row of the bench JSON."""
+    from tinyml.codegen.firmware import build_firmware
+    from tinyml.sim.qemu import QemuRunner
+    from tinyml.validation import validation_report
+
+    b = kernel_board(board, kernels)
+    c = m.compiled
+    fw = build_firmware(c.graph, c.plan, b, work / f"{kernels}-fw")
+    runner = QemuRunner(fw)
+    result = runner.run(m.inputs)
+    rep = validation_report(c, m.inputs, result, m.expected, runner.target, board.name)
+    step("run")
+    row = run_row(m, board, kernels, rep, result.extra)
+    if per_layer:
+        pfw = build_firmware(c.graph, c.plan, b, work / f"{kernels}-profiled", per_layer=True)
+        presult = QemuRunner(pfw).run(m.inputs[:1])
+        row["profiled_instructions"] = presult.instructions
+        row["per_layer"] = layer_costs(c, presult.per_layer or [])
+        row["per_layer_total"] = sum(r["instructions"] for r in row["per_layer"])
+        step("profiled run")
+    return row
+
+
+def run_row(m: ModelUnderTest, board: Board, kernels: str, rep: dict, extra: dict) -> dict:
+    """The figures of one run, with its ratios to TFLite Micro's arena and to the anchor."""
+    anchor = ANCHORS.get(m.name)
+    instr, macs, ram = rep["instructions"], rep["macs"], rep["ram_bytes"]
+    static_ram = extra.get("static_ram_bytes")
+    return {
+        "model": m.name,
+        "board": board.name,
+        "core": board.core,
+        "kernels": kernels,
+        "dsp": kernel_board(board, kernels).dsp,
+        "target": rep["target"],
+        "inputs": rep["inputs"],
+        "bit_exact": rep["bit_exact"],
+        "mismatched_outputs": rep["mismatched_outputs"],
+        "first_divergence": rep["first_divergence"],
+        "instructions": instr,
+        "instructions_per_input": extra.get("instructions_per_input"),
+        "macs": macs,
+        "instructions_per_mac": instr / macs if macs and instr is not None else None,
+        "arena_bytes": rep["arena_bytes"],
+        "arena_lower_bound": m.compiled.plan.lower_bound,
+        "stack_bytes": rep["stack_bytes"],
+        "other_ram_bytes": static_ram - rep["arena_bytes"] if static_ram is not None else None,
+        "ram_bytes": ram,
+        "flash_bytes": rep["flash_bytes"],
+        "weights_bytes": rep["weights_bytes"],
+        "tflm_arena_bytes": m.tflm_arena_bytes,
+        "ram_vs_tflm_arena": ram / m.tflm_arena_bytes if ram is not None else None,
+        "anchor": dataclasses.asdict(anchor) if anchor else None,
+        "instructions_vs_anchor": instr / anchor.instructions if anchor and instr is not None else None,
+        "ram_vs_anchor_arena": ram / anchor.arena_bytes if anchor and ram is not None else None,
+        "error": None,
+    }
+
+
+def layer_costs(c: Compiled, measured: list[int]) -> list[dict]:
+    """Measured instructions beside each layer's op, output shape and MACs (alias layers cost 0)."""
+    from tinyml.report import layer_rows
+
+    rows = layer_rows(c.graph, c.plan)
+    if len(measured) != len(rows):
+        raise TinymlError(f"the profiled firmware reported {len(measured)} layers, the model has {len(rows)}")
+    return [{"index": r.index, "op": r.op, "name": r.name, "output": r.output, "macs": r.macs,
+             "instructions": n, "instructions_per_mac": n / r.macs if r.macs else None}
+            for r, n in zip(rows, measured)]
+
+
+def failed_row(name: str, board: Board, kernels: str, error: TinymlError) -> dict:
+    return {"model": name, "board": board.name, "core": board.core, "kernels": kernels,
+            "dsp": kernel_board(board, kernels).dsp, "bit_exact": None, "error": str(error),
+            "error_class": type(error).__name__}
+
+
+def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels: Sequence[str] = KERNELS,
+              per_layer: bool = False, n_inputs: int = 3, seed: int = 0,
+              step: Callable[[str], None] = lambda _: None) -> dict:
+    """Every model x board x kernel set; a model or run that fails is recorded and the rest go on.
+
+    `step(description)` is called once per unit of work (see `work_units`), for a progress display.
+    """
+    board_objs = [load_board(b) for b in boards]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    runs: list[dict] = []
+    model_rows: list[dict] = []
+    for name, path in models:
+        step(f"{name}: compile + TFLite Micro")
+        try:
+            m = prepare(name, path, n_inputs, seed)
+        except TinymlError as e:
+            model_rows.append({"model": name, "path": str(path), "error": str(e)})
+            for b in board_objs:
+                for k in kernels:
+                    runs.append(failed_row(name, b, k, e))
+                    for _ in range(work_per_run(per_layer)):
+                        step(f"{name}: skipped")
+            continue
+        model_rows.append(model_row(m))
+        for b in board_objs:
+            for k in kernels:
+                label = f"{name} on {b.name}, {k}"
+                done = []
+
+                def run_step(what: str, label: str = label, done: list = done) -> None:
+                    done.append(what)
+                    step(f"{label}: {what}")
+
+                with tempfile.TemporaryDirectory(prefix="tinyml-bench-") as tmp:
+                    try:
+                        runs.append(measure(m, b, k, per_layer, Path(tmp), run_step))
+                    except TinymlError as e:
+                        runs.append(failed_row(name, b, k, e))
+                        for _ in range(work_per_run(per_layer) - len(done)):
+                            step(f"{label}: failed")
+    return {
+        "tinyml_version": __version__,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "boards": [{"name": b.name, "core": b.core, "dsp": b.dsp, "qemu_machine": b.qemu.machine.name}
+                   for b in board_objs],
+        "kernels": list(kernels),
+        "inputs_per_run": n_inputs,
+        "seed": seed,
+        "per_layer": per_layer,
+        "anchor_source": ANCHOR_SOURCE,
+        "models": model_rows,
+        "runs": runs,
+        "bit_exact": all(r["bit_exact"] is True for r in runs),
+    }
+
+
+def model_row(m: ModelUnderTest) -> dict:
+    from tinyml.report import weights_bytes
+    from tinyml.ops import get_op
+
+    g, plan = m.compiled.graph, m.compiled.plan
+    anchor = ANCHORS.get(m.name)
+    return {"model": m.name, "path": str(m.path), "layers": len(g.nodes),
+            "macs": sum(get_op(n.op).macs(g, n) for n in g.nodes), "weights_bytes": weights_bytes(g),
+            "arena_bytes": plan.arena_bytes, "arena_lower_bound": plan.lower_bound,
+            "tflm_arena_bytes": m.tflm_arena_bytes, "anchor": dataclasses.asdict(anchor) if anchor else None,
+            "error": None}
+
+
+def work_per_run(per_layer: bool) -> int:
+    return 2 if per_layer else 1
+
+
+def work_units(n_models: int, n_boards: int, n_kernels: int, per_layer: bool) -> int:
+    """How many times run_bench calls `step`: one per model, one per run, one more per profiled run."""
+    return n_models * (1 + n_boards * n_kernels * work_per_run(per_layer))
+
+
+# -- outputs -----------------------------------------------------------------------
+
+
+def paired(result: dict) -> list[tuple[dict | None, dict | None]]:
+    """(optimized, plain) rows per model and board, in run order."""
+    by_key: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in result["runs"]:
+        by_key.setdefault((r["model"], r["board"]), {})[r["kernels"]] = r
+    return [(v.get("optimized"), v.get("plain")) for v in by_key.values()]
+
+
+def markdown_table(result: dict) -> str:
+    """The summary as Markdown (one row per model and board), for reports and issues."""
+    cols = ["model", "board", "MACs", "instructions (opt)", "instr/MAC (opt)", "instructions (plain)",
+            "instr/MAC (plain)", "anchor instr/MAC", "opt / anchor", "RAM B", "arena B (lower bound)",
+            "TFLM arena B", "RAM / anchor arena", "flash B", "bit-exact"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for opt, plain in paired(result):
+        mem = opt if ok(opt) else plain if ok(plain) else None
+        if mem is None:
+            r = opt or plain
+            lines.append(f"| {r['model']} | {r['board']} | error: {r['error']} |" + " |" * (len(cols) - 3))
+            continue
+        a = mem["anchor"]
+        lines.append("| " + " | ".join([
+            mem["model"], mem["board"], _m(mem["macs"]), fmt_int(get(opt, "instructions")),
+            fmt_ratio(get(opt, "instructions_per_mac")), fmt_int(get(plain, "instructions")),
+            fmt_ratio(get(plain, "instructions_per_mac")), fmt_ratio(a["instructions"] / a["macs"] if a else None),
+            _x(get(opt, "instructions_vs_anchor")), fmt_int(mem["ram_bytes"]),
+            f"{fmt_int(mem['arena_bytes'])} ({fmt_int(mem['arena_lower_bound'])})", fmt_int(mem["tflm_arena_bytes"]),
+            _x(mem["ram_vs_anchor_arena"]), fmt_int(mem["flash_bytes"]), exact_verdict(opt, plain)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ok(row: dict | None) -> bool:
+    """A run that produced measurements (it may still be inexact)."""
+    return row is not None and not row.get("error")
+
+
+def get(row: dict | None, key: str) -> object:
+    return row[key] if ok(row) else None
+
+
+def exact_verdict(*rows: dict | None) -> str:
+    """"yes" when every run is bit-exact, "NO" when any differs, "-" when none ran."""
+    vals = [r.get("bit_exact") for r in rows if r is not None]
+    return "yes" if vals and all(v is True for v in vals) else "NO" if any(v is False for v in vals) else "-"
+
+
+def fmt_int(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _m(v: int | None) -> str:
+    return "-" if v is None else f"{v / 1e6:.2f} M"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def plot(result: dict, path: str | Path) -> Path:
+    """Per board: instructions per MAC (optimized, plain, anchor) and RAM (ours, TFLite Micro) per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    boards = [b["name"] for b in result["boards"]]
+    fig, axes = plt.subplots(len(boards), 2, figsize=(14, 4.2 * len(boards)), squeeze=False)
+    for row, board in zip(axes, boards):
+        pairs = [(o, p) for o, p in paired(result) if (o or p)["board"] == board]
+        models = [(o or p)["model"] for o, p in pairs]
+        x = np.arange(len(models))
+
+        def val(r: dict | None, key: str) -> float:
+            v = get(r, key)
+            return np.nan if v is None else float(v)
+
+        def anchor(o: dict | None, p: dict | None, key: str) -> float:
+            a = next((r["anchor"] for r in (o, p) if r and r.get("anchor")), None)
+            return np.nan if a is None else float(a[key] / a["macs"] if key == "instructions" else a[key])
+
+        _bars(row[0], x, models, {
+            "optimized": [val(o, "instructions_per_mac") for o, _ in pairs],
+            "plain C": [val(p, "instructions_per_mac") for _, p in pairs],
+            "TFLM + CMSIS-NN (M4 anchor)": [anchor(o, p, "instructions") for o, p in pairs],
+        }, f"{board}: instructions per MAC", "instructions / MAC")
+        _bars(row[1], x, models, {
+            "our RAM (arena+stack+other)": [val(o if ok(o) else p, "ram_bytes") for o, p in pairs],
+            "our arena": [val(o if ok(o) else p, "arena_bytes") for o, p in pairs],
+            "TFLM arena (host)": [val(o if ok(o) else p, "tflm_arena_bytes") for o, p in pairs],
+            "TFLM arena (M4 anchor)": [anchor(o, p, "arena_bytes") for o, p in pairs],
+        }, f"{board}: RAM during inference", "bytes")
+        ram = [v for v in (val(o if ok(o) else p, "ram_bytes") for o, p in pairs) if v == v and v > 0]
+        if ram and max(ram) > 20 * min(ram):  # small and large models on one axis
+            row[1].set_yscale("log")
+    fig.suptitle(f"tinyml {result['tinyml_version']} bench, {result['finished_utc']}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".png", delete=False) as f:
+        tmp = Path(f.name)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _bars(ax, x: np.ndarray, labels: list[str], series: dict[str, list[float]], title: str,  # noqa: ANN001
+          ylabel: str) -> None:
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
