@@ -219,3 +219,12 @@ def test_zoo_model_is_bit_exact_on_the_simulated_board(name: str, board: str, tm
     cmp = compare(expected, got.outputs)
     assert cmp.bit_exact, f"{name} on {board}: {cmp.details}"
     assert got.instructions is not None and got.stack_bytes is not None
+
+
+@pytest.mark.slow
+def test_demo_runs_the_default_model_bit_exact_and_accurate(capsys) -> None:
+    assert main(["demo", "--inputs", "60", "--json", "-"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["board"], r["target"], r["inputs"], r["bit_exact"]) == ("stm32f405", "qemu:netduinoplus2", 60, True)
+    assert r["device_accuracy"] >= 0.9 and r["float_accuracy"] >= 0.9
+    assert 0 < r["ram_bytes"] <= r["ram_size"] and 0 < r["flash_bytes"] <= r["flash_size"]
