@@ -31,6 +31,17 @@ class Op:
     # and unlike an alias emit() does write. Input 0 must die at this node.
     updates_input: ClassVar[bool] = False
 
+    def inplace_input(self, g: Graph, n: Node) -> int | None:
+        """Index of the input whose buffer the output may overwrite, or None.
+
+        A promise about the kernel: it is correct with output == that input
+        (it reads every input element before writing over it). The planner
+        (tinyml/schedule/inplace.py) decides whether it is also legal in the
+        graph: the input dies at this node, is no graph input, and is at
+        least as large as the output.
+        """
+        return None
+
     def check(self, g: Graph, n: Node) -> str | None:
         """Return why this node cannot be handled (dtype, rank...), or None."""
         return None
