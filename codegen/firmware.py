@@ -37,6 +37,7 @@ from tinyml.codegen.templates import environment
 from tinyml.errors import CheckFailed, DoesNotFit, ToolMissing
 from tinyml.fsutil import atomic_directory
 from tinyml.ir import Graph
+from tinyml.report import weights_bytes
 from tinyml.schedule.memory import MemoryPlan
 
 TOOL_PREFIX = "arm-none-eabi-"
@@ -231,10 +232,10 @@ def build_firmware(graph: Graph, plan: MemoryPlan, board: Board | str, out_dir: 
     if optimize not in OPTIMIZE:
         raise ValueError(f"optimize must be one of {OPTIMIZE}")
     min_stack = min_stack or board.min_stack_bytes
+    if check_fit:  # the graph's constants: a lower bound of what the emitted C stores
+        check_fits(board, plan.arena_bytes, weights_bytes(graph), min_stack)
     em = emit_model(graph, plan, board.target())
     weights = sum(int(c.values.nbytes) for c in em.ctx.consts)
-    if check_fit:
-        check_fits(board, plan.arena_bytes, weights, min_stack)
     cc = tool("gcc")
     model_id = zlib.crc32("".join(em.texts[k] for k in sorted(em.texts)).encode())
     plans = image_plans(board, min_stack)
