@@ -16,6 +16,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 from tinyml.errors import DoesNotFit, TinymlError
@@ -490,17 +491,18 @@ def open_port(url: str, baud: int, timeout: float, even_parity: bool):
     return port
 
 
-def flash_firmware(firmware: str, port: str, board: str | None = None, baud: int = 115200, base: int | None = None,
+def flash_firmware(firmware: str, port: str, board=None, baud: int = 115200, base: int | None = None,  # noqa: ANN001
                    go: bool = True, timeout: float = 0.5, retries: int = 5,
                    progress: ProgressFn | None = None) -> dict:
-    """Flash a firmware file through the ROM bootloader on `port`; returns the report as a dict."""
+    """Flash a firmware file through the ROM bootloader on `port`; returns the report as a dict.
+
+    `board` is a board name or file, a tinyml.board.Board, or None (chosen by the chip's ID)."""
+    from tinyml.board import load_board
     from tinyml.sim.image import load_image
 
     target = None
     if board is not None:
-        from tinyml.board import load_board
-
-        target = FlashTarget.of(load_board(board))
+        target = FlashTarget.of(load_board(board) if isinstance(board, (str, Path)) else board)
         plan(load_image(firmware, base if base is not None else target.address), target.layout,
              f"flash of {target.board}")  # a bad or oversized image fails before the port is touched
     with open_port(port, baud, timeout, even_parity=True) as ser:  # AN3155: 8 data bits, even parity, 1 stop

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tinyml.commands._common import add_json_arg, write_json
-from tinyml.errors import CheckFailed
+from tinyml.errors import CheckFailed, TinymlError
 from tinyml.pipeline import Compiled, compile_model
 from tinyml.sim.runner import Runner
 from tinyml.validation import load_inputs, validation_report
@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--board", metavar="B", help="build firmware for board B and run it (see `tinyml boards`)")
     p.add_argument("--sim", choices=["qemu", "renode"], default="qemu",
                    help="simulator that runs the --board firmware (default qemu)")
+    p.add_argument("--port", metavar="PORT",
+                   help="run on board B itself on this serial port (/dev/ttyACM0, socket://host:port) instead of "
+                        "a simulator; the firmware is flashed first over the STM32 UART bootloader")
+    p.add_argument("--no-flash", dest="flash", action="store_false",
+                   help="with --port: the board already runs this build")
+    p.add_argument("--flash-port", metavar="PORT", help="with --port: the bootloader's UART, if it is not PORT")
     p.add_argument("--inputs", default="20", metavar="N|FILE",
                    help="number of random inputs (default 20) or a .npy/.npz file of inputs")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
@@ -35,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runner, str | None]:
     """Build what the target needs and return its runner and board name."""
+    if args.board and args.port:
+        from tinyml.sim.serial_runner import serial_board_runner
+
+        runner = serial_board_runner(args.board, c, work, args.port, flash=args.flash, flash_port=args.flash_port)
+        return runner, runner.fw.board.name
+    if args.port:
+        raise TinymlError("--port needs --board: the firmware is built for that board")
     if args.board:
         from tinyml.sim.qemu import board_runner
 
