@@ -26,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
         for b in boards:
             qemu = b.qemu.machine.name + ("" if b.qemu.same_firmware else " (relinked)")
             flashing = b.flashing.method + (f" pid 0x{b.flashing.pid:03x}" if b.flashing.pid is not None else "")
-            t.add_row(b.name, b.core, b.fpu, f"{b.ram.size // 1024} KiB", f"{b.flash.size // 1024} KiB",
+            ram = f"{b.ram.size // 1024} KiB" + (f" (of {b.total_ram_bytes // 1024})" if b.total_ram_bytes != b.ram.size
+                                                  else "")
+            t.add_row(b.name, b.core, b.fpu, ram, f"{b.flash.size // 1024} KiB",
                       f"{b.clock_hz // 1_000_000} MHz", f"{b.uart.instance}", qemu, flashing)
         Console().print(t)
     write_json(args.json, {"boards": [b.summary() for b in boards]})
