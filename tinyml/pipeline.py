@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyml.errors import BadModel
 from tinyml.frontend.tflite import MAX_FILE_BYTES
 from tinyml.ir import Graph
 from tinyml.schedule.memory import MemoryPlan, plan_memory
+
+if TYPE_CHECKING:
+    from tinyml.schedule.patches import PatchOptions, SearchResult
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Compiled:
     graph: Graph
     plan: MemoryPlan
     model_bytes: bytes
+    patches: "SearchResult | None" = None  # what the patch scheduler decided, when asked
 
 
 def read_model_bytes(path: str | Path) -> bytes:
@@ -45,8 +50,15 @@ def load_graph(data: bytes) -> Graph:
     return g
 
 
-def compile_model(path: str | Path) -> Compiled:
+def compile_model(path: str | Path, patches: "PatchOptions | None" = None) -> Compiled:
+    """Read, legalize and plan a model; with `patches`, also schedule a patch-based stage."""
     data = read_model_bytes(path)
     g = load_graph(data)
     g.name = Path(path).stem
-    return Compiled(g, plan_memory(g), data)
+    plan = plan_memory(g)
+    if patches is None:
+        return Compiled(g, plan, data)
+    from tinyml.schedule.patches import schedule_patches
+
+    result = schedule_patches(g, patches, plan)
+    return Compiled(result.graph, result.plan, data, result)

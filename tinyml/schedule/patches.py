@@ -1,0 +1,734 @@
+"""Patch-based inference as a graph transform (MCUNetV2's idea, our own search).
+
+CNNs peak in SRAM early, where feature maps are large. Running the first
+stage patch by patch keeps only one patch's feature maps alive; the stage's
+output (the *split* tensor) is filled window by window and the rest of the
+network runs layer by layer.
+
+Here a patch schedule is an ordinary graph: for each cell of a rows x cols
+grid over the split tensor, the region every stage tensor must provide is
+computed backwards (receptive fields through conv, depthwise and pooling
+with their stride, dilation and padding; element-wise ops pass regions
+through; a tensor read by several stage nodes provides the union and a
+consumer that needs less reads a crop). The stage's nodes are then cloned
+per patch onto tensors shaped like those regions, each window op carrying
+`explicit_padding` only where its region touches the image border, plus
+READ_WINDOW / WRITE_WINDOW copies (tinyml/ops/window.py). The memory planner,
+emitter, reference interpreter and runners need no special case, and the
+reference interpreter on the rewritten graph is the patch oracle.
+
+`choose_schedule` searches split points and grids with the real planner,
+pruned by lower bounds, and never returns a schedule whose arena is not
+strictly below layer by layer.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyml.errors import BadModel, DoesNotFit
+from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops import get_op
+from tinyml.ops.quantized import Window, effective_size, window
+from tinyml.schedule.memory import ALIGN, MemoryPlan, build_buffers, lower_bound, place, plan_memory
+
+WINDOW_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
+# Ops whose output element (b, y, x, c) depends only on input elements at (b, y, x, .).
+POINTWISE_OPS = (
+    "ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "PRELU",
+    "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "LOGISTIC", "TANH", "HARD_SWISH",
+    "QUANTIZE", "DEQUANTIZE",
+)
+MAX_GRID = 8  # rows and columns searched: 1..8 each (1x1 excluded)
+
+
+class NotPatchable(BadModel):
+    """The requested split or grid cannot be run patch by patch."""
+
+
+class BudgetExceeded(DoesNotFit):
+    """No schedule keeps the activation arena within --sram-budget."""
+
+    def __init__(self, budget: int, reachable: int, detail: str):
+        super().__init__("the activation arena", reachable, budget, detail)
+        self.args = (f"does not fit the SRAM budget of {budget:,} bytes: {detail}",)
+
+
+# -- regions --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Region:
+    """Half-open row and column ranges of an NHWC tensor's spatial plane."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def h(self) -> int:
+        return self.r1 - self.r0
+
+    @property
+    def w(self) -> int:
+        return self.c1 - self.c0
+
+    @property
+    def empty(self) -> bool:
+        return self.h <= 0 or self.w <= 0
+
+    def union(self, o: "Region | None") -> "Region":
+        if o is None:
+            return self
+        return Region(min(self.r0, o.r0), max(self.r1, o.r1), min(self.c0, o.c0), max(self.c1, o.c1))
+
+    @staticmethod
+    def full(shape: tuple[int, ...]) -> "Region":
+        return Region(0, shape[1], 0, shape[2])
+
+
+def input_span(o0: int, o1: int, stride: int, pad_before: int, k: int, dilation: int) -> tuple[int, int]:
+    """Input rows [start, end) that outputs [o0, o1) of a window op read, before clipping.
+
+    Negative `start` or `end` past the input size are the padded rows.
+    """
+    start = o0 * stride - pad_before
+    return start, (o1 - 1) * stride - pad_before + effective_size(k, dilation)
+
+
+def node_window(g: Graph, n: Node) -> Window:
+    """The sliding window of a conv, depthwise or pooling node."""
+    if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        wt = g[n.inputs[1]]
+        return window(g, n, wt.shape[1], wt.shape[2])
+    return window(g, n, int(n.attrs.get("filter_height", 0)), int(n.attrs.get("filter_width", 0)), dilated=False)
+
+
+# -- the stage ------------------------------------------------------------------
+def _spatial(t: Tensor) -> bool:
+    return len(t.shape) == 4 and min(t.shape) >= 1
+
+
+def _broadcast_const(t: Tensor, out: Tensor) -> bool:
+    """A constant operand that is the same for every pixel (per channel at most)."""
+    shape = (1,) * (4 - len(t.shape)) + tuple(t.shape) if len(t.shape) <= 4 else None
+    return shape is not None and shape[1] == shape[2] == 1 and shape[3] in (1, out.shape[3])
+
+
+def patchable(g: Graph, n: Node) -> bool:
+    """Whether `n` can be cloned onto patch tensors with the same arithmetic."""
+    if len(n.outputs) != 1 or not _spatial(g[n.outputs[0]]):
+        return False
+    out = g[n.outputs[0]]
+    if n.op in WINDOW_OPS:
+        x = g[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
+        if x is None or x.is_const or not _spatial(x):
+            return False
+        if any(t is not None and not g[t].is_const for t in n.inputs[1:]):
+            return False
+        try:
+            node_window(g, n)
+        except ValueError:
+            return False
+        return True
+    if n.op in POINTWISE_OPS:
+        data = [g[t] for t in n.inputs if t is not None]
+        if not any(not t.is_const for t in data):
+            return False
+        return all(t.shape == out.shape if not t.is_const else _broadcast_const(t, out) for t in data)
+    return False
+
+
+@dataclass
+class Stage:
+    """The nodes run per patch: everything the split tensor needs, back to full-size sources."""
+
+    split: str
+    nodes: list[int]  # indices into g.nodes, in execution order
+    sources: list[str]  # full-size tensors the stage reads windows of
+    windows: dict[int, Window]  # the window of every conv/depthwise/pooling node in it
+
+
+def find_stage(g: Graph, split: str) -> Stage:
+    """The patch stage that ends at tensor `split`.
+
+    Walks back through patchable producers. A stage tensor that something
+    outside the stage also reads (or a graph output) must exist whole, so it
+    becomes a source instead and the walk stops there.
+    """
+    index = {id(n): i for i, n in enumerate(g.nodes)}
+    producers = g.producers()
+    consumers = g.consumers()
+    if split not in producers or split in g.inputs:
+        raise NotPatchable(f"tensor {split!r} is not computed by a node")
+    if not patchable(g, producers[split]):
+        raise NotPatchable(f"{producers[split].op} producing the split tensor cannot run per patch")
+    cuts: set[str] = set()
+    while True:
+        members: set[int] = set()
+        sources: list[str] = []
+        stack = [producers[split]]
+        while stack:
+            n = stack.pop()
+            if index[id(n)] in members:
+                continue
+            members.add(index[id(n)])
+            for t in n.inputs:
+                if t is None or g[t].is_const:
+                    continue
+                p = producers.get(t)
+                if t in cuts or p is None or t in g.inputs or not patchable(g, p):
+                    if t not in sources:
+                        sources.append(t)
+                else:
+                    stack.append(p)
+        escaping = {
+            o for i in members for o in g.nodes[i].outputs
+            if o != split and (o in g.outputs or any(index[id(c)] not in members for c in consumers.get(o, [])))
+        }
+        if not escaping:
+            nodes = sorted(members)
+            return Stage(split, nodes, sources, {i: node_window(g, g.nodes[i]) for i in nodes
+                                                 if g.nodes[i].op in WINDOW_OPS})
+        cuts |= escaping
+
+
+# -- per-patch regions ------------------------------------------------------------
+Span = tuple[int, int]  # half-open [start, end) along one spatial axis
+
+
+@dataclass
+class AxisPlan:
+    """One axis of one grid band: spans provided per tensor, read per node input, padding per node.
+
+    Window ops are separable (rows and columns do not interact) and a union
+    of regions is their bounding box, so a patch's regions are the product
+    of its row band's plan and its column band's plan.
+    """
+
+    provide: dict[str, Span]
+    need: dict[tuple[int, int], Span]  # (node index, input position) -> span read
+    pads: dict[int, tuple[int, int]]  # window node index -> (before, after)
+
+
+def axis_plan(g: Graph, stage: Stage, axis: int, out: Span) -> AxisPlan:
+    """Backwards from the split tensor's span `out` on `axis` (0 rows, 1 columns)."""
+    provide: dict[str, Span] = {stage.split: out}
+    need: dict[tuple[int, int], Span] = {}
+    pads: dict[int, tuple[int, int]] = {}
+    for i in reversed(stage.nodes):
+        n = g.nodes[i]
+        o0, o1 = provide[n.outputs[0]]
+        w = stage.windows.get(i)
+        if w is not None:
+            if axis == 0:
+                start, end = input_span(o0, o1, w.stride_h, w.pad_top, w.k_h, w.dil_h)
+                size = w.in_h
+            else:
+                start, end = input_span(o0, o1, w.stride_w, w.pad_left, w.k_w, w.dil_w)
+                size = w.in_w
+            span = (max(start, 0), min(end, size))
+            if span[0] >= span[1]:
+                raise NotPatchable(f"a patch of {n.op} would read only padding")
+            pads[i] = (max(-start, 0), max(end - size, 0))
+            reads = [(0, span)]
+        else:
+            reads = [(k, (o0, o1)) for k, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
+        for k, span in reads:
+            need[(i, k)] = span
+            old = provide.get(n.inputs[k])
+            provide[n.inputs[k]] = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
+    return AxisPlan(provide, need, pads)
+
+
+@dataclass
+class PatchRegions:
+    """What one patch computes: regions provided per tensor, read per node input, padding per node."""
+
+    cell: tuple[int, int]
+    provide: dict[str, Region]
+    need: dict[tuple[int, int], Region]
+    pads: dict[int, tuple[int, int, int, int]]  # window node index -> explicit padding (t, b, l, r)
+
+    @staticmethod
+    def combine(cell: tuple[int, int], rows: AxisPlan, cols: AxisPlan) -> "PatchRegions":
+        def region(a: Span, b: Span) -> Region:
+            return Region(a[0], a[1], b[0], b[1])
+
+        return PatchRegions(
+            cell,
+            {t: region(r, cols.provide[t]) for t, r in rows.provide.items()},
+            {k: region(r, cols.need[k]) for k, r in rows.need.items()},
+            {i: rows.pads[i] + cols.pads[i] for i in rows.pads},
+        )
+
+
+def bands(size: int, parts: int) -> list[Span]:
+    """`parts` consecutive spans covering [0, size); lengths differ by at most one."""
+    cuts = [k * size // parts for k in range(parts + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def grid_regions(g: Graph, stage: Stage, rows: int, cols: int) -> list[PatchRegions]:
+    """Every patch of a rows x cols grid over the split tensor, row-major."""
+    s = g[stage.split]
+    row_plans = [axis_plan(g, stage, 0, b) for b in bands(s.shape[1], rows)]
+    col_plans = [axis_plan(g, stage, 1, b) for b in bands(s.shape[2], cols)]
+    return [PatchRegions.combine((i, j), rp, cp) for i, rp in enumerate(row_plans) for j, cp in enumerate(col_plans)]
+
+
+# -- the rewrite ----------------------------------------------------------------
+@dataclass(frozen=True)
+class PatchSpec:
+    """Where to split and how to cut: the split tensor's name and the grid."""
+
+    split: str
+    rows: int
+    cols: int
+
+    def label(self, g: Graph) -> str:
+        producers = g.producers()
+        k = g.nodes.index(producers[self.split])
+        return f"{k}:{self.rows}x{self.cols}"
+
+
+@dataclass
+class PatchSchedule:
+    """A rewritten graph plus what a report needs to describe it."""
+
+    spec: PatchSpec
+    split_layer: int  # index of the split tensor's producer in the original graph
+    graph: Graph
+    stage_layers: list[int]  # original node indices run per patch
+    span: tuple[int, int]  # first and last node index of the patch stage in `graph`
+    base_macs: int
+    macs: int
+    plan: MemoryPlan | None = None
+
+    @property
+    def extra_macs(self) -> int:
+        return self.macs - self.base_macs
+
+    @property
+    def overhead(self) -> float:
+        return self.extra_macs / self.base_macs if self.base_macs else 0.0
+
+    def describe(self) -> dict:
+        s = self.graph[self.spec.split]
+        return {
+            "split_layer": self.split_layer,
+            "split_tensor": self.spec.split,
+            "split_shape": list(s.shape),
+            "grid": [self.spec.rows, self.spec.cols],
+            "patches": self.spec.rows * self.spec.cols,
+            "stage_layers": self.stage_layers,
+            "stage_span": list(self.span),
+            "macs": self.macs,
+            "base_macs": self.base_macs,
+            "extra_macs": self.extra_macs,
+            "mac_overhead": self.overhead,
+            "arena_bytes": self.plan.arena_bytes if self.plan else None,
+        }
+
+
+def graph_macs(g: Graph) -> int:
+    return sum(get_op(n.op).macs(g, n) for n in g.nodes)
+
+
+class _Builder:
+    """Appends one patch's nodes and tensors to a new graph."""
+
+    def __init__(self, g: Graph, out: Graph, stage: Stage):
+        self.g, self.out, self.stage = g, out, stage
+
+    def tensor(self, like: str, r: Region, tag: str) -> str:
+        t = self.g[like]
+        shape = (t.shape[0], r.h, r.w, t.shape[3])
+        return self.out.add_tensor(Tensor(f"{like}@{tag}", shape, t.dtype, t.quant, None, t.bits)).name
+
+    def node(self, op: str, inputs: list[str | None], output: str, attrs: dict, name: str) -> None:
+        self.out.nodes.append(Node(op, inputs, [output], attrs, name))
+
+    def patch(self, pr: PatchRegions, acc: str | None, acc_name: str) -> str:
+        """Emit the nodes of one patch; returns the name of the updated split accumulator."""
+        g, (pi, pj) = self.g, pr.cell
+        tag = f"p{pi}.{pj}"
+        made: dict[tuple[str, Region], str] = {}
+        sources = set(self.stage.sources)
+
+        def read(t: str, r: Region) -> str:
+            """The patch tensor holding region r of t: computed, cropped, or read from a full source."""
+            if (t, r) in made:
+                return made[(t, r)]
+            if t in sources:
+                if r == Region.full(g[t].shape):
+                    return t
+                base, at = t, r
+            else:
+                have = pr.provide[t]
+                base, at = made[(t, have)], Region(r.r0 - have.r0, r.r1 - have.r0, r.c0 - have.c0, r.c1 - have.c0)
+            name = self.tensor(t, r, f"{tag}:{r.r0},{r.c0}+{r.h}x{r.w}")
+            self.node("READ_WINDOW", [base], name, {"begin": (0, at.r0, at.c0, 0), "patch": (pi, pj)},
+                      f"{t}@{tag}:read")
+            made[(t, r)] = name
+            return name
+
+        for i in self.stage.nodes:
+            n = g.nodes[i]
+            inputs = [t if t is None or g[t].is_const else read(t, pr.need[(i, k)]) for k, t in enumerate(n.inputs)]
+            o = n.outputs[0]
+            name = self.tensor(o, pr.provide[o], tag)
+            attrs = dict(n.attrs, patch=(pi, pj))
+            if i in pr.pads:
+                attrs["explicit_padding"] = pr.pads[i]
+            self.node(n.op, inputs, name, attrs, f"{n.name}@{tag}")
+            made[(o, pr.provide[o])] = name
+        r = pr.provide[self.stage.split]
+        s = self.g[self.stage.split]
+        self.out.tensors.setdefault(acc_name, Tensor(acc_name, s.shape, s.dtype, s.quant, None, s.bits))
+        self.node("WRITE_WINDOW", [acc, made[(self.stage.split, r)]], acc_name,
+                  {"begin": (0, r.r0, r.c0, 0), "patch": (pi, pj)}, f"{self.stage.split}@{tag}:write")
+        return acc_name
+
+
+def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None) -> PatchSchedule:
+    """Rewrite `g` so the stage ending at `spec.split` runs per cell of the grid."""
+    stage = stage or find_stage(g, spec.split)
+    s = g[spec.split]
+    if not (1 <= spec.rows <= s.shape[1] and 1 <= spec.cols <= s.shape[2]):
+        raise NotPatchable(f"a {spec.rows}x{spec.cols} grid does not fit the split tensor's "
+                           f"{s.shape[1]}x{s.shape[2]} plane")
+    regions = grid_regions(g, stage, spec.rows, spec.cols)
+    members = set(stage.nodes)
+    last = stage.nodes[-1]
+    out = Graph(dict(g.tensors), [], list(g.inputs), list(g.outputs), g.name)
+    out.nodes = [n for i, n in enumerate(g.nodes[:last]) if i not in members]
+    # Stage intermediates are replaced by patch tensors; the split keeps its name.
+    for i in stage.nodes:
+        for o in g.nodes[i].outputs:
+            del out.tensors[o]
+    first = len(out.nodes)
+    builder = _Builder(g, out, stage)
+    acc = None
+    for k, pr in enumerate(regions):
+        acc = builder.patch(pr, acc, spec.split if k == len(regions) - 1 else f"{spec.split}@acc{k}")
+    span = (first, len(out.nodes) - 1)
+    out.nodes.extend(g.nodes[last + 1:])
+    out.remove_unused_tensors()
+    return PatchSchedule(spec, last, out, list(stage.nodes), span, graph_macs(g), graph_macs(out))
+
+
+# -- the search -----------------------------------------------------------------
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class _Candidate:
+    """A (split, grid) pair with its exact MACs and a cheap lower bound on its arena."""
+
+    stage: Stage
+    split_layer: int
+    rows: int
+    cols: int
+    macs: int
+    lower: int
+
+    @property
+    def spec(self) -> PatchSpec:
+        return PatchSpec(self.stage.split, self.rows, self.cols)
+
+
+@dataclass
+class SearchResult:
+    original: Graph
+    baseline: MemoryPlan  # layer by layer
+    chosen: PatchSchedule | None  # None: layer by layer is best (or nothing applies)
+    candidates: int  # (split, grid) pairs considered
+    planned: int  # how many of them the real planner placed
+    mode: str = "auto"
+
+    @property
+    def graph(self) -> Graph:
+        """The graph to compile: the patch schedule's, or the original."""
+        return self.chosen.graph if self.chosen is not None else self.original
+
+    @property
+    def plan(self) -> MemoryPlan:
+        return self.chosen.plan if self.chosen is not None else self.baseline
+
+    def describe(self) -> dict:
+        """The `patches` object of `analyze --json`."""
+        base = self.baseline.arena_bytes
+        d = {"mode": self.mode, "chosen": self.chosen is not None, "arena_bytes_layer_by_layer": base,
+             "arena_bytes": self.plan.arena_bytes, "candidates": self.candidates, "planned": self.planned}
+        if self.chosen is not None:
+            d.update(self.chosen.describe())
+        d["reduction"] = base / self.plan.arena_bytes if self.plan.arena_bytes else None
+        return d
+
+
+@dataclass
+class _StageInfo:
+    """Per-stage constants of the lower bound."""
+
+    rest: int  # most bytes live at a step outside the stage (layer by layer there)
+    split_bytes: int
+    source_bytes: int
+    per_px: dict[str, int]  # bytes per pixel of each stage node's output
+    nodes: list[tuple[int, list[tuple[tuple[int, int], int]], str]]  # (index, [(input key, bytes/px)], output)
+
+
+class _Searcher:
+    """Exact MACs and lower bounds for many candidates, from per-axis plans computed once."""
+
+    def __init__(self, g: Graph, baseline: MemoryPlan):
+        self.g = g
+        self.base_macs = graph_macs(g)
+        self.layer_macs = [get_op(n.op).macs(g, n) for n in g.nodes]
+        steps = len(g.nodes) + 1
+        self.live = [0] * steps
+        for b in baseline.buffers:
+            for t in range(b.first, min(b.last, steps - 1) + 1):
+                self.live[t] += b.size
+        self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
+        self._info: dict[str, _StageInfo] = {}
+
+    def stages(self) -> list[tuple[int, Stage]]:
+        """Every split whose stage holds at least one window op."""
+        out = []
+        for k, n in enumerate(self.g.nodes):
+            if len(n.outputs) != 1 or not patchable(self.g, n):
+                continue
+            try:
+                stage = find_stage(self.g, n.outputs[0])
+            except NotPatchable:
+                continue
+            if stage.windows:
+                out.append((k, stage))
+        return out
+
+    def axis(self, stage: Stage, axis: int, band: Span) -> AxisPlan:
+        key = (stage.split, axis, band)
+        if key not in self._axis:
+            self._axis[key] = axis_plan(self.g, stage, axis, band)
+        return self._axis[key]
+
+    def candidate(self, k: int, stage: Stage, rows: int, cols: int) -> _Candidate:
+        g, s = self.g, self.g[stage.split]
+        rps = [self.axis(stage, 0, b) for b in bands(s.shape[1], rows)]
+        cps = [self.axis(stage, 1, b) for b in bands(s.shape[2], cols)]
+        macs = self.base_macs
+        for i in stage.nodes:
+            if not self.layer_macs[i]:
+                continue
+            o = g.nodes[i].outputs[0]
+            plane = g[o].shape[1] * g[o].shape[2]
+            hs = sum(p.provide[o][1] - p.provide[o][0] for p in rps)
+            ws = sum(p.provide[o][1] - p.provide[o][0] for p in cps)
+            macs += self.layer_macs[i] * (hs * ws - plane) // plane
+        return _Candidate(stage, k, rows, cols, macs, self._lower(k, stage, rps, cps))
+
+    def _lower(self, k: int, stage: Stage, rps: list[AxisPlan], cps: list[AxisPlan]) -> int:
+        """No placement of the rewritten graph can use fewer bytes than this.
+
+        Outside the stage the live sets are those of layer by layer. Inside,
+        a node's patch inputs and output are live together, with the split
+        accumulator after the first patch and the full-size sources before
+        the last one.
+        """
+        info = self._stage_info(k, stage)
+        # extra[p]: bytes live during every node of patch p besides the node's own tensors
+        extra = np.full((len(rps), len(cps)), info.split_bytes + info.source_bytes, np.int64)
+        extra[0, 0] -= info.split_bytes
+        extra[-1, -1] -= info.source_bytes
+        worst = 0
+        for i, reads, o in info.nodes:
+            live = extra.copy()
+            for key, per_px in reads + [(o, info.per_px[o])]:
+                if isinstance(key, str):
+                    h = np.array([p.provide[key][1] - p.provide[key][0] for p in rps], np.int64)
+                    w = np.array([p.provide[key][1] - p.provide[key][0] for p in cps], np.int64)
+                else:
+                    h = np.array([p.need[key][1] - p.need[key][0] for p in rps], np.int64)
+                    w = np.array([p.need[key][1] - p.need[key][0] for p in cps], np.int64)
+                live += (np.outer(h, w) * per_px + ALIGN - 1) // ALIGN * ALIGN
+            worst = max(worst, int(live.max()))
+        return max(info.rest, worst)
+
+    def _stage_info(self, k: int, stage: Stage) -> "_StageInfo":
+        if stage.split not in self._info:
+            g = self.g
+
+            def per_px(t: str) -> int:
+                x = g[t]
+                return x.nbytes // (x.shape[1] * x.shape[2])
+
+            nodes = []
+            for i in stage.nodes:
+                n = g.nodes[i]
+                reads = [((i, kk), per_px(t)) for kk, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
+                nodes.append((i, reads, n.outputs[0]))
+            self._info[stage.split] = _StageInfo(
+                rest=max(v for t, v in enumerate(self.live) if t < stage.nodes[0] or t > k),
+                split_bytes=_aligned(g[stage.split].nbytes),
+                source_bytes=sum(_aligned(g[t].nbytes) for t in stage.sources),
+                per_px={o: per_px(o) for _, _, o in nodes},
+                nodes=nodes,
+            )
+        return self._info[stage.split]
+
+    def enumerate(self) -> list[_Candidate]:
+        out = []
+        for k, stage in self.stages():
+            s = self.g[stage.split]
+            for rows, cols in itertools.product(range(1, MAX_GRID + 1), repeat=2):
+                if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2]:
+                    continue
+                try:
+                    out.append(self.candidate(k, stage, rows, cols))
+                except NotPatchable:
+                    continue
+        return out
+
+    def plan(self, c: _Candidate, beat: int | None) -> PatchSchedule | None:
+        """The real rewrite and plan; None when the planner's own bound shows it cannot beat `beat`."""
+        ps = apply_patches(self.g, c.spec, c.stage)
+        if beat is not None:
+            buffers = build_buffers(ps.graph)
+            if lower_bound(buffers, len(ps.graph.nodes) + 1) >= beat:
+                return None
+        ps.plan = plan_memory(ps.graph)
+        return ps
+
+
+def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None,
+           baseline: MemoryPlan | None = None) -> SearchResult:
+    """Pick a patch schedule for `g` (see choose_schedule); also report what was searched."""
+    baseline = baseline or plan_memory(g)
+    base = baseline.arena_bytes
+    s = _Searcher(g, baseline)
+    cands = [c for c in s.enumerate() if max_overhead is None or c.macs <= s.base_macs * (1 + max_overhead)]
+    result = SearchResult(g, baseline, None, len(cands), 0)
+    if sram_budget is None:
+        result.chosen = _lowest(s, cands, base, result)
+        return result
+    if base <= sram_budget:
+        return result
+    for c in sorted(cands, key=lambda c: (c.macs, c.lower)):  # cheapest first
+        if c.lower > sram_budget:
+            continue
+        ps = s.plan(c, sram_budget + 1)
+        result.planned += 1
+        if ps is not None and ps.plan.arena_bytes <= sram_budget:
+            result.chosen = ps
+            return result
+    best = _lowest(s, cands, base, result)
+    reach = best.plan.arena_bytes if best is not None else base
+    how = (f"with {best.spec.label(g)} patches, {100 * best.overhead:.1f}% more MACs" if best is not None
+           else "layer by layer; no patch schedule lowers it")
+    bound = "" if max_overhead is None else f" within the {100 * max_overhead:g}% MAC overhead bound"
+    raise BudgetExceeded(sram_budget, reach, f"the smallest peak reachable{bound} is {reach:,} bytes ({how})")
+
+
+def _lowest(s: _Searcher, cands: list[_Candidate], base: int, result: SearchResult) -> PatchSchedule | None:
+    """The candidate with the smallest arena (then fewest MACs), if strictly below `base`."""
+    best: PatchSchedule | None = None
+    bar = base  # what a candidate must beat
+    for c in sorted(cands, key=lambda c: (c.lower, c.macs)):
+        # A tie on the arena only counts when it saves MACs; candidates come by bound, then MACs.
+        tie_ok = best is not None and c.macs < best.macs
+        if c.lower > bar or (c.lower == bar and not tie_ok):
+            break
+        ps = s.plan(c, bar + 1 if tie_ok else bar)
+        result.planned += 1
+        if ps is None:
+            continue
+        a = ps.plan.arena_bytes
+        if a < bar or (a == bar and tie_ok):
+            best, bar = ps, a
+    return best
+
+
+def choose_schedule(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None) -> PatchSchedule | None:
+    """The patch schedule to use, or None for layer by layer.
+
+    Without a budget: the lowest arena among schedules whose extra MACs stay
+    within `max_overhead` (a fraction of the model's MACs), fewest MACs on a
+    tie. With `sram_budget`: the fewest MACs among schedules whose arena fits
+    (None when layer by layer fits), else DoesNotFit naming the smallest
+    arena reachable. `max_overhead=None` lifts the bound. A schedule is only
+    returned when its arena is strictly below layer by layer's.
+    """
+    return search(g, max_overhead, sram_budget).chosen
+
+
+# -- what the CLI asks for ------------------------------------------------------
+DEFAULT_MAX_OVERHEAD = 0.20
+
+
+@dataclass(frozen=True)
+class PatchOptions:
+    """`--patch auto|off|SPLIT:ROWSxCOLS`, `--max-overhead`, `--sram-budget`.
+
+    `max_overhead` None means the default: 20% in auto mode, no bound with a
+    budget (the budget is the constraint there and the cheapest fit wins).
+    """
+
+    mode: str = "auto"  # "auto", "off" or "fixed"
+    split: str | None = None  # fixed: a layer index ("9") or a tensor name
+    rows: int = 0
+    cols: int = 0
+    max_overhead: float | None = None
+    sram_budget: int | None = None
+
+    @staticmethod
+    def parse(text: str, max_overhead: float | None = None, sram_budget: int | None = None) -> "PatchOptions":
+        """Read the --patch value; raises ValueError with a one-line reason."""
+        t = text.strip()
+        if t in ("auto", "off"):
+            return PatchOptions(t, max_overhead=max_overhead, sram_budget=sram_budget)
+        split, sep, grid = t.rpartition(":")
+        rows, x, cols = grid.lower().partition("x")
+        if not sep or not split or not x or not rows.isdigit() or not cols.isdigit() or min(int(rows), int(cols)) < 1:
+            raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS (e.g. 9:4x4), got {text!r}")
+        return PatchOptions("fixed", split, int(rows), int(cols), max_overhead, sram_budget)
+
+
+def resolve_split(g: Graph, split: str) -> str:
+    """A layer index (the row number `analyze` prints) or a tensor name -> the split tensor."""
+    if split.isdigit():
+        k = int(split)
+        if k >= len(g.nodes) or len(g.nodes[k].outputs) != 1:
+            raise NotPatchable(f"--patch: layer {k} does not exist or has several outputs")
+        return g.nodes[k].outputs[0]
+    if split not in g.tensors:
+        raise NotPatchable(f"--patch: no layer or tensor named {split!r}")
+    return split
+
+
+def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | None = None) -> SearchResult:
+    """Apply the options: search (auto), the given split and grid (fixed), or nothing (off).
+
+    A budget is checked in every mode; only auto mode searches to meet it.
+    """
+    baseline = baseline or plan_memory(g)
+    if options.mode == "auto":
+        bound = options.max_overhead
+        if bound is None and options.sram_budget is None:
+            bound = DEFAULT_MAX_OVERHEAD
+        result = search(g, bound, options.sram_budget, baseline)
+        result.mode = "auto"
+        return result
+    result = SearchResult(g, baseline, None, 0, 0, options.mode)
+    if options.mode == "fixed":
+        ps = apply_patches(g, PatchSpec(resolve_split(g, options.split), options.rows, options.cols))
+        ps.plan = plan_memory(ps.graph)
+        result.chosen, result.candidates, result.planned = ps, 1, 1
+    if options.sram_budget is not None and result.plan.arena_bytes > options.sram_budget:
+        raise BudgetExceeded(options.sram_budget, result.plan.arena_bytes,
+                             f"the {'patch schedule' if result.chosen else 'layer-by-layer'} arena is "
+                             f"{result.plan.arena_bytes:,} bytes (--patch auto searches for a schedule that fits)")
+    return result
