@@ -75,7 +75,8 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None) -> Emit
         consts=ctx.consts,
     )
     texts = {name: env.get_template(f"library/{name}.j2").render(**params) for name in LIBRARY_FILES}
-    texts["tinyml_fixedpoint.h"] = (files("tinyml.firmware_templates") / "library" / "tinyml_fixedpoint.h").read_text()
+    for header in ("tinyml_fixedpoint.h", "tinyml_dsp.h"):  # tinyml_dsp.h: DSP-extension kernels include it
+        texts[header] = (files("tinyml.firmware_templates") / "library" / header).read_text()
     return Emitted(ctx, texts, params["inputs"], params["outputs"])
 
 

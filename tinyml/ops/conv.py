@@ -10,6 +10,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
@@ -78,6 +79,16 @@ class Conv2D(Op):
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
         return int(np.prod(y.shape)) * int(np.prod(wt.shape[1:]))
 
+    def scratch_bytes(self, g: Graph, n: Node) -> int:
+        """The DSP GEMM's widened windows: 2 pixels x depth padded to 4, int16.
+
+        Reserved whatever the target (the plan does not depend on it); cores
+        without the DSP extension leave it unused.
+        """
+        if not dsp_shape(g, n):
+            return 0
+        return 2 * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
+
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         cout, k_h, k_w, cin_g = wt.shape
@@ -85,13 +96,45 @@ class Conv2D(Op):
         w = window(g, n, k_h, k_w)
         in_off = -x.quant.zp
         bias = bias_of(g, n)
+        if ctx.target.dsp and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)):
+            emit_dsp(g, n, ctx, wt, w, in_off, bias)
+            return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=(1, 2, 3)), bias, in_off, conv_requant(g, n, cout),
             needs_border=w.has_padding,
             overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)),
         )
         fn = ctx.kernel(
-            "conv2d.c.j2", win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
+            "conv2d.c.j2", dsp=False, win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
             in_offset=in_off, p=args.params, signature=args.signature(),
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
+
+
+def dsp_shape(g: Graph, n: Node) -> bool:
+    """Whether the layer's shape suits the DSP GEMM: one group, no dilation."""
+    x, wt = g[n.inputs[0]], g[n.inputs[1]]
+    return wt.shape[3] == x.shape[3] and n.attrs.get("dilation_h_factor", 1) == 1 \
+        and n.attrs.get("dilation_w_factor", 1) == 1
+
+
+def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.ndarray | None) -> None:
+    """Windows widened to int16 with the input offset added (so no bias fold and no border
+    path), weights packed for SMLAD in blocks of two output rows."""
+    cout = wt.shape[0]
+    depth = int(np.prod(wt.shape[1:]))
+    rows = wt.reshape(cout, depth)
+    xmax = max(abs(-128 + in_off), abs(127 + in_off))
+    r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
+    args = [ctx.const(pack_rows(rows, 2), "w", "int32_t")]
+    has_bias = bias is not None and bool(np.any(bias != 0))
+    if has_bias:
+        args.append(ctx.const(padded_bias(bias, padded(cout, 2)), "bias", "int32_t"))
+    if r.per_channel:
+        args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift, "shift", "int8_t")]
+    nbytes = Conv2D().scratch_bytes(g, n)
+    fn = ctx.kernel(
+        "conv2d.c.j2", dsp=True, win=w, cin=wt.shape[3], cout=cout, cout_pad=padded(cout, 2),
+        groups4=padded(depth, 4) // 4, in_offset=in_off, r=r.params(), has_bias=has_bias,
+    )
+    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args, ctx.scratch(nbytes))

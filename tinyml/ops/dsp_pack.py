@@ -1,0 +1,84 @@
+"""Generation-time preparation for the Cortex-M DSP-extension kernels (SMLAD on packed pairs).
+
+SMLAD multiplies two int16 halves of one register by the two halves of
+another and adds both products. The kernels feed it activations widened by
+SXTAB16, which takes bytes 0 and 2 of a word (and, rotated by 8, bytes 1 and
+3): so four consecutive activations x0..x3 arrive as the pairs (x0, x2) and
+(x1, x3). Rather than reshuffle them at run time, the weights are stored
+pre-widened to int16 in that same order, and interleaved so that one block of
+output rows is read with one walking pointer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyml.ops.quantized import Requant
+
+# Position of element k of a 4-group inside the (x0, x2, x1, x3) order.
+PAIR_ORDER = np.array([0, 2, 1, 3])
+
+
+def padded(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def pack_rows(w: np.ndarray, rows_per_block: int) -> np.ndarray:
+    """[rows, depth] int8 -> int32 words laid out [block][group of 4][row in block][2 words].
+
+    Depth is zero-padded to a multiple of 4 and rows to a multiple of
+    rows_per_block; each word holds two int16 weights, low half first, in
+    PAIR_ORDER, which is what SMLAD needs against SXTAB16-widened inputs.
+    """
+    rows, depth = w.shape
+    rp, dp = padded(rows, rows_per_block), padded(depth, 4)
+    full = np.zeros((rp, dp), np.int16)
+    full[:rows, :depth] = w
+    groups = full.reshape(rp // rows_per_block, rows_per_block, dp // 4, 4)[..., PAIR_ORDER]
+    halves = groups.transpose(0, 2, 1, 3).reshape(-1)  # block, group, row, 4 halves
+    return np.ascontiguousarray(halves.astype("<i2")).view("<i4").astype(np.int32)  # low half first
+
+
+def padded_bias(bias: np.ndarray, rows: int) -> np.ndarray:
+    out = np.zeros(rows, np.int32)
+    out[:bias.size] = bias
+    return out
+
+
+@dataclass(frozen=True)
+class DspRequant:
+    """How a DSP kernel requantizes: the short exact sequence of tm_requant_dsp, or TFLite's full one.
+
+    tm_requant_dsp needs every shift <= 0 (no left shift) and |acc| + 2^(e-1)
+    < 2^31 (its rounding add cannot overflow); `acc_bound` is a bound on
+    |acc| from the constant weights and bias, so this is decided per layer.
+    """
+
+    fast: bool
+    per_channel: bool
+    mult: np.ndarray  # int32 per channel
+    shift: np.ndarray  # int8 per channel: -shift (right shift e >= 0) when fast, else TFLite's shift
+    out_zp: int
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, rq: Requant, acc_bound: int) -> "DspRequant":
+        e = -rq.shift.astype(np.int64)
+        fast = bool(np.all(e >= 0) and np.all(e <= 30) and acc_bound + (1 << 30) < 2**31)
+        shift = (e if fast else rq.shift).astype(np.int8)
+        return cls(fast, not rq.uniform, rq.mult.astype(np.int32), shift, rq.out_zp, rq.lo, rq.hi)
+
+    def params(self) -> dict[str, object]:
+        """What the templates read (literals when uniform)."""
+        return dict(fast=self.fast, per_channel=self.per_channel, mult=int(self.mult[0]), shift=int(self.shift[0]),
+                    out_zp=self.out_zp, lo=self.lo, hi=self.hi, full_range=(self.lo, self.hi) == (-128, 127))
+
+
+def acc_bound(w: np.ndarray, bias: np.ndarray | None, xmax: int) -> int:
+    """Largest |accumulator| any output row can reach: sum |w| * max |input| + |bias|."""
+    b = np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1) * xmax
+    if bias is not None:
+        b = b + np.abs(bias.astype(np.int64))
+    return int(b.max()) if b.size else 0
