@@ -65,7 +65,7 @@ class Port(Protocol):
 
 
 def checksum(data: bytes | bytearray) -> int:
-    """AN3155 checksum: XOR of all bytes (a single byte's checksum is its complement, see frame_byte)."""
+    """AN3155 checksum: XOR of all bytes (a lone command or length byte is checked by its complement instead)."""
     x = 0
     for b in data:
         x ^= b

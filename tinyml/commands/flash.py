@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-go", dest="go", action="store_false", help="do not start the program after flashing")
     p.add_argument("--timeout", type=float, default=0.5, metavar="S",
                    help="seconds to wait for a reply (default 0.5; erase waits 12x per page)")
-    p.add_argument("--retries", type=int, default=5, help="attempts per failed exchange (default 5)")
+    p.add_argument("--retries", type=int, default=5, help="retries of a failed exchange before giving up (default 5)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
