@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyml.codegen.firmware import Firmware, Image
-from tinyml.errors import CheckFailed
+from tinyml.errors import CheckFailed, TinymlError
 from tinyml.sim.bootloader import flash_firmware, open_port
 from tinyml.sim.host import pack_inputs, unpack_outputs
 from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, SerialTransport, counter_delta
@@ -27,6 +27,11 @@ class SerialRunner:
 
     def __init__(self, firmware: Firmware, port: str, *, flash: bool = True, flash_port: str | None = None,
                  timeout_s: float = 120.0, boot_timeout_s: float = 3.0):
+        board = firmware.board
+        if flash and flash_port is None and board.flashing.vcp_reaches_bootloader is False:
+            raise TinymlError(f"{board.name}: the ROM bootloader does not listen on the firmware's UART "
+                              f"({board.uart.via}); pass --flash-port (bootloader UARTs: "
+                              f"{', '.join(board.flashing.bootloader_uarts)}) or --no-flash")
         self.fw = firmware
         self.image: Image = firmware.images["board"]
         self.port, self.flash_port, self.flash = port, flash_port or port, flash

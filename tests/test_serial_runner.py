@@ -20,7 +20,7 @@ import pytest
 from firmware_graphs import random_samples, tiny_graph
 from tinyml.cli import main
 from tinyml.codegen.firmware import Firmware, build_firmware, load_firmware
-from tinyml.errors import CheckFailed
+from tinyml.errors import CheckFailed, TinymlError
 from tinyml.schedule.memory import plan_memory
 from tinyml.sim.bootloader_emulator import EmulatedBootloader, serve_tcp
 from tinyml.sim.image import load_image
@@ -139,6 +139,14 @@ def test_validate_port_over_qemu_reports_what_the_simulator_reports(zoo_path, tm
     for key in ("inputs", "instructions", "stack_bytes", "ram_bytes", "flash_bytes", "arena_bytes", "macs"):
         assert serial[key] == sim[key], key
     assert serial["instructions"] > serial["macs"] > 0
+
+
+def test_a_board_whose_uart_is_not_the_bootloaders_needs_a_flash_port(tmp_path):
+    g = tiny_graph()
+    fw = build_firmware(g, plan_memory(g), "nucleo-l4r5zi", tmp_path / "l4")  # firmware on the VCP (LPUART1)
+    with pytest.raises(TinymlError, match="pass --flash-port .*USART1 PA9/PA10"):
+        SerialRunner(fw, "/dev/ttyACM0")
+    assert SerialRunner(fw, "/dev/ttyACM0", flash=False).target == "serial:/dev/ttyACM0"
 
 
 def test_port_without_board_is_a_usage_error(zoo_path, capsys):
