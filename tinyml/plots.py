@@ -7,8 +7,14 @@ from tinyml.ir import Graph
 from tinyml.schedule.memory import MemoryPlan
 
 
-def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "") -> Path:
-    """Draw each buffer as a rectangle: x = the layers it is live, y = its arena bytes."""
+def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "",
+                    stage: tuple[int, int] | None = None, stage_label: str = "patch stage",
+                    baseline_arena: int | None = None) -> Path:
+    """Draw each buffer as a rectangle: x = the layers it is live, y = its arena bytes.
+
+    `stage` (first, last step) shades a patch-based stage; `baseline_arena`
+    draws the layer-by-layer arena for comparison.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,8 +35,13 @@ def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "
     live = [plan.live_bytes(s) for s in range(steps)]
     ax.step(range(steps), live, where="mid", color="black", linewidth=1, label="live bytes (lower bound)")
     ax.axhline(plan.arena_bytes, color="red", linestyle="--", linewidth=1, label=f"arena {plan.arena_bytes:,} B")
+    if stage is not None:
+        ax.axvspan(stage[0] - 0.5, stage[1] + 0.5, color="tab:blue", alpha=0.08, zorder=0, label=stage_label)
+    if baseline_arena is not None:
+        ax.axhline(baseline_arena, color="grey", linestyle=":", linewidth=1,
+                   label=f"layer by layer {baseline_arena:,} B")
     ax.set_xlim(-1, steps)
-    ax.set_ylim(0, max(plan.arena_bytes, 1) * 1.08)
+    ax.set_ylim(0, max(plan.arena_bytes, baseline_arena or 0, 1) * 1.08)
     ax.set_xlabel("layer (execution step)")
     ax.set_ylabel("arena offset (bytes)")
     ax.set_title(title or f"{g.name}: memory timeline")

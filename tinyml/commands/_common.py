@@ -36,3 +36,64 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def add_patch_args(p: argparse.ArgumentParser) -> None:
+    """--patch, --max-overhead, --sram-budget: how the first stage is scheduled (tinyml/schedule/patches.py)."""
+    g = p.add_argument_group("patch-based inference")
+    g.add_argument("--patch", default="auto", metavar="auto|off|SPLIT:ROWSxCOLS",
+                   help="auto (default): run the first stage patch by patch when that lowers the peak SRAM; "
+                        "off: layer by layer; SPLIT:ROWSxCOLS: patches up to layer SPLIT (the index `analyze` "
+                        "prints, or a tensor name) on a ROWSxCOLS grid")
+    g.add_argument("--max-overhead", type=_fraction, metavar="FRACTION",
+                   help="most extra MACs (recomputed patch overlap) auto may add, e.g. 0.2 or 20%% "
+                        "(default 20%%; no bound with --sram-budget)")
+    g.add_argument("--sram-budget", type=_byte_count, metavar="BYTES",
+                   help="pick the cheapest schedule whose activation arena fits BYTES; exit 2 with the "
+                        "smallest reachable peak if none does")
+
+
+def patch_options(args: argparse.Namespace):  # -> tinyml.schedule.patches.PatchOptions
+    """The parsed patch arguments; a malformed --patch is a one-line error (exit 2)."""
+    from tinyml.errors import TinymlError
+    from tinyml.schedule.patches import PatchOptions
+
+    try:
+        return PatchOptions.parse(args.patch, args.max_overhead, args.sram_budget)
+    except ValueError as e:
+        raise TinymlError(f"--patch: {e}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r}") from None
+    if not 0 <= v < 100:
+        raise argparse.ArgumentTypeError(f"overhead {text!r} out of range")
+    return v
+
+
+def _byte_count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"budget must be positive, got {v}")
+    return v
+
+
+def patch_summary(result) -> str | None:  # result: tinyml.schedule.patches.SearchResult | None
+    """One line on the patch schedule for human output (None when patches were off)."""
+    if result is None or result.mode == "off":
+        return None
+    base = result.baseline.arena_bytes
+    ps = result.chosen
+    if ps is None:
+        return f"patches: none, layer by layer has the lowest arena ({base:,} B; {result.candidates} schedules searched)"
+    d = ps.describe()
+    shape = "x".join(map(str, d["split_shape"][1:]))
+    return (f"patches: layers {d['stage_layers'][0]}-{d['split_layer']} run per patch on a {ps.spec.rows}x{ps.spec.cols} "
+            f"grid of the {shape} split tensor: arena {ps.plan.arena_bytes:,} B vs {base:,} B layer by layer "
+            f"({base / ps.plan.arena_bytes:.2f}x less), MACs +{100 * ps.overhead:.1f}% (+{ps.extra_macs:,})")

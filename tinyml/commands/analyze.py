@@ -6,7 +6,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, write_json
+from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
 from tinyml.pipeline import compile_model
 from tinyml.report import summary
 
@@ -18,13 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=".tflite file")
     p.add_argument("--timeline", metavar="PNG", help="draw the memory timeline to this PNG file")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring TFLite Micro's arena")
+    add_patch_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    c = compile_model(args.model)
+    c = compile_model(args.model, patch_options(args))
     data = summary(c.graph, c.plan)
+    data["patches"] = c.patches.describe() if c.patches else None
     data["tflm_arena_bytes"] = None
     if not args.no_tflm:
         from tinyml.oracle import TflmOracle
@@ -33,9 +35,15 @@ def run(args: argparse.Namespace) -> int:
     if args.timeline:
         from tinyml.plots import memory_timeline
 
-        data["timeline_png"] = str(memory_timeline(c.graph, c.plan, args.timeline))
+        ps = c.patches.chosen if c.patches else None
+        data["timeline_png"] = str(memory_timeline(
+            c.graph, c.plan, args.timeline, stage=ps.span if ps else None,
+            stage_label=f"patch stage ({ps.spec.rows}x{ps.spec.cols} patches)" if ps else "",
+            baseline_arena=c.patches.baseline.arena_bytes if ps else None))
     if args.json != "-":
         print_summary(data)
+        if patch_summary(c.patches):
+            Console().print(patch_summary(c.patches))
     write_json(args.json, data)
     return 0
 
@@ -45,7 +53,7 @@ def print_summary(data: dict) -> None:
     t = Table(title=f"{data['model']}: {len(data['layers'])} layers", title_justify="left")
     for col in ("#", "op", "input", "output", "MACs", "weights B", "live B"):
         t.add_column(col, justify="right" if col not in ("op", "input", "output") else "left")
-    for r in data["layers"]:
+    for r in _collapse_patches(data["layers"]):
         t.add_row(str(r["index"]), r["op"], " ".join(_shape(s) for s in r["inputs"]), _shape(r["output"]),
                   f"{r['macs']:,}", f"{r['weight_bytes']:,}",
                   f"{r['live_bytes']:,}")
@@ -54,6 +62,28 @@ def print_summary(data: dict) -> None:
     con.print(f"MACs {data['macs']:,} | weights {data['weights_bytes']:,} B | arena {data['arena_bytes']:,} B "
               f"(lower bound {data['arena_lower_bound']:,} B)"
               + (f" | TFLite Micro arena {tflm:,} B" if tflm else ""))
+
+
+def _collapse_patches(rows: list[dict]) -> list[dict]:
+    """One table row for a patch-based stage instead of one per patch node (JSON keeps them all)."""
+    out: list[dict] = []
+    stage: list[dict] = []
+    for r in rows + [{"patch": None, "end": True}]:
+        if r.get("patch") is not None:
+            stage.append(r)
+            continue
+        if stage:
+            patches = {tuple(x["patch"]) for x in stage}
+            first = stage[0]["patch"]
+            out.append({"index": f"{stage[0]['index']}-{stage[-1]['index']}", "op": f"{len(patches)} PATCHES",
+                        "inputs": stage[0]["inputs"], "output": stage[-1]["output"],
+                        "macs": sum(x["macs"] for x in stage),
+                        "weight_bytes": sum(x["weight_bytes"] for x in stage if x["patch"] == first),
+                        "live_bytes": max(x["live_bytes"] for x in stage)})
+            stage = []
+        if not r.get("end"):
+            out.append(r)
+    return out
 
 
 def _shape(dims: list[int]) -> str:

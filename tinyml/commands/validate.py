@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tinyml.commands._common import add_json_arg, write_json
+from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.pipeline import Compiled, compile_model
 from tinyml.sim.runner import Runner
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of random inputs (default 20) or a .npy/.npz file of inputs")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
+    add_patch_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -63,15 +64,18 @@ def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runn
 def run(args: argparse.Namespace) -> int:
     from tinyml.oracle import TflmOracle
 
-    c = compile_model(args.model)
+    c = compile_model(args.model, patch_options(args))
     inputs = load_inputs(c.graph, args.inputs, args.seed)
     expected = TflmOracle(c.model_bytes).run_batch(inputs)
     with tempfile.TemporaryDirectory(prefix="tinyml-validate-") as tmp:
         runner, board = make_runner(args, c, Path(tmp))
         result = runner.run(inputs)
     report = validation_report(c, inputs, result, expected, runner.target, board)
+    report["patches"] = c.patches.describe() if c.patches else None
     if args.json != "-":
         print_report(report)
+        if patch_summary(c.patches):
+            print(patch_summary(c.patches))
     write_json(args.json, report)
     if not report["bit_exact"]:
         raise CheckFailed(f"{report['mismatched_outputs']} of {report['inputs']} output sets differ from TFLite Micro"
