@@ -183,7 +183,8 @@ def test_failed_runs_are_reported_not_hidden(tmp_path: Path) -> None:
     with pytest.raises(TinymlError) as e:
         verdict(result)
     assert e.value.exit_code == 2 and "2 of 2 runs failed" in str(e.value)
-    runs[0]["error_class"] = "CheckFailed"
+    runs[0] = bench.failed_row("big", board, "optimized", KeyError("dsp"))  # a bug, not bad input
+    assert runs[0]["error"].startswith("internal error KeyError")
     with pytest.raises(CheckFailed):
         verdict(result)
     assert bench.plot(result, tmp_path / "p.png").stat().st_size > 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,16 +186,26 @@ def layer_costs(c: Compiled, measured: list[int]) -> list[dict]:
             for r, n in zip(rows, measured)]
 
 
-def failed_row(name: str, board: Board, kernels: str, error: TinymlError) -> dict:
+def failed_row(name: str, board: Board, kernels: str, error: Exception) -> dict:
     return {"model": name, "board": board.name, "core": board.core, "kernels": kernels,
-            "dsp": kernel_board(board, kernels).dsp, "bit_exact": None, "error": str(error),
-            "error_class": type(error).__name__}
+            "dsp": kernel_board(board, kernels).dsp, "bit_exact": None, "error": describe(error),
+            "error_class": type(error).__name__, "exit_code": getattr(error, "exit_code", 1)}
+
+
+def describe(error: Exception) -> str:
+    """A one-line message; for a bug (not a TinymlError) also where it was raised, since the run goes on."""
+    if isinstance(error, TinymlError):
+        return str(error)
+    tb = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"internal error {type(error).__name__}{where}: {error}"
 
 
 def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels: Sequence[str] = KERNELS,
               per_layer: bool = False, n_inputs: int = 3, seed: int = 0,
               step: Callable[[str], None] = lambda _: None) -> dict:
-    """Every model x board x kernel set; a model or run that fails is recorded and the rest go on.
+    """Every model x board x kernel set; a model or run that fails (even by a bug) is recorded and the rest
+    go on, so one broken kernel does not cost the measurements of every other model.
 
     `step(description)` is called once per unit of work (see `work_units`), for a progress display.
     """
@@ -206,8 +217,8 @@ def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels
         step(f"{name}: compile + TFLite Micro")
         try:
             m = prepare(name, path, n_inputs, seed)
-        except TinymlError as e:
-            model_rows.append({"model": name, "path": str(path), "error": str(e)})
+        except Exception as e:  # noqa: BLE001 - one broken model must not end a long bench; recorded
+            model_rows.append({"model": name, "path": str(path), "error": describe(e)})
             for b in board_objs:
                 for k in kernels:
                     runs.append(failed_row(name, b, k, e))
@@ -227,7 +238,7 @@ def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels
                 with tempfile.TemporaryDirectory(prefix="tinyml-bench-") as tmp:
                     try:
                         runs.append(measure(m, b, k, per_layer, Path(tmp), run_step))
-                    except TinymlError as e:
+                    except Exception as e:  # noqa: BLE001 - recorded in the run's row, fails the verdict
                         runs.append(failed_row(name, b, k, e))
                         for _ in range(work_per_run(per_layer) - len(done)):
                             step(f"{label}: failed")

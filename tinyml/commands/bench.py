@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def verdict(result: dict) -> int:
-    """Exit 1 on any inexact run; otherwise a failed run fails the bench with its own error class."""
+    """Exit 1 on any inexact run; otherwise a failed run fails the bench with its own exit code
+    (2 for bad input such as a model that does not fit, 1 for a failed check or an internal error)."""
     inexact = [r for r in result["runs"] if r["bit_exact"] is False]
     if inexact:
         first = inexact[0]
@@ -79,7 +80,7 @@ def verdict(result: dict) -> int:
         first = failed[0]
         msg = (f"{len(failed)} of {len(result['runs'])} runs failed; first: {first['model']} on {first['board']} "
                f"({first['kernels']}): {first['error']}")
-        raise CheckFailed(msg) if first.get("error_class") in ("CheckFailed", "LinkError") else TinymlError(msg)
+        raise CheckFailed(msg) if first.get("exit_code", 1) == 1 else TinymlError(msg)
     return 0
 
 
