@@ -5,11 +5,15 @@ channel oc = ic * multiplier + m. Per-channel scales are on axis 3.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
+from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.quantized import (
+    Window,
     accumulator_may_overflow,
     activation_reason,
     arity_reason,
@@ -80,6 +84,15 @@ class DepthwiseConv2D(Op):
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
         return int(np.prod(y.shape)) * wt.shape[1] * wt.shape[2]
 
+    def scratch_bytes(self, g: Graph, n: Node) -> int:
+        plane = channel_plane(g, n)
+        return 0 if plane is None else plane.bytes
+
+    def inplace_input(self, g: Graph, n: Node) -> int | None:
+        # The plane kernel copies channel c before writing output channel c,
+        # and the output (same channels, no more pixels) fits in the input.
+        return 0 if channel_plane(g, n) is not None else None
+
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         _, k_h, k_w, cout = wt.shape
@@ -88,6 +101,10 @@ class DepthwiseConv2D(Op):
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         channel_major = np.ascontiguousarray(wt[0].transpose(2, 0, 1))  # [oc][ky][kx]
+        plane = channel_plane(g, n)
+        if plane is not None:
+            self._emit_plane(g, n, ctx, w, channel_major, plane)
+            return
         args = kernel_args(
             ctx, channel_major, channel_major.astype(np.int64).sum(axis=(1, 2)), bias, in_off,
             conv_requant(g, n, cout), needs_border=w.has_padding,
@@ -95,6 +112,122 @@ class DepthwiseConv2D(Op):
         )
         fn = ctx.kernel(
             "depthwise_conv2d.c.j2", win=w, cin=x.shape[3], cout=cout, mult=depth_multiplier(g, n),
-            in_offset=in_off, p=args.params, signature=args.signature(),
+            in_offset=in_off, p=args.params, signature=args.signature(), plane=None,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
+
+    @staticmethod
+    def _emit_plane(g: Graph, n: Node, ctx, w: Window, channel_major: np.ndarray, plane: "Plane") -> None:
+        """The per-channel kernel: folded bias, requant constants per channel, packed pairs on DSP cores."""
+        cout = channel_major.shape[0]
+        dsp = ctx.target.dsp
+        rq = DspRequant.of(conv_requant(g, n, cout), plane.acc_bound)
+        if not dsp:  # tm_requant_dsp and __ssat are DSP-header helpers; plain C takes TFLite's sequence
+            rq = replace(rq, fast=False, shift=conv_requant(g, n, cout).shift.astype(np.int8))
+        r = rq.params()
+        if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
+            r.update(mult="qm", shift="qs")
+        values = [ctx.const(channel_major, "w", "int8_t"), ctx.const(plane.bias_full, "bias", "int32_t")]
+        if rq.per_channel:
+            values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
+        pairs = pair_schedule(w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
+        if pairs is not None:
+            values.append(ctx.const(pack_pairs(channel_major, pairs), "wpack", "int32_t"))
+        fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
+                        per_channel=rq.per_channel, dsp=dsp, pk=pairs)
+        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
+
+
+@dataclass(frozen=True)
+class Plane:
+    """The zero-point-bordered scratch copy of one input channel (TinyEngine's in-place depthwise).
+
+    h x w covers every tap of every window; copy_h x copy_w input pixels go
+    in at (pad_top, pad_left); the rest holds the input zero point, which
+    contributes exactly 0 once the offset is folded into the bias. `bytes`
+    has slack for the word loads of the paired DSP loop (they read past a
+    row's taps, times zero weights); the kernel fills all of it once per call.
+    """
+
+    h: int
+    w: int
+    copy_h: int
+    copy_w: int
+    zp: int
+    bytes: int
+    bias_full: np.ndarray  # int32 per channel: bias + input offset * sum of weights
+    acc_bound: int  # largest |accumulator| any window can reach
+
+
+def channel_plane(g: Graph, n: Node) -> Plane | None:
+    """The plane of the per-channel kernel, or None when the layer needs the generic one.
+
+    Needs depth multiplier 1 (output channel c reads and overwrites input
+    channel c only), no dilation, and an accumulator that cannot leave int32
+    with the offset folded into the bias for every window.
+    """
+    x, wt = g[n.inputs[0]], g[n.inputs[1]]
+    _, k_h, k_w, cout = wt.shape
+    w = window(g, n, k_h, k_w)
+    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
+        return None
+    taps_w = wt.data.reshape(-1, cout).astype(np.int64)
+    bias = bias_of(g, n)
+    folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
+    bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
+    if np.any(bound >= 2**31):
+        return None
+    h = (w.out_h - 1) * w.stride_h + k_h
+    pw = (w.out_w - 1) * w.stride_w + k_w
+    copy_h = max(0, min(w.in_h, h - w.pad_top))
+    copy_w = max(0, min(w.in_w, pw - w.pad_left))
+    slack = 4 * len(pair_schedule(k_w, w.stride_w).rows)
+    return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32), int(bound.max()))
+
+
+@dataclass(frozen=True)
+class PairSchedule:
+    """How two neighbouring output pixels share the input words of one kernel row.
+
+    Pixel p (0 or 1) of a pair starts p * stride taps to the right. Word j of
+    the row holds taps 4j..4j+3; SXTB16 gives the int16 pairs (4j, 4j+2) ("lo")
+    and, after a rotate by 8, (4j+1, 4j+3) ("hi"). Each (pixel, word, half)
+    that meets the kernel becomes one SMLAD with a packed weight pair;
+    identical pairs of kernel taps share one packed word.
+    rows[j] = [(pixel, "lo"|"hi", weight word index)], taps[k] = (kernel tap or -1, kernel tap or -1).
+    """
+
+    rows: list[list[tuple[int, str, int]]]
+    taps: list[tuple[int, int]]
+
+    @property
+    def per_row(self) -> int:
+        return len(self.taps)
+
+
+def pair_schedule(k_w: int, stride: int) -> PairSchedule:
+    span = k_w + stride  # taps the two pixels cover together
+    rows: list[list[tuple[int, str, int]]] = []
+    taps: list[tuple[int, int]] = []
+    for j in range((span + 3) // 4):
+        row = []
+        for p in (0, 1):
+            for half, first in (("lo", 4 * j), ("hi", 4 * j + 1)):
+                pair = tuple(t - p * stride if 0 <= t - p * stride < k_w else -1 for t in (first, first + 2))
+                if pair == (-1, -1):
+                    continue
+                if pair not in taps:
+                    taps.append(pair)
+                row.append((p, half, taps.index(pair)))
+        rows.append(row)
+    return PairSchedule(rows, taps)
+
+
+def pack_pairs(channel_major: np.ndarray, s: PairSchedule) -> np.ndarray:
+    """[oc][ky][word] int32: kernel taps (a, b) of each row as int16 halves (low a, high b)."""
+    oc, k_h, k_w = channel_major.shape
+    padded = np.concatenate([channel_major.astype(np.int64), np.zeros((oc, k_h, 1), np.int64)], axis=2)
+    words = np.zeros((oc, k_h, s.per_row), np.int64)
+    for k, (a, b) in enumerate(s.taps):
+        words[:, :, k] = (padded[:, :, a] & 0xFFFF) | ((padded[:, :, b] & 0xFFFF) << 16)
+    return words.astype(np.uint32).view(np.int32).reshape(-1)
