@@ -452,3 +452,27 @@ def random_inputs(model: "Graph | TflmOracle | bytes | str | Path", n: int,
                                       else _model_bytes(model))
     rng = np.random.default_rng(seed)
     return [[_random_value(s, rng) for s in sources] for _ in range(n)]
+
+
+_ARENA_CHILD = """
+import sys
+from tinyml.oracle import TflmOracle
+print("arena", TflmOracle(sys.stdin.buffer.read()).arena_bytes())
+"""
+
+
+def arena_bytes_isolated(model: bytes, timeout_s: float = 120.0) -> int | None:
+    """TFLite Micro's arena for an untrusted model, measured in a child process.
+
+    TFLite Micro can crash the whole process on a hostile model that passed
+    our checks; here a crash or a hang only costs the figure (None).
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-c", _ARENA_CHILD], input=model, capture_output=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if line.startswith("arena "):
+            return int(line.split()[1])
+    return None

@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     data["patches"] = c.patches.describe() if c.patches else None
     data["tflm_arena_bytes"] = None
     if not args.no_tflm:
-        from tinyml.oracle import TflmOracle
+        from tinyml.oracle import arena_bytes_isolated
 
-        data["tflm_arena_bytes"] = TflmOracle(c.model_bytes).arena_bytes()
+        data["tflm_arena_bytes"] = arena_bytes_isolated(c.model_bytes)
     if args.timeline:
         from tinyml.plots import memory_timeline
 
