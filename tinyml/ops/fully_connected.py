@@ -13,6 +13,8 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows, padded, padded_bias
+from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
@@ -72,12 +74,40 @@ class FullyConnected(Op):
         units, depth = wt.shape
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
+        if ctx.target.dsp and not accumulator_may_overflow(wt, bias, in_off, (1,)):
+            emit_dsp(g, n, ctx, wt, in_off, bias)
+            return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=1), bias, in_off, conv_requant(g, n, g[n.inputs[1]].shape[0]),
             needs_border=False, overflow=accumulator_may_overflow(wt, bias, in_off, (1,)),
         )
         fn = ctx.kernel(
-            "fully_connected.c.j2", batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
+            "fully_connected.c.j2", dsp=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
             p=args.params, signature=args.signature(),
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
+
+
+def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarray | None) -> None:
+    """Rows in blocks of four on SMLAD; raw int8 inputs with the offset folded into the bias
+    (no scratch: the input is widened in registers)."""
+    units, depth = wt.shape
+    raw = np.zeros(units, np.int64) if bias is None else bias.astype(np.int64)
+    full = wrap_int32(raw + in_off * wt.astype(np.int64).sum(axis=1)).astype(np.int32)
+    r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
+    rows = padded(units, 4)
+    args = [ctx.const(pack_rows(wt[:, :depth - depth % 4], 4), "w", "int32_t")] if depth >= 4 else []
+    has_bias = bool(np.any(full != 0))
+    if has_bias:
+        args.append(ctx.const(padded_bias(full, rows), "bias", "int32_t"))
+    if r.per_channel:
+        args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift, "shift", "int8_t")]
+    if depth % 4:
+        tail = np.zeros((rows, depth % 4), np.int8)
+        tail[:units] = wt[:, depth - depth % 4:]
+        args.append(ctx.const(tail, "w", "int8_t"))
+    fn = ctx.kernel(
+        "fully_connected.c.j2", dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
+        units_pad=rows, r=r.params(), has_bias=has_bias,
+    )
+    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args)
