@@ -111,7 +111,7 @@ def print_result(con: Console, result: dict) -> None:
         r = opt if ok(opt) else plain if ok(plain) else None
         if r is None:
             bad = opt or plain
-            speed.add_row(bad["model"], bad["board"], f"[red]{bad['error']}[/red]")
+            speed.add_row(bad["model"], bad["board"], "[red]failed (below)[/red]")
             continue
         a = r["anchor"]
         speed.add_row(r["model"], r["board"], f"{r['macs']:,}", fmt_int(get(opt, "instructions")),
