@@ -130,7 +130,7 @@ class DepthwiseConv2D(Op):
         values = [ctx.const(channel_major, "w", "int8_t"), ctx.const(plane.bias_full, "bias", "int32_t")]
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
-        pairs = pair_schedule(w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
+        pairs = pair_schedule(w.k_h, w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
         if pairs is not None:
             values.append(ctx.const(pack_pairs(channel_major, pairs), "wpack", "int32_t"))
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
@@ -181,53 +181,73 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     pw = (w.out_w - 1) * w.stride_w + k_w
     copy_h = max(0, min(w.in_h, h - w.pad_top))
     copy_w = max(0, min(w.in_w, pw - w.pad_left))
-    slack = 4 * len(pair_schedule(k_w, w.stride_w).rows)
+    slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
     return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32), int(bound.max()))
 
 
 @dataclass(frozen=True)
 class PairSchedule:
-    """How two neighbouring output pixels share the input words of one kernel row.
+    """How two neighbouring output pixels share the input words of the kernel rows.
 
     Pixel p (0 or 1) of a pair starts p * stride taps to the right. Word j of
-    the row holds taps 4j..4j+3; SXTB16 gives the int16 pairs (4j, 4j+2) ("lo")
-    and, after a rotate by 8, (4j+1, 4j+3) ("hi"). Each (pixel, word, half)
-    that meets the kernel becomes one SMLAD with a packed weight pair;
-    identical pairs of kernel taps share one packed word.
-    rows[j] = [(pixel, "lo"|"hi", weight word index)], taps[k] = (kernel tap or -1, kernel tap or -1).
+    a row holds taps 4j..4j+3; SXTB16 gives the int16 pairs (4j, 4j+2) ("lo")
+    and, after a rotate by 8, (4j+1, 4j+3) ("hi"). A data pair whose two taps
+    both meet the kernel is one SMLAD with a packed weight pair; a pair with
+    one tap is one SMLAxy (bottom/top half times a weight half). Identical
+    weight pairs share a word and single taps share words two by two, which
+    keeps the weights of a 3x3 kernel in five registers.
+    steps[ky][j] = [(pixel, "lo"|"hi", intrinsic, weight word)];
+    words[i] = (low tap, high tap) as kernel tap indices ky * k_w + kx, -1 for zero.
     """
 
-    rows: list[list[tuple[int, str, int]]]
-    taps: list[tuple[int, int]]
+    steps: list[list[list[tuple[int, str, str, int]]]]
+    words: list[tuple[int, int]]
 
     @property
     def per_row(self) -> int:
-        return len(self.taps)
+        return len(self.steps[0])
 
 
-def pair_schedule(k_w: int, stride: int) -> PairSchedule:
+def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
     span = k_w + stride  # taps the two pixels cover together
-    rows: list[list[tuple[int, str, int]]] = []
-    taps: list[tuple[int, int]] = []
-    for j in range((span + 3) // 4):
+    words: list[tuple[int, int]] = []
+    singles: dict[int, tuple[int, str]] = {}  # tap -> (word, "b"|"t")
+    open_word: int | None = None  # a single-tap word whose top half is still free
+    steps = []
+    for ky in range(k_h):
         row = []
-        for p in (0, 1):
-            for half, first in (("lo", 4 * j), ("hi", 4 * j + 1)):
-                pair = tuple(t - p * stride if 0 <= t - p * stride < k_w else -1 for t in (first, first + 2))
-                if pair == (-1, -1):
-                    continue
-                if pair not in taps:
-                    taps.append(pair)
-                row.append((p, half, taps.index(pair)))
-        rows.append(row)
-    return PairSchedule(rows, taps)
+        for j in range((span + 3) // 4):
+            ops = []
+            for p in (0, 1):
+                for half, first in (("lo", 4 * j), ("hi", 4 * j + 1)):
+                    kx = [t - p * stride for t in (first, first + 2)]
+                    inside = [0 <= k < k_w for k in kx]
+                    taps = [ky * k_w + k for k in kx]
+                    if all(inside):
+                        if tuple(taps) not in words:
+                            words.append(tuple(taps))
+                        ops.append((p, half, "smlad", words.index(tuple(taps))))
+                    elif any(inside):
+                        tap = taps[inside.index(True)]
+                        if tap not in singles:
+                            if open_word is not None:  # second single of a shared word
+                                words[open_word] = (words[open_word][0], tap)
+                                singles[tap], open_word = (open_word, "t"), None
+                            else:
+                                words.append((tap, -1))
+                                singles[tap], open_word = (len(words) - 1, "b"), len(words) - 1
+                        word, wpos = singles[tap]
+                        ops.append((p, half, "smla" + ("b" if inside[0] else "t") + wpos, word))
+            row.append(ops)
+        steps.append(row)
+    return PairSchedule(steps, words)
 
 
 def pack_pairs(channel_major: np.ndarray, s: PairSchedule) -> np.ndarray:
-    """[oc][ky][word] int32: kernel taps (a, b) of each row as int16 halves (low a, high b)."""
-    oc, k_h, k_w = channel_major.shape
-    padded = np.concatenate([channel_major.astype(np.int64), np.zeros((oc, k_h, 1), np.int64)], axis=2)
-    words = np.zeros((oc, k_h, s.per_row), np.int64)
-    for k, (a, b) in enumerate(s.taps):
-        words[:, :, k] = (padded[:, :, a] & 0xFFFF) | ((padded[:, :, b] & 0xFFFF) << 16)
+    """[oc][word] int32: the kernel taps of each weight word as int16 halves (low half first)."""
+    oc = channel_major.shape[0]
+    taps = np.concatenate([channel_major.reshape(oc, -1).astype(np.int64), np.zeros((oc, 1), np.int64)], axis=1)
+    words = np.zeros((oc, len(s.words)), np.int64)
+    for k, (a, b) in enumerate(s.words):  # tap -1 is the zero column
+        words[:, k] = (taps[:, a] & 0xFFFF) | ((taps[:, b] & 0xFFFF) << 16)
     return words.astype(np.uint32).view(np.int32).reshape(-1)
