@@ -354,7 +354,7 @@ def plot(result: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     boards = [b["name"] for b in result["boards"]]
-    fig, axes = plt.subplots(len(boards), 2, figsize=(14, 4.2 * len(boards)), squeeze=False)
+    fig, axes = plt.subplots(len(boards), 2, figsize=(17, 4.2 * len(boards)), squeeze=False)
     for row, board in zip(axes, boards):
         pairs = [(o, p) for o, p in paired(result) if (o or p)["board"] == board]
         models = [(o or p)["model"] for o, p in pairs]
@@ -364,24 +364,31 @@ def plot(result: dict, path: str | Path) -> Path:
             v = get(r, key)
             return np.nan if v is None else float(v)
 
-        def anchor(o: dict | None, p: dict | None, key: str) -> float:
-            a = next((r["anchor"] for r in (o, p) if r and r.get("anchor")), None)
-            return np.nan if a is None else float(a[key] / a["macs"] if key == "instructions" else a[key])
-
+        anchors = [ANCHORS.get(m) for m in models]
+        per_mac = [a.instructions_per_mac if a else np.nan for a in anchors]
+        arena = [float(a.arena_bytes) if a else np.nan for a in anchors]
         _bars(row[0], x, models, {
             "optimized": [val(o, "instructions_per_mac") for o, _ in pairs],
             "plain C": [val(p, "instructions_per_mac") for _, p in pairs],
-            "TFLM + CMSIS-NN (M4 anchor)": [anchor(o, p, "instructions") for o, p in pairs],
+            "TFLM + CMSIS-NN (M4 anchor)": per_mac,
         }, f"{board}: instructions per MAC", "instructions / MAC")
+        _targets(row[0], x, [0.5 * v for v in per_mac], "issue-4 target: 0.5x anchor")
+        mem = [o if ok(o) else p for o, p in pairs]
         _bars(row[1], x, models, {
-            "our RAM (arena+stack+other)": [val(o if ok(o) else p, "ram_bytes") for o, p in pairs],
-            "our arena": [val(o if ok(o) else p, "arena_bytes") for o, p in pairs],
-            "TFLM arena (host)": [val(o if ok(o) else p, "tflm_arena_bytes") for o, p in pairs],
-            "TFLM arena (M4 anchor)": [anchor(o, p, "arena_bytes") for o, p in pairs],
+            "our RAM (arena+stack+other)": [val(r, "ram_bytes") for r in mem],
+            "our arena": [val(r, "arena_bytes") for r in mem],
+            "TFLM arena (host)": [val(r, "tflm_arena_bytes") for r in mem],
+            "TFLM arena (M4 anchor)": arena,
         }, f"{board}: RAM during inference", "bytes")
-        ram = [v for v in (val(o if ok(o) else p, "ram_bytes") for o, p in pairs) if v == v and v > 0]
+        _targets(row[1], x, [0.6 * v for v in arena], "issue-4 target: 0.6x anchor arena")
+        ram = [v for v in (val(r, "ram_bytes") for r in mem) if v == v and v > 0]
         if ram and max(ram) > 20 * min(ram):  # small and large models on one axis
             row[1].set_yscale("log")
+        for ax in row:
+            for k, r in enumerate(mem):
+                if not ok(r):
+                    ax.annotate("failed", (x[k], 0), xytext=(0, 4), textcoords="offset points", ha="center",
+                                color="red", fontsize=8)
     fig.suptitle(f"tinyml {result['tinyml_version']} bench, {result['finished_utc']}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
@@ -394,6 +401,14 @@ def plot(result: dict, path: str | Path) -> Path:
     return path
 
 
+def _targets(ax, x: np.ndarray, values: list[float], label: str) -> None:  # noqa: ANN001
+    """A short black line across each model's group of bars at its target."""
+    if all(v != v for v in values):
+        return
+    ax.hlines(values, x - 0.42, x + 0.42, colors="black", linestyles="dashed", linewidth=1.2, label=label)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
 def _bars(ax, x: np.ndarray, labels: list[str], series: dict[str, list[float]], title: str,  # noqa: ANN001
           ylabel: str) -> None:
     width = 0.8 / max(len(series), 1)
@@ -403,4 +418,4 @@ def _bars(ax, x: np.ndarray, labels: list[str], series: dict[str, list[float]], 
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
