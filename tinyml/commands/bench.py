@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "flash, TFLite Micro's arena, and the ratio to the TFLite Micro + CMSIS-NN "
                                    "anchor of issue 4. Exit 1 when any run is not bit-exact.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="zoo model names or .tflite files")
-    p.add_argument("--group", metavar="G", help="every zoo model of group G (mlperf, arch, ops, io, edge)")
+    p.add_argument("--group", choices=zoo_groups(), help="every zoo model of this group")
     p.add_argument("--boards", default=DEFAULT_BOARDS, metavar="B,B",
                    help=f"comma-separated boards (default {DEFAULT_BOARDS}: a Cortex-M4 and a Cortex-M7)")
     p.add_argument("--kernels", choices=["both", "optimized", "plain"], default="both",
@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", metavar="MD", help="write the summary table as Markdown to this file")
     add_json_arg(p)
     p.set_defaults(func=run)
+
+
+def zoo_groups() -> list[str]:
+    from tinyml.zoo import GROUPS
+
+    return list(GROUPS)
 
 
 def run(args: argparse.Namespace) -> int:
