@@ -179,6 +179,11 @@ class LutOp(Op):
         y = g[n.outputs[0]]
         return [self.values(g, n, np.asarray(inputs[0]).astype(np.int64)).astype(y.np_dtype).reshape(y.shape)]
 
+    def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
+        # lut.c.j2 reads x[i] before writing y[i]: in place when elements have one size.
+        same = g[n.inputs[0]].np_dtype.itemsize == g[n.outputs[0]].np_dtype.itemsize
+        return (0,) if same else ()
+
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         table = self.values(g, n, byte_codes(g[n.inputs[0]].dtype))
         emit_lut(ctx, n.inputs[0], n.outputs[0], table)

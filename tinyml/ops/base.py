@@ -31,8 +31,8 @@ class Op:
     # and unlike an alias emit() does write. Input 0 must die at this node.
     updates_input: ClassVar[bool] = False
 
-    def inplace_input(self, g: Graph, n: Node) -> int | None:
-        """Index of the input whose buffer the output may overwrite, or None.
+    def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
+        """Inputs whose buffer the output may overwrite, in order of preference.
 
         A promise about the kernel: it is correct with output == that input
         (it reads every input element before writing over it). The planner
@@ -40,7 +40,7 @@ class Op:
         graph: the input dies at this node, is no graph input, and is at
         least as large as the output.
         """
-        return None
+        return ()
 
     def check(self, g: Graph, n: Node) -> str | None:
         """Return why this node cannot be handled (dtype, rank...), or None."""

@@ -88,10 +88,10 @@ class DepthwiseConv2D(Op):
         plane = channel_plane(g, n)
         return 0 if plane is None else plane.bytes
 
-    def inplace_input(self, g: Graph, n: Node) -> int | None:
+    def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # The plane kernel copies channel c before writing output channel c,
         # and the output (same channels, no more pixels) fits in the input.
-        return 0 if channel_plane(g, n) is not None else None
+        return (0,) if channel_plane(g, n) is not None else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)

@@ -211,6 +211,11 @@ class BinaryOp(Op):
         y = self.arith(g, n).apply(inputs[0], inputs[1])
         return [y.reshape(g[n.outputs[0]].shape).astype(np.int8)]
 
+    def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
+        # y[i] is written after a[i] and b[i] are read: an operand laid out like y can take its place.
+        y = g[n.outputs[0]]
+        return tuple(i for i in (0, 1) if g[n.inputs[i]].shape == y.shape and g[n.inputs[i]].dtype == y.dtype)
+
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         a, b, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         nest = loop_nest(a.shape, b.shape, y.shape)

@@ -3,7 +3,7 @@
 Every activation tensor (and every op's scratch workspace) becomes a buffer
 with a size and a lifetime [first step, last step]; buffers whose lifetimes
 overlap must not overlap in the arena. Alias ops (RESHAPE, SQUEEZE) make their
-input and output one buffer.
+input and output one buffer, and so do ops run in place (see inplace.py).
 
 Placement is dynamic storage allocation (NP-hard in general). TFLite Micro's
 greedy-by-size is one candidate; other orderings (by start, by size x lifetime,
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from tinyml.ir import Graph
 from tinyml.ops import get_op
+from tinyml.schedule.inplace import inplace_merges
 
 ALIGN = 16
 
@@ -71,6 +72,8 @@ def build_buffers(g: Graph) -> list[Buffer]:
             src = g.tensors[n.inputs[0]]
             if not src.is_const:
                 root[find(n.outputs[0])] = find(n.inputs[0])
+    for out, inp in inplace_merges(g, find):  # outputs written over a dying input (tinyml/schedule/inplace.py)
+        root[find(out)] = find(inp)
 
     last_step = len(g.nodes)  # graph outputs stay live past the last node
     groups: dict[str, Buffer] = {}

@@ -1,0 +1,62 @@
+"""In-place execution: which outputs may take over the buffer of an input.
+
+An op declares what its kernel tolerates (`Op.inplace_inputs`: it reads
+every element of that input before writing over it). Whether the graph
+allows it is decided here, in execution order, on buffer groups (tensors
+already sharing memory through alias ops, plus the in-place merges decided
+before): the input's group must die at this node (no later reader, not a
+graph output), must not hold a graph input (the caller owns those bytes
+and may run the model again on them), must be at least as large as the
+output, and no other input of the node may read from it. The memory
+planner (tinyml/schedule/memory.py) then gives each merged pair one buffer.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tinyml.ir import Graph
+from tinyml.ops import get_op
+
+
+def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]]:
+    """(output, input) pairs that may share a buffer, given the alias groups `find` already forms."""
+    merged: dict[str, str] = {}
+
+    def group(t: str) -> str:
+        r = find(t)
+        while merged.get(r, r) != r:
+            r = merged[r]
+        return r
+
+    end = len(g.nodes)  # graph outputs stay live past the last node
+    last: dict[str, int] = {}
+    size: dict[str, int] = {}
+    pinned: set[str] = {find(t) for t in g.inputs}
+    for step, n in enumerate(g.nodes):
+        for t in list(n.inputs) + list(n.outputs):
+            if t is not None and not g[t].is_const:
+                r = find(t)
+                last[r] = max(last.get(r, step), step)
+                size[r] = max(size.get(r, 0), g[t].nbytes)
+    for t in g.outputs:
+        if not g[t].is_const:
+            last[find(t)] = end
+
+    pairs: list[tuple[str, str]] = []
+    for step, n in enumerate(g.nodes):
+        if len(n.outputs) != 1:
+            continue
+        y = n.outputs[0]
+        for idx in get_op(n.op).inplace_inputs(g, n):
+            x = n.inputs[idx]
+            if x is None or g[x].is_const:
+                continue
+            gx, gy = group(x), group(y)
+            others = {group(t) for i, t in enumerate(n.inputs) if t is not None and t != x and not g[t].is_const}
+            if gx == gy or gx in pinned or last[gx] != step or size[gy] > size[gx] or gx in others:
+                continue
+            merged[gy] = gx
+            last[gx] = last[gy]
+            pairs.append((y, x))
+            break
+    return pairs
