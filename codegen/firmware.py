@@ -143,7 +143,7 @@ class Firmware:
         return self.path / image.elf
 
     def to_json(self) -> dict:
-        d = {
+        return {
             "tinyml_version": __version__,
             "board": self.board.name,
             "board_file": self.board.path,
@@ -157,7 +157,6 @@ class Firmware:
             "num_layers": self.num_layers,
             "images": {k: asdict(v) for k, v in self.images.items()},
         }
-        return d
 
 
 # -- planning -----------------------------------------------------------------

@@ -28,6 +28,7 @@ import threading
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from tinyml.errors import CheckFailed, ToolMissing
 from tinyml.sim.host import pack_inputs, unpack_outputs
 from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, counter_delta
 from tinyml.sim.runner import RunResult
+
+if TYPE_CHECKING:
+    from tinyml.pipeline import Compiled
+    from tinyml.sim.renode import RenodeRunner
 
 QEMU = "qemu-system-arm"
 
@@ -246,9 +251,10 @@ def _read_marks(path: Path) -> list[int]:
     return [int(x) for x in lines if x.isdigit()]
 
 
-def board_runner(board: str, sim: str, compiled, work_dir: Path, per_layer: bool = False):  # noqa: ANN001, ANN201
-    """Build `compiled` (a tinyml.pipeline.Compiled) for `board` in work_dir and return the
-    runner for simulator `sim` ("qemu" or "renode"): what `tinyml validate --board` uses."""
+def board_runner(board: str, sim: str, compiled: Compiled, work_dir: Path,
+                 per_layer: bool = False) -> QemuRunner | RenodeRunner:
+    """Build `compiled` for `board` in work_dir and return the runner for simulator `sim`
+    ("qemu" or "renode"): what `tinyml validate --board` uses."""
     from tinyml.board import load_board
     from tinyml.codegen.firmware import Selftest, build_firmware
 

@@ -232,7 +232,7 @@ def load_board(name_or_path: str | Path) -> Board:
             text = path.read_text()
         except OSError as e:
             raise BadBoard(f"cannot read board file {path}: {e.strerror or e}") from None
-        return parse_board(text, str(path))
+        return parse_board(text, str(path.resolve()))
     res = files("tinyml.boards") / f"{text_name}.toml"
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", text_name) or not res.is_file():
         raise BadBoard(f"unknown board {text_name!r}; known boards: {', '.join(board_names())}")

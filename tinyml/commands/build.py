@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, write_json
+from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
+
+if TYPE_CHECKING:
+    from tinyml.codegen.firmware import Firmware
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--selftest", action="store_true",
                    help="bake one input and TFLite Micro's output CRC into the image: at boot it prints "
                         "'tinyml selftest PASS|FAIL' (what the generated Renode test waits for)")
+    add_patch_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tinyml.pipeline import compile_model
 
     board = load_board(args.board)
-    c = compile_model(args.model)
+    c = compile_model(args.model, patch_options(args))
     selftest = None
     if args.selftest:
         from tinyml.oracle import TflmOracle, random_inputs
@@ -44,14 +49,16 @@ def run(args: argparse.Namespace) -> int:
         selftest = Selftest.from_arrays(sample, TflmOracle(c.model_bytes).run(sample))
     fw = build_firmware(c.graph, c.plan, board, args.output, optimize=args.optimize, per_layer=args.per_layer,
                         min_stack=args.min_stack, selftest=selftest)
-    report = {"output": str(fw.path), **fw.to_json()}
+    report = {"output": str(fw.path), **fw.to_json(), "patches": c.patches.describe() if c.patches else None}
     if args.json != "-":
         print_report(fw)
+        if patch_summary(c.patches):
+            Console().print(patch_summary(c.patches))
     write_json(args.json, report)
     return 0
 
 
-def print_report(fw) -> None:  # noqa: ANN001 - tinyml.codegen.firmware.Firmware
+def print_report(fw: Firmware) -> None:
     con = Console()
     board = fw.images["board"]
     con.print(f"[bold]{fw.board.name}[/bold] ({fw.board.core}, {fw.board.fpu}), -{fw.optimize}: "

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.table import Table
 
 from tinyml.commands._common import add_json_arg, write_json
 from tinyml.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from tinyml.board import Board
 
 DEFAULT_BOARD = "stm32f405"
 
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_report(con: Console, r: dict[str, Any], board) -> None:  # noqa: ANN001 - tinyml.board.Board
+def print_report(con: Console, r: dict[str, Any], board: Board) -> None:
     verdict = "[green]bit-exact with TensorFlow Lite Micro[/green]" if r["bit_exact"] else \
         f"[red]{r['mismatched_outputs']} outputs differ from TensorFlow Lite Micro[/red]"
     con.print(f"\n[bold]{board.title}[/bold] simulated by {r['target']}: {r['inputs']} digits, {verdict}")
