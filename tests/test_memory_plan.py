@@ -140,7 +140,7 @@ def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
 
 
 def alias_groups(g: Graph) -> dict[str, str]:
-    """Tensors that may share bytes because an alias (or in-place update) op joins them."""
+    """Tensors that may share bytes because an alias, in-place update or in-place op joins them."""
     root = {t: t for t in g.tensors}
 
     def find(t: str) -> str:
@@ -152,6 +152,16 @@ def alias_groups(g: Graph) -> dict[str, str]:
         op = get_op(n.op)
         if (op.alias or getattr(op, "updates_input", False)) and not g[n.inputs[0]].is_const:
             root[find(n.outputs[0])] = find(n.inputs[0])
+    # An output may take an input's bytes where its kernel allows it (Op.inplace_inputs) and
+    # every tensor sharing the input's bytes is dead after this node and no graph input.
+    life = tensor_lifetimes(g)
+    for step, n in enumerate(g.nodes):
+        for i in get_op(n.op).inplace_inputs(g, n):
+            x = n.inputs[i]
+            members = [t for t in life if find(t) == find(x)]
+            if all(life[t][1] <= step for t in members) and not set(members) & set(g.inputs):
+                root[find(n.outputs[0])] = find(x)
+                break
     return {t: find(t) for t in g.tensors}
 
 
