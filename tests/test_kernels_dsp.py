@@ -1,0 +1,140 @@
+"""The Cortex-M DSP-extension kernels (CONV_2D, FULLY_CONNECTED): packing, requantization, bit-exactness.
+
+The packing and the short requantization are checked on the host against
+independent arithmetic; the kernels themselves run in QEMU on a Cortex-M4 and
+a Cortex-M7 board against TFLite Micro, on zoo models chosen for awkward
+shapes (channel counts not multiple of 4, 1-pixel maps, odd stride-2 sizes,
+FC depths below 4) and on the benchmark networks.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyml import zoo
+from tinyml.fixedpoint import multiply_by_quantized_multiplier
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows
+from tinyml.ops.quantized import Requant
+
+
+def _sxtab16_pairs(x: np.ndarray) -> np.ndarray:
+    """What SXTAB16 (offset 0) then SXTAB16 ROR 8 give for each 4 int8: (x0, x2), (x1, x3)."""
+    g = x.reshape(-1, 4).astype(np.int64)
+    return np.stack([g[:, [0, 2]], g[:, [1, 3]]], axis=1)  # [group][word][half]
+
+
+@pytest.mark.parametrize("rows,depth,block", [(5, 12, 2), (3, 8, 4), (8, 20, 4), (1, 4, 2)])
+def test_packed_rows_feed_smlad_the_pairs_sxtab16_makes(rows: int, depth: int, block: int) -> None:
+    rng = np.random.default_rng(rows * 100 + depth)
+    w = rng.integers(-128, 128, (rows, depth), dtype=np.int8)
+    x = rng.integers(-128, 128, depth, dtype=np.int8)
+    words = pack_rows(w, block).view(np.uint32).astype(np.int64)
+    lo = ((words & 0xFFFF) ^ 0x8000) - 0x8000
+    hi = (words >> 16 ^ 0x8000) - 0x8000
+    halves = np.stack([lo, hi], axis=1).reshape(-1, depth // 4, block, 2, 2)  # block, group, row, word, half
+    xs = _sxtab16_pairs(x)  # group, word, half
+    acc = np.einsum("bgrwh,gwh->br", halves, xs).reshape(-1)[:rows]  # SMLAD sums both halves
+    np.testing.assert_array_equal(acc, w.astype(np.int64) @ x.astype(np.int64))
+    assert words.size == -(-rows // block) * block * depth // 2
+
+
+def _requant_cases() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, q, e): ties of both roundings, signs, extremes the generator allows."""
+    rng = np.random.default_rng(5)
+    xs, qs, es = [], [], []
+    for e in range(0, 31):
+        for q in (1 << 30, (1 << 30) + 1, 1518500250, (1 << 31) - 1, int(rng.integers(1 << 30, 1 << 31))):
+            limit = (1 << 31) - (1 << max(e - 1, 0)) - 1  # |x| + 2^(e-1) < 2^31
+            cand = [0, 1, -1, 2, -2, limit, -limit, 1 << 20, -(1 << 20)]
+            # x with x*q landing on (or beside) a tie of the second rounding
+            for k in (-3, -1, 1, 3):
+                t = (k << max(e - 1, 0) << 31) // q
+                cand += [t - 1, t, t + 1]
+            cand += list(rng.integers(-limit, limit, 20))
+            for x in cand:
+                if abs(x) <= limit:
+                    xs.append(x), qs.append(q), es.append(e)
+    return np.array(xs, np.int64), np.array(qs, np.int64), np.array(es, np.int64)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a host C compiler")
+def test_short_requant_equals_tflite_double_rounding(tmp_path: Path) -> None:
+    """tm_requant_dsp (the C the DSP kernels run) == TFLite's MultiplyByQuantizedMultiplier."""
+    x, q, e = _requant_cases()
+    header = files("tinyml.firmware_templates") / "library" / "tinyml_dsp.h"
+    (tmp_path / "tinyml_dsp.h").write_text(header.read_text())
+    (tmp_path / "t.c").write_text(
+        '#include <stdio.h>\n#include "tinyml_dsp.h"\n'
+        "int main(void) { long long x, q; int e;\n"
+        '  while (scanf("%lld %lld %d", &x, &q, &e) == 3) printf("%d\\n", (int)tm_requant_dsp((int32_t)x, (int32_t)q, e));\n'
+        "  return 0; }\n")
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fsanitize=undefined",
+                    "-fno-sanitize-recover", "t.c", "-o", "t"], cwd=tmp_path, check=True)
+    feed = "".join(f"{a} {b} {c}\n" for a, b, c in zip(x, q, e))
+    out = subprocess.run([str(tmp_path / "t")], input=feed, capture_output=True, text=True, check=True).stdout
+    got = np.array(out.split(), np.int64)
+    want = multiply_by_quantized_multiplier(x.astype(np.int32), q.astype(np.int32), -e.astype(np.int32))
+    bad = np.nonzero(got != want)[0]
+    assert bad.size == 0, f"{bad.size} of {x.size} differ, e.g. x={x[bad[0]]} q={q[bad[0]]} e={e[bad[0]]}"
+
+
+def test_short_requant_only_where_it_is_exact() -> None:
+    rq = Requant(np.array([1 << 30] * 3, np.int32), np.array([-3, 0, -7], np.int32), 0, -128, 127)
+    assert DspRequant.of(rq, 1 << 20).fast
+    assert list(DspRequant.of(rq, 1 << 20).shift) == [3, 0, 7]  # right shifts when fast
+    assert not DspRequant.of(rq, (1 << 31) - 100).fast  # rounding add could overflow
+    left = Requant(rq.mult, np.array([1, -2, -3], np.int32), 0, -128, 127)
+    assert not DspRequant.of(left, 1 << 20).fast  # a left shift takes TFLite's full sequence
+    assert list(DspRequant.of(left, 1 << 20).shift) == [1, -2, -3]
+    assert acc_bound(np.array([[1, -2], [3, 4]], np.int8), np.array([-5, 0], np.int32), 128) == 7 * 128
+
+
+EDGE = ["edge_conv_cin1", "edge_conv_cin2_s2_odd", "edge_conv_s2_even_same", "edge_conv_kernel_gt_input",
+        "edge_conv_1px_3x3", "edge_pw_5to3", "edge_pw_3to1_s2", "edge_pw_c17_to_c6", "edge_fc_3to1",
+        "edge_fc_1to5", "edge_fc_rows", "edge_shrink_to_1px"]
+NETWORKS = ["resnet8", "ds_cnn_kws", "fc_autoencoder_ad"]
+
+
+def _run_on_board(name: str, board: str, tmp_path: Path, n: int) -> None:
+    from tinyml.oracle import TflmOracle, random_inputs
+    from tinyml.pipeline import compile_model
+    from tinyml.sim.qemu import board_runner
+    from tinyml.validation import compare
+
+    c = compile_model(zoo.path(name))
+    inputs = random_inputs(c.graph, n, seed=11)
+    expected = TflmOracle(c.model_bytes).run_batch(inputs)
+    runner = board_runner(board, "qemu", c, tmp_path)
+    source = (runner.fw.path / "lib" / "tinyml_model.c").read_text()
+    assert "smlad" in source, "the DSP kernels were not selected for a DSP core"
+    cmp = compare(expected, runner.run(inputs).outputs)
+    assert cmp.bit_exact, f"{name} on {board}: {cmp.details}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["stm32f405", "mps2-an500"])
+@pytest.mark.parametrize("name", EDGE)
+def test_dsp_kernels_bit_exact_on_edge_shapes(name: str, board: str, tmp_path: Path) -> None:
+    _run_on_board(name, board, tmp_path, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["stm32f405", "mps2-an500"])
+@pytest.mark.parametrize("name", NETWORKS)
+def test_dsp_kernels_bit_exact_on_networks(name: str, board: str, tmp_path: Path) -> None:
+    _run_on_board(name, board, tmp_path, 4)
+
+
+def test_host_keeps_plain_c(tmp_path: Path) -> None:
+    """The host (and any core without the DSP extension) gets portable C, no ARM intrinsics."""
+    from tinyml.codegen.emit import emit_model
+    from tinyml.pipeline import compile_model
+
+    c = compile_model(zoo.path("edge_shrink_to_1px"))
+    text = emit_model(c.graph, c.plan).texts["tinyml_model.c"]
+    assert "smlad" not in text and "tinyml_dsp.h" not in text
