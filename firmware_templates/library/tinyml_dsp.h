@@ -47,5 +47,13 @@ static inline int32_t tm_sxtab16_ror8(int32_t a, int32_t v)
     __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
     return r;
 }
+
+/* Bytes 1 and 3 of v sign-extended into two halves. */
+static inline int32_t tm_sxtb16_ror8(int32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
 #endif
 #endif
