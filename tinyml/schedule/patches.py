@@ -478,7 +478,8 @@ class _StageInfo:
     split_bytes: int
     source_bytes: int
     per_px: dict[str, int]  # bytes per pixel of each stage node's output
-    nodes: list[tuple[int, list[tuple[tuple[int, int], int]], str]]  # (index, [(input key, bytes/px)], output)
+    # (index, [(input key, bytes/px)], output, input positions the output may overwrite)
+    nodes: list[tuple[int, list[tuple[tuple[int, int], int]], str, set[int]]]
 
 
 class _Searcher:
@@ -488,11 +489,6 @@ class _Searcher:
         self.g = g
         self.base_macs = graph_macs(g)
         self.layer_macs = [get_op(n.op).macs(g, n) for n in g.nodes]
-        steps = len(g.nodes) + 1
-        self.live = [0] * steps
-        for b in baseline.buffers:
-            for t in range(b.first, min(b.last, steps - 1) + 1):
-                self.live[t] += b.size
         self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
         self._info: dict[str, _StageInfo] = {}
 
@@ -534,28 +530,38 @@ class _Searcher:
     def _lower(self, k: int, stage: Stage, rps: list[AxisPlan], cps: list[AxisPlan]) -> int:
         """No placement of the rewritten graph can use fewer bytes than this.
 
-        Outside the stage the live sets are those of layer by layer. Inside,
-        a node's patch inputs and output are live together, with the split
-        accumulator after the first patch and the full-size sources before
-        the last one.
+        Outside the stage the buffers are those of any grid (the 1x1 one's).
+        Inside, a node's patch inputs and output are live together (or share
+        one buffer if the op may run in place), with the split accumulator
+        after the first patch and the full-size sources before the last one.
+        Scratch areas are left out: the bound only has to be low enough.
         """
         info = self._stage_info(k, stage)
         # extra[p]: bytes live during every node of patch p besides the node's own tensors
         extra = np.full((len(rps), len(cps)), info.split_bytes + info.source_bytes, np.int64)
         extra[0, 0] -= info.split_bytes
         extra[-1, -1] -= info.source_bytes
+
+        def area(key: tuple[int, int] | str) -> np.ndarray:
+            if isinstance(key, str):
+                h = [p.provide[key][1] - p.provide[key][0] for p in rps]
+                w = [p.provide[key][1] - p.provide[key][0] for p in cps]
+            else:
+                h = [p.need[key][1] - p.need[key][0] for p in rps]
+                w = [p.need[key][1] - p.need[key][0] for p in cps]
+            return np.outer(np.array(h, np.int64), np.array(w, np.int64))
+
         worst = 0
-        for i, reads, o in info.nodes:
-            live = extra.copy()
-            for key, per_px in reads + [(o, info.per_px[o])]:
-                if isinstance(key, str):
-                    h = np.array([p.provide[key][1] - p.provide[key][0] for p in rps], np.int64)
-                    w = np.array([p.provide[key][1] - p.provide[key][0] for p in cps], np.int64)
-                else:
-                    h = np.array([p.need[key][1] - p.need[key][0] for p in rps], np.int64)
-                    w = np.array([p.need[key][1] - p.need[key][0] for p in cps], np.int64)
-                live += (np.outer(h, w) * per_px + ALIGN - 1) // ALIGN * ALIGN
-            worst = max(worst, int(live.max()))
+        for i, reads, o, inplace in info.nodes:
+            out = (area(o) * info.per_px[o] + ALIGN - 1) // ALIGN * ALIGN
+            live = extra + out
+            shared = np.zeros_like(out)
+            for key, per_px in reads:
+                b = (area(key) * per_px + ALIGN - 1) // ALIGN * ALIGN
+                live += b
+                if key[1] in inplace:
+                    shared = np.maximum(shared, np.minimum(b, out))
+            worst = max(worst, int((live - shared).max()))
         return max(info.rest, worst)
 
     def _stage_info(self, k: int, stage: Stage) -> "_StageInfo":
@@ -570,12 +576,17 @@ class _Searcher:
             for i in stage.nodes:
                 n = g.nodes[i]
                 reads = [((i, kk), per_px(t)) for kk, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
-                nodes.append((i, reads, n.outputs[0]))
+                nodes.append((i, reads, n.outputs[0], set(get_op(n.op).inplace_inputs(g, n))))
+            whole = apply_patches(g, PatchSpec(stage.split, 1, 1), stage)
+            live = [0] * (len(whole.graph.nodes) + 1)
+            for b in build_buffers(whole.graph):
+                for t in range(b.first, b.last + 1):
+                    live[t] += b.size
             self._info[stage.split] = _StageInfo(
-                rest=max(v for t, v in enumerate(self.live) if t < stage.nodes[0] or t > k),
+                rest=max((v for t, v in enumerate(live) if not whole.span[0] <= t <= whole.span[1]), default=0),
                 split_bytes=_aligned(g[stage.split].nbytes),
                 source_bytes=sum(_aligned(g[t].nbytes) for t in stage.sources),
-                per_px={o: per_px(o) for _, _, o in nodes},
+                per_px={o: per_px(o) for _, _, o, _ in nodes},
                 nodes=nodes,
             )
         return self._info[stage.split]
