@@ -111,7 +111,7 @@ def _run_on_board(name: str, board: str, tmp_path: Path, n: int) -> None:
     expected = TflmOracle(c.model_bytes).run_batch(inputs)
     runner = board_runner(board, "qemu", c, tmp_path)
     source = (runner.fw.path / "lib" / "tinyml_model.c").read_text()
-    assert "smlad" in source, "the DSP kernels were not selected for a DSP core"
+    assert '#include "tinyml_dsp.h"' in source, "the DSP kernels were not selected for a DSP core"
     cmp = compare(expected, runner.run(inputs).outputs)
     assert cmp.bit_exact, f"{name} on {board}: {cmp.details}"
 
