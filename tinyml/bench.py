@@ -31,6 +31,9 @@ from tinyml.errors import TinymlError
 from tinyml.pipeline import Compiled, compile_model
 
 KERNELS = ("optimized", "plain")
+# Issue 4's targets, as ratios: instructions to the anchor's, RAM to the anchor's TFLM arena, arena to the
+# plan's lower bound (the largest sum of live tensors at any step).
+TARGETS = {"instructions_vs_anchor": 0.5, "ram_vs_anchor_arena": 0.6, "arena_vs_lower_bound": 1.05}
 
 ANCHOR_SOURCE = ("issue 4 anchor table: TFLite Micro with CMSIS-NN kernels, arm-none-eabi-gcc 12.2 -O2, "
                  "Cortex-M4, QEMU instruction counts per inference, MLPerf Tiny architectures with trained "
@@ -143,7 +146,7 @@ def run_row(m: ModelUnderTest, board: Board, kernels: str, rep: dict, extra: dic
     anchor = ANCHORS.get(m.name)
     instr, macs, ram = rep["instructions"], rep["macs"], rep["ram_bytes"]
     static_ram = extra.get("static_ram_bytes")
-    return {
+    row = {
         "model": m.name,
         "board": board.name,
         "core": board.core,
@@ -170,8 +173,12 @@ def run_row(m: ModelUnderTest, board: Board, kernels: str, rep: dict, extra: dic
         "anchor": dataclasses.asdict(anchor) if anchor else None,
         "instructions_vs_anchor": instr / anchor.instructions if anchor and instr is not None else None,
         "ram_vs_anchor_arena": ram / anchor.arena_bytes if anchor and ram is not None else None,
+        "arena_vs_lower_bound": rep["arena_bytes"] / m.compiled.plan.lower_bound
+        if m.compiled.plan.lower_bound else None,
         "error": None,
     }
+    row["targets_met"] = {k: row[k] <= limit if row[k] is not None else None for k, limit in TARGETS.items()}
+    return row
 
 
 def layer_costs(c: Compiled, measured: list[int]) -> list[dict]:
@@ -253,6 +260,7 @@ def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels
         "seed": seed,
         "per_layer": per_layer,
         "anchor_source": ANCHOR_SOURCE,
+        "targets": TARGETS,
         "models": model_rows,
         "runs": runs,
         "bit_exact": all(r["bit_exact"] is True for r in runs),
@@ -372,7 +380,8 @@ def plot(result: dict, path: str | Path) -> Path:
             "plain C": [val(p, "instructions_per_mac") for _, p in pairs],
             "TFLM + CMSIS-NN (M4 anchor)": per_mac,
         }, f"{board}: instructions per MAC", "instructions / MAC")
-        _targets(row[0], x, [0.5 * v for v in per_mac], "issue-4 target: 0.5x anchor")
+        limit = TARGETS["instructions_vs_anchor"]
+        _targets(row[0], x, [limit * v for v in per_mac], f"issue-4 target: {limit}x anchor")
         mem = [o if ok(o) else p for o, p in pairs]
         _bars(row[1], x, models, {
             "our RAM (arena+stack+other)": [val(r, "ram_bytes") for r in mem],
@@ -380,7 +389,8 @@ def plot(result: dict, path: str | Path) -> Path:
             "TFLM arena (host)": [val(r, "tflm_arena_bytes") for r in mem],
             "TFLM arena (M4 anchor)": arena,
         }, f"{board}: RAM during inference", "bytes")
-        _targets(row[1], x, [0.6 * v for v in arena], "issue-4 target: 0.6x anchor arena")
+        limit = TARGETS["ram_vs_anchor_arena"]
+        _targets(row[1], x, [limit * v for v in arena], f"issue-4 target: {limit}x anchor arena")
         ram = [v for v in (val(r, "ram_bytes") for r in mem) if v == v and v > 0]
         if ram and max(ram) > 20 * min(ram):  # small and large models on one axis
             row[1].set_yscale("log")

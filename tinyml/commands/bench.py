@@ -103,15 +103,15 @@ def write_text(dest: str, text: str) -> None:
 
 
 def print_result(con: Console, result: dict) -> None:
-    from tinyml.bench import fmt_int, fmt_ratio, get, ok, paired
+    from tinyml.bench import TARGETS, fmt_int, fmt_ratio, get, ok, paired
 
     speed = Table(title="Instructions per inference (QEMU, exact)", title_justify="left")
     for col in ("model", "board", "MACs", "optimized", "instr/MAC", "plain C", "instr/MAC", "anchor instr/MAC",
                 "opt/anchor", "exact"):
         speed.add_column(col, justify="left" if col in ("model", "board") else "right")
     mem = Table(title="Memory (bytes)", title_justify="left")
-    for col in ("model", "board", "RAM", "arena", "lower bound", "stack", "other", "TFLM arena", "anchor arena",
-                "RAM/anchor", "flash", "weights"):
+    for col in ("model", "board", "RAM", "arena", "lower bound", "arena/bound", "stack", "other", "TFLM arena",
+                "anchor arena", "RAM/anchor", "flash", "weights"):
         mem.add_column(col, justify="left" if col in ("model", "board") else "right")
     for opt, plain in paired(result):
         r = opt if ok(opt) else plain if ok(plain) else None
@@ -124,10 +124,13 @@ def print_result(con: Console, result: dict) -> None:
                       fmt_ratio(get(opt, "instructions_per_mac")), fmt_int(get(plain, "instructions")),
                       fmt_ratio(get(plain, "instructions_per_mac")),
                       fmt_ratio(a["instructions"] / a["macs"] if a else None),
-                      _times(get(opt, "instructions_vs_anchor"), 0.5), _exact(opt, plain))
-        mem.add_row(r["model"], r["board"], fmt_int(r["ram_bytes"]), fmt_int(r["arena_bytes"]), fmt_int(r["arena_lower_bound"]),
+                      _times(get(opt, "instructions_vs_anchor"), TARGETS["instructions_vs_anchor"]),
+                      _exact(opt, plain))
+        mem.add_row(r["model"], r["board"], fmt_int(r["ram_bytes"]), fmt_int(r["arena_bytes"]),
+                    fmt_int(r["arena_lower_bound"]), _times(r["arena_vs_lower_bound"], TARGETS["arena_vs_lower_bound"]),
                     fmt_int(r["stack_bytes"]), fmt_int(r["other_ram_bytes"]), fmt_int(r["tflm_arena_bytes"]),
-                    fmt_int(a["arena_bytes"] if a else None), _times(r["ram_vs_anchor_arena"], 0.6),
+                    fmt_int(a["arena_bytes"] if a else None),
+                    _times(r["ram_vs_anchor_arena"], TARGETS["ram_vs_anchor_arena"]),
                     fmt_int(r["flash_bytes"]), fmt_int(r["weights_bytes"]))
     con.print(speed)
     con.print(mem)
@@ -173,7 +176,7 @@ def print_layers(con: Console, opt: dict | None, plain: dict | None) -> None:
 
 
 def _times(v: float | None, target: float) -> str:
-    """A ratio to the anchor, green when it meets issue 4's target."""
+    """A ratio, green when it meets issue 4's target."""
     if v is None:
         return "-"
     return f"[green]{v:.2f}x[/green]" if v <= target else f"{v:.2f}x"
