@@ -113,12 +113,19 @@ def test_bench_writes_table_and_plot(bench_run: tuple[int, dict, Path]) -> None:
     png = (out / "b.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert data["plot_png"] == str(out / "b.png")
-    rows = [ln for ln in (out / "b.md").read_text().splitlines() if ln.startswith("| ")][1:]
+    summary = (out / "b.md").read_text().split("\n\n")[0]
+    rows = [ln for ln in summary.splitlines() if ln.startswith("| ")][1:]
     assert [ln.split(" | ")[0][2:] for ln in rows] == list(MODELS)
     for ln, name in zip(rows, MODELS):
         r = next(r for r in data["runs"] if r["model"] == name and r["kernels"] == "optimized")
         cells = ln.split(" | ")
         assert cells[3] == f"{r['instructions']:,}" and cells[-1] == "yes |"
+    for name in MODELS:  # --per-layer: one table per model, one row per layer
+        r = next(r for r in data["runs"] if r["model"] == name and r["kernels"] == "optimized")
+        section = (out / "b.md").read_text().split(f"### {name} on {BOARD}: per layer")[1].split("###")[0]
+        layer_rows = [ln for ln in section.splitlines() if ln.startswith("| ")][1:]
+        assert len(layer_rows) == len(r["per_layer"])
+        assert all(f"| {x['instructions']:,} |" in ln for ln, x in zip(layer_rows, r["per_layer"]))
 
 
 @pytest.mark.slow

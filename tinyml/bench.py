@@ -320,7 +320,26 @@ def markdown_table(result: dict) -> str:
             _x(get(opt, "instructions_vs_anchor")), fmt_int(mem["ram_bytes"]),
             f"{fmt_int(mem['arena_bytes'])} ({fmt_int(mem['arena_lower_bound'])})", fmt_int(mem["tflm_arena_bytes"]),
             _x(mem["ram_vs_anchor_arena"]), fmt_int(mem["flash_bytes"]), exact_verdict(opt, plain)]) + " |")
+    if result.get("per_layer"):
+        for opt, plain in paired(result):
+            lines += markdown_layers(opt, plain)
     return "\n".join(lines) + "\n"
+
+
+def markdown_layers(opt: dict | None, plain: dict | None) -> list[str]:
+    """Measured instructions per layer (profiled build), optimized beside plain C."""
+    rows = [r for r in (opt, plain) if get(r, "per_layer")]
+    if not rows:
+        return []
+    cols = ["#", "op", "output", "MACs"] + [c for r in rows for c in (f"{r['kernels']} instr", "instr/MAC")]
+    out = ["", f"### {rows[0]['model']} on {rows[0]['board']}: per layer", "",
+           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for i, layer in enumerate(rows[0]["per_layer"]):
+        cells = [str(layer["index"]), layer["op"], "x".join(map(str, layer["output"])), fmt_int(layer["macs"])]
+        for r in rows:
+            cells += [fmt_int(r["per_layer"][i]["instructions"]), fmt_ratio(r["per_layer"][i]["instructions_per_mac"])]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def ok(row: dict | None) -> bool:
