@@ -50,7 +50,7 @@ def _requant_cases() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for e in range(0, 31):
         for q in (1 << 30, (1 << 30) + 1, 1518500250, (1 << 31) - 1, int(rng.integers(1 << 30, 1 << 31))):
             limit = (1 << 31) - (1 << max(e - 1, 0)) - 1  # |x| + 2^(e-1) < 2^31
-            cand = [0, 1, -1, 2, -2, limit, -limit, 1 << 20, -(1 << 20)]
+            cand = [0, 1, -1, 2, -2, limit, -limit, (1 << 30) - 1, 1 - (1 << 30), 1 << 20, -(1 << 20)]
             # x with x*q landing on (or beside) a tie of the second rounding
             for k in (-3, -1, 1, 3):
                 t = (k << max(e - 1, 0) << 31) // q
@@ -64,23 +64,27 @@ def _requant_cases() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a host C compiler")
 def test_short_requant_equals_tflite_double_rounding(tmp_path: Path) -> None:
-    """tm_requant_dsp (the C the DSP kernels run) == TFLite's MultiplyByQuantizedMultiplier."""
+    """tm_requant_dsp and tm_requant_dsp2 (host form; SMMULR on the core) == TFLite's MultiplyByQuantizedMultiplier."""
     x, q, e = _requant_cases()
     header = files("tinyml.firmware_templates") / "library" / "tinyml_dsp.h"
     (tmp_path / "tinyml_dsp.h").write_text(header.read_text())
     (tmp_path / "t.c").write_text(
         '#include <stdio.h>\n#include "tinyml_dsp.h"\n'
         "int main(void) { long long x, q; int e;\n"
-        '  while (scanf("%lld %lld %d", &x, &q, &e) == 3) printf("%d\\n", (int)tm_requant_dsp((int32_t)x, (int32_t)q, e));\n'
+        '  while (scanf("%lld %lld %d", &x, &q, &e) == 3)\n'
+        '    printf("%d %d\\n", (int)tm_requant_dsp((int32_t)x, (int32_t)q, e),\n'
+        '           (int)tm_requant_dsp2((int32_t)(2 * x), (int32_t)q, e));\n'
         "  return 0; }\n")
     subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fsanitize=undefined",
                     "-fno-sanitize-recover", "t.c", "-o", "t"], cwd=tmp_path, check=True)
     feed = "".join(f"{a} {b} {c}\n" for a, b, c in zip(x, q, e))
     out = subprocess.run([str(tmp_path / "t")], input=feed, capture_output=True, text=True, check=True).stdout
-    got = np.array(out.split(), np.int64)
+    got = np.array(out.split(), np.int64).reshape(-1, 2)
     want = multiply_by_quantized_multiplier(x.astype(np.int32), q.astype(np.int32), -e.astype(np.int32))
-    bad = np.nonzero(got != want)[0]
-    assert bad.size == 0, f"{bad.size} of {x.size} differ, e.g. x={x[bad[0]]} q={q[bad[0]]} e={e[bad[0]]}"
+    # tm_requant_dsp2 takes 2x, so only |x| < 2^30 (what DspRequant.of allows) applies to it
+    for k, fn, rows in ((0, "tm_requant_dsp", x == x), (1, "tm_requant_dsp2", np.abs(x) < 1 << 30)):
+        bad = np.nonzero((got[:, k] != want) & rows)[0]
+        assert bad.size == 0, f"{fn}: {bad.size} of {x.size} differ, e.g. x={x[bad[0]]} q={q[bad[0]]} e={e[bad[0]]}"
 
 
 def test_short_requant_only_where_it_is_exact() -> None:

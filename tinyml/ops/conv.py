@@ -126,10 +126,10 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     rows = wt.reshape(cout, depth)
     xmax = max(abs(-128 + in_off), abs(127 + in_off))
     r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
-    args = [ctx.const(pack_rows(rows, 2), "w", "int32_t")]
+    args = [ctx.const(pack_rows(rows.astype(np.int16) * r.scale, 2), "w", "int32_t")]
     has_bias = bias is not None and bool(np.any(bias != 0))
     if has_bias:
-        args.append(ctx.const(padded_bias(bias, padded(cout, 2)), "bias", "int32_t"))
+        args.append(ctx.const(padded_bias(bias * r.scale, padded(cout, 2)), "bias", "int32_t"))
     if r.per_channel:
         args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift, "shift", "int8_t")]
     nbytes = Conv2D().scratch_bytes(g, n)

@@ -25,7 +25,7 @@ def padded(n: int, multiple: int) -> int:
 
 
 def pack_rows(w: np.ndarray, rows_per_block: int) -> np.ndarray:
-    """[rows, depth] int8 -> int32 words laid out [block][group of 4][row in block][2 words].
+    """[rows, depth] weights (int16 range) -> int32 words laid out [block][group of 4][row in block][2 words].
 
     Depth is zero-padded to a multiple of 4 and rows to a multiple of
     rows_per_block; each word holds two int16 weights, low half first, in
@@ -50,18 +50,24 @@ def padded_bias(bias: np.ndarray, rows: int) -> np.ndarray:
 class DspRequant:
     """How a DSP kernel requantizes: the short exact sequence of tm_requant_dsp, or TFLite's full one.
 
-    tm_requant_dsp needs every shift <= 0 (no left shift) and |acc| + 2^(e-1)
-    < 2^31 (its rounding add cannot overflow); `acc_bound` is a bound on
-    |acc| from the constant weights and bias, so this is decided per layer.
+    tm_requant_dsp2 needs every shift <= 0 (no left shift), |acc| + 2^(e-1)
+    < 2^31 (its rounding add cannot overflow) and 2|acc| < 2^31 (it takes
+    the accumulator doubled); `acc_bound` bounds |acc| from the constant
+    weights and bias, so this is decided per layer (acc_bound < 2^30 covers all).
     """
 
-    fast: bool
+    fast: bool  # tm_requant_dsp2 on an accumulator doubled by packing weights and bias x2
     per_channel: bool
     mult: np.ndarray  # int32 per channel
     shift: np.ndarray  # int8 per channel: -shift (right shift e >= 0) when fast, else TFLite's shift
     out_zp: int
     lo: int
     hi: int
+
+    @property
+    def scale(self) -> int:
+        """Factor the kernel's weights and bias are packed with."""
+        return 2 if self.fast else 1
 
     @classmethod
     def of(cls, rq: Requant, acc_bound: int) -> "DspRequant":

@@ -96,10 +96,11 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     full = wrap_int32(raw + in_off * wt.astype(np.int64).sum(axis=1)).astype(np.int32)
     r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
     rows = padded(units, 4)
-    args = [ctx.const(pack_rows(wt[:, :depth - depth % 4], 4), "w", "int32_t")] if depth >= 4 else []
+    packed = pack_rows(wt[:, :depth - depth % 4].astype(np.int16) * r.scale, 4)
+    args = [ctx.const(packed, "w", "int32_t")] if depth >= 4 else []
     has_bias = bool(np.any(full != 0))
     if has_bias:
-        args.append(ctx.const(padded_bias(full, rows), "bias", "int32_t"))
+        args.append(ctx.const(padded_bias(full * r.scale, rows), "bias", "int32_t"))
     if r.per_channel:
         args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift, "shift", "int8_t")]
     if depth % 4:
@@ -108,6 +109,6 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         args.append(ctx.const(tail, "w", "int8_t"))
     fn = ctx.kernel(
         "fully_connected.c.j2", dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-        units_pad=rows, r=r.params(), has_bias=has_bias,
+        units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale,
     )
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args)
