@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -42,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except MemoryError:
         print(f"tinyml {args.command}: error: out of memory", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("TINYML_DEBUG"):
+            raise
+        where = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        print(f"tinyml {args.command}: internal error ({where}); rerun with TINYML_DEBUG=1 for details",
+              file=sys.stderr)
         return 2
 
 
