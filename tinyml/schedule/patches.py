@@ -434,7 +434,7 @@ class _Candidate:
     rows: int
     cols: int
     macs: int
-    lower: int
+    lower: int  # -1 until _Searcher.lower computes it
 
     @property
     def spec(self) -> PatchSpec:
@@ -491,6 +491,7 @@ class _Searcher:
         self.layer_macs = [get_op(n.op).macs(g, n) for n in g.nodes]
         self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
         self._info: dict[str, _StageInfo] = {}
+        self._extents: dict[tuple[str, int, int], dict] = {}
 
     def stages(self) -> list[tuple[int, Stage]]:
         """Every split whose stage holds at least one window op."""
@@ -513,21 +514,31 @@ class _Searcher:
         return self._axis[key]
 
     def candidate(self, k: int, stage: Stage, rows: int, cols: int) -> _Candidate:
-        g, s = self.g, self.g[stage.split]
-        rps = [self.axis(stage, 0, b) for b in bands(s.shape[1], rows)]
-        cps = [self.axis(stage, 1, b) for b in bands(s.shape[2], cols)]
+        g = self.g
+        hs, ws = self.extents(stage, 0, rows), self.extents(stage, 1, cols)
         macs = self.base_macs
         for i in stage.nodes:
-            if not self.layer_macs[i]:
-                continue
-            o = g.nodes[i].outputs[0]
-            plane = g[o].shape[1] * g[o].shape[2]
-            hs = sum(p.provide[o][1] - p.provide[o][0] for p in rps)
-            ws = sum(p.provide[o][1] - p.provide[o][0] for p in cps)
-            macs += self.layer_macs[i] * (hs * ws - plane) // plane
-        return _Candidate(stage, k, rows, cols, macs, self._lower(k, stage, rps, cps))
+            if self.layer_macs[i]:
+                o = g.nodes[i].outputs[0]
+                plane = g[o].shape[1] * g[o].shape[2]
+                macs += self.layer_macs[i] * (int(hs[o].sum()) * int(ws[o].sum()) - plane) // plane
+        return _Candidate(stage, k, rows, cols, macs, -1)
 
-    def _lower(self, k: int, stage: Stage, rps: list[AxisPlan], cps: list[AxisPlan]) -> int:
+    def extents(self, stage: Stage, axis: int, parts: int) -> dict:
+        """Per stage tensor (by name) and node input (by key): its extent in each of the `parts` bands."""
+        key = (stage.split, axis, parts)
+        if key not in self._extents:
+            size = self.g[stage.split].shape[1 + axis]
+            plans = [self.axis(stage, axis, b) for b in bands(size, parts)]
+            ext: dict = {}
+            for name in plans[0].provide:
+                ext[name] = np.array([p.provide[name][1] - p.provide[name][0] for p in plans], np.int64)
+            for need in plans[0].need:
+                ext[need] = np.array([p.need[need][1] - p.need[need][0] for p in plans], np.int64)
+            self._extents[key] = ext
+        return self._extents[key]
+
+    def lower(self, c: _Candidate) -> int:
         """No placement of the rewritten graph can use fewer bytes than this.
 
         Outside the stage the buffers are those of any grid (the 1x1 one's).
@@ -536,33 +547,31 @@ class _Searcher:
         after the first patch and the full-size sources before the last one.
         Scratch areas are left out: the bound only has to be low enough.
         """
-        info = self._stage_info(k, stage)
+        if c.lower >= 0:
+            return c.lower
+        info = self._stage_info(c.split_layer, c.stage)
+        hs, ws = self.extents(c.stage, 0, c.rows), self.extents(c.stage, 1, c.cols)
         # extra[p]: bytes live during every node of patch p besides the node's own tensors
-        extra = np.full((len(rps), len(cps)), info.split_bytes + info.source_bytes, np.int64)
+        extra = np.full((c.rows, c.cols), info.split_bytes + info.source_bytes, np.int64)
         extra[0, 0] -= info.split_bytes
         extra[-1, -1] -= info.source_bytes
 
-        def area(key: tuple[int, int] | str) -> np.ndarray:
-            if isinstance(key, str):
-                h = [p.provide[key][1] - p.provide[key][0] for p in rps]
-                w = [p.provide[key][1] - p.provide[key][0] for p in cps]
-            else:
-                h = [p.need[key][1] - p.need[key][0] for p in rps]
-                w = [p.need[key][1] - p.need[key][0] for p in cps]
-            return np.outer(np.array(h, np.int64), np.array(w, np.int64))
+        def aligned(key: tuple[int, int] | str, per_px: int) -> np.ndarray:
+            return (np.outer(hs[key], ws[key]) * per_px + ALIGN - 1) // ALIGN * ALIGN
 
         worst = 0
         for i, reads, o, inplace in info.nodes:
-            out = (area(o) * info.per_px[o] + ALIGN - 1) // ALIGN * ALIGN
+            out = aligned(o, info.per_px[o])
             live = extra + out
-            shared = np.zeros_like(out)
+            shared = 0
             for key, per_px in reads:
-                b = (area(key) * per_px + ALIGN - 1) // ALIGN * ALIGN
+                b = aligned(key, per_px)
                 live += b
                 if key[1] in inplace:
                     shared = np.maximum(shared, np.minimum(b, out))
             worst = max(worst, int((live - shared).max()))
-        return max(info.rest, worst)
+        c.lower = max(info.rest, worst)
+        return c.lower
 
     def _stage_info(self, k: int, stage: Stage) -> "_StageInfo":
         if stage.split not in self._info:
@@ -628,8 +637,8 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
         return result
     if base <= sram_budget:
         return result
-    for c in sorted(cands, key=lambda c: (c.macs, c.lower)):  # cheapest first
-        if c.lower > sram_budget:
+    for c in sorted(cands, key=lambda c: c.macs):  # cheapest first
+        if s.lower(c) > sram_budget:
             continue
         ps = s.plan(c, sram_budget + 1)
         result.planned += 1
@@ -648,7 +657,7 @@ def _lowest(s: _Searcher, cands: list[_Candidate], base: int, result: SearchResu
     """The candidate with the smallest arena (then fewest MACs), if strictly below `base`."""
     best: PatchSchedule | None = None
     bar = base  # what a candidate must beat
-    for c in sorted(cands, key=lambda c: (c.lower, c.macs)):
+    for c in sorted(cands, key=lambda c: (s.lower(c), c.macs)):
         # A tie on the arena only counts when it saves MACs; candidates come by bound, then MACs.
         tie_ok = best is not None and c.macs < best.macs
         if c.lower > bar or (c.lower == bar and not tie_ok):
