@@ -142,8 +142,10 @@ def print_result(con: Console, result: dict) -> None:
         if r.get("error"):
             con.print(f"[red]{r['model']} on {r['board']} ({r['kernels']}): {r['error']}[/red]")
         elif not r["bit_exact"]:
+            where = (f"the numpy reference already parts from TFLite Micro at {r['first_divergence']}"
+                     if r["first_divergence"] else "the numpy reference agrees with TFLite Micro, the C does not")
             con.print(f"[red]{r['model']} on {r['board']} ({r['kernels']}): {r['mismatched_outputs']} outputs "
-                      f"differ; first divergent layer {r['first_divergence']}[/red]")
+                      f"differ over {r['inputs']} inputs; {where}[/red]")
 
 
 def print_layers(con: Console, opt: dict | None, plain: dict | None) -> None:
