@@ -211,3 +211,30 @@ def test_generic_depthwise_is_not_in_place(multiplier_two: bool) -> None:
     b.g.outputs = [d]
     plan = plan_memory(b.g)
     assert (plan.offsets[d] == plan.offsets[a]) is not multiplier_two
+
+
+def test_stride_two_output_keeps_its_own_small_buffer_when_sharing_would_raise_the_peak() -> None:
+    """In place, the 1/4-size output would hold the input's bytes while a later big tensor is live."""
+    b = _Builder(np.random.default_rng(6))
+    x = b.act((1, 8, 8, 8), "input")
+    b.g.inputs = [x]
+    r = b.node("RELU", [x], (1, 8, 8, 8), {})
+    d = b.depthwise(r, 3, 2, "SAME")  # 512 -> 128 bytes
+    late = b.node("RELU", [x], (1, 8, 8, 8), {})  # the graph input is read again: 512 + 512 + d
+    b.g.outputs = [d, late]
+    plan = plan_memory(b.g)
+    assert plan.offsets[d] != plan.offsets[r]
+    (plane,) = (size for _, size in plan.scratch.values())
+    assert plan.lower_bound == 512 + 512 + 128 + plane < 3 * 512  # in place: input + d + late = 3 * 512
+
+
+def test_stride_two_runs_in_place_when_nothing_big_comes_later() -> None:
+    b = _Builder(np.random.default_rng(7))
+    x = b.act((1, 8, 8, 8), "input")
+    b.g.inputs = [x]
+    r = b.node("RELU", [x], (1, 8, 8, 8), {})
+    d = b.depthwise(r, 3, 2, "SAME")
+    e = b.node("RELU", [d], (1, 4, 4, 8), {})
+    b.g.outputs = [e]
+    plan = plan_memory(b.g)
+    assert plan.offsets[d] == plan.offsets[r] == plan.offsets[e]

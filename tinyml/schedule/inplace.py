@@ -19,29 +19,80 @@ from tinyml.ops import get_op
 
 
 def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]]:
-    """(output, input) pairs that may share a buffer, given the alias groups `find` already forms."""
+    """(output, input) pairs that may share a buffer, given the alias groups `find` already forms.
+
+    A merged buffer keeps the input's size for the output's whole life, so an
+    output smaller than its input (stride 2) can cost more than it saves;
+    both choices are evaluated and the one with the lower peak of live bytes
+    (the plan's lower bound) wins.
+    """
+    groups = _Groups(g, find)
+    candidates = [_decide(g, groups, shrink) for shrink in (True, False)]
+    return min(candidates, key=lambda pairs: groups.peak(pairs))
+
+
+class _Groups:
+    """Buffer groups under the alias union: lifetime [first, last] and bytes, plus pinned graph inputs."""
+
+    def __init__(self, g: Graph, find: Callable[[str], str]):
+        self.find = find
+        self.end = len(g.nodes)  # graph outputs stay live past the last node
+        self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+        self.size: dict[str, int] = {}
+        self.pinned: set[str] = {find(t) for t in g.inputs}
+        for t in g.inputs:
+            self._touch(g, t, 0)
+        for step, n in enumerate(g.nodes):
+            for t in list(n.inputs) + list(n.outputs):
+                if t is not None and not g[t].is_const:
+                    self._touch(g, t, step)
+        for t in g.outputs:
+            if not g[t].is_const:
+                self.last[find(t)] = self.end
+        self.scratch = [get_op(n.op).scratch_bytes(g, n) for n in g.nodes]
+
+    def _touch(self, g: Graph, t: str, step: int) -> None:
+        r = self.find(t)
+        self.first[r] = min(self.first.get(r, step), step)
+        self.last[r] = max(self.last.get(r, step), step)
+        self.size[r] = max(self.size.get(r, 0), g[t].nbytes)
+
+    def peak(self, pairs: list[tuple[str, str]]) -> int:
+        """Most bytes live at one step once `pairs` share buffers."""
+        merged: dict[str, str] = {}
+        for out, inp in pairs:
+            merged[self.find(out)] = self.find(inp)
+
+        def top(r: str) -> str:
+            while merged.get(r, r) != r:
+                r = merged[r]
+            return r
+
+        span: dict[str, list[int]] = {}
+        for r in self.size:
+            s = span.setdefault(top(r), [self.first[r], self.last[r], 0])
+            s[0], s[1], s[2] = min(s[0], self.first[r]), max(s[1], self.last[r]), max(s[2], self.size[r])
+        live = [0] * (self.end + 1)
+        for first, last, size in span.values():
+            for step in range(first, last + 1):
+                live[step] += size
+        for step, extra in enumerate(self.scratch):
+            live[step] += extra
+        return max(live, default=0)
+
+
+def _decide(g: Graph, groups: _Groups, shrink: bool) -> list[tuple[str, str]]:
+    """The merges legal in execution order; with `shrink`, also outputs smaller than their input."""
     merged: dict[str, str] = {}
 
     def group(t: str) -> str:
-        r = find(t)
+        r = groups.find(t)
         while merged.get(r, r) != r:
             r = merged[r]
         return r
 
-    end = len(g.nodes)  # graph outputs stay live past the last node
-    last: dict[str, int] = {}
-    size: dict[str, int] = {}
-    pinned: set[str] = {find(t) for t in g.inputs}
-    for step, n in enumerate(g.nodes):
-        for t in list(n.inputs) + list(n.outputs):
-            if t is not None and not g[t].is_const:
-                r = find(t)
-                last[r] = max(last.get(r, step), step)
-                size[r] = max(size.get(r, 0), g[t].nbytes)
-    for t in g.outputs:
-        if not g[t].is_const:
-            last[find(t)] = end
-
+    last, size = dict(groups.last), groups.size
     pairs: list[tuple[str, str]] = []
     for step, n in enumerate(g.nodes):
         if len(n.outputs) != 1:
@@ -52,8 +103,10 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
             if x is None or g[x].is_const:
                 continue
             gx, gy = group(x), group(y)
-            others = {group(t) for i, t in enumerate(n.inputs) if t is not None and t != x and not g[t].is_const}
-            if gx == gy or gx in pinned or last[gx] != step or size[gy] > size[gx] or gx in others:
+            others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
+            if gx == gy or gx in groups.pinned or last[gx] != step or gx in others:
+                continue
+            if size[gy] > size[gx] or (size[gy] < size[gx] and not shrink):
                 continue
             merged[gy] = gx
             last[gx] = last[gy]
