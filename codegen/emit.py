@@ -27,7 +27,7 @@ class IOInfo:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
-    offset: int
+    offset: int | None  # arena byte offset; None for a streamed input (not in the arena)
 
 
 @dataclass
@@ -60,7 +60,9 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None) -> Emit
     ctx.node, ctx.layer = None, -1
 
     def io(names: list[str]) -> list[IOInfo]:
-        return [IOInfo(t, g[t].dtype, g[t].shape, g[t].nbytes, plan.offsets[t]) for t in names]
+        # A streamed input has no arena offset (None): see tinyml_read_input in the templates.
+        return [IOInfo(t, g[t].dtype, g[t].shape, g[t].nbytes, None if g[t].streamed else plan.offsets[t])
+                for t in names]
 
     env = environment()
     params = dict(

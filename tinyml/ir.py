@@ -70,6 +70,10 @@ class Tensor:
     # Storage width in bits; equals the dtype's width unless a quantization
     # pass narrows it (e.g. int4 weights in an int8 container).
     bits: int = 0
+    # A graph input the application hands over window by window (patch
+    # schedules with a streamed input): it has no arena buffer, and the
+    # READ_WINDOW nodes that read it call tinyml_read_input() instead.
+    streamed: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -48,6 +48,10 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-overhead", type=_fraction, metavar="FRACTION",
                    help="most extra MACs (recomputed patch overlap) auto may add, e.g. 0.2 or 20%% "
                         "(default 20%%; no bound with --sram-budget)")
+    g.add_argument("--input", dest="input_mode", choices=["arena", "streamed"], default="arena",
+                   help="arena (default): the input is held whole in the arena, as TFLite Micro does; streamed: "
+                        "the patch stage reads it window by window through tinyml_read_input() (see "
+                        "tinyml_model.h), so it takes no arena space")
     g.add_argument("--sram-budget", type=_byte_count, metavar="BYTES",
                    help="pick the cheapest schedule whose activation arena fits BYTES; exit 2 with the "
                         "smallest reachable peak if none does")
@@ -59,7 +63,7 @@ def patch_options(args: argparse.Namespace):  # -> tinyml.schedule.patches.Patch
     from tinyml.schedule.patches import PatchOptions
 
     try:
-        return PatchOptions.parse(args.patch, args.max_overhead, args.sram_budget)
+        return PatchOptions.parse(args.patch, args.max_overhead, args.sram_budget, args.input_mode == "streamed")
     except ValueError as e:
         raise TinymlError(f"--patch: {e}") from None
 
@@ -94,6 +98,10 @@ def patch_summary(result) -> str | None:  # result: tinyml.schedule.patches.Sear
         return f"patches: none, layer by layer has the lowest arena ({base:,} B; {result.candidates} schedules searched)"
     d = ps.describe()
     shape = "x".join(map(str, d["split_shape"][1:]))
-    return (f"patches: layers {d['stage_layers'][0]}-{d['split_layer']} run per patch on a {ps.spec.rows}x{ps.spec.cols} "
+    line = (f"patches: layers {d['stage_layers'][0]}-{d['split_layer']} run per patch on a {ps.spec.rows}x{ps.spec.cols} "
             f"grid of the {shape} split tensor: arena {ps.plan.arena_bytes:,} B vs {base:,} B layer by layer "
             f"({base / ps.plan.arena_bytes:.2f}x less), MACs +{100 * ps.overhead:.1f}% (+{ps.extra_macs:,})")
+    if ps.streamed:
+        line += (f"; input streamed ({d['streamed_input_bytes']:,} B outside the arena; with the input in the "
+                 f"arena this schedule needs {d['arena_bytes_input_in_arena']:,} B)")
+    return line

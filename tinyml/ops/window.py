@@ -7,7 +7,9 @@ internal ops (no TFLite equivalent) move the windows:
     READ_WINDOW(src) -> dst            dst = src[begin : begin + dst.shape]
     WRITE_WINDOW(acc, src) -> out      out = acc, with out[begin : begin + src.shape] = src
 
-`begin` is an attr with one start index per axis. WRITE_WINDOW updates its
+`begin` is an attr with one start index per axis. A READ_WINDOW of a
+streamed graph input (Tensor.streamed) calls the application's
+tinyml_read_input() instead of copying from the arena. WRITE_WINDOW updates its
 first input in place (`updates_input`): the memory planner gives `acc` and
 `out` one buffer, so a chain of writes fills one full-size tensor patch by
 patch. `acc` may be absent for the first write of a chain; the elements it
@@ -62,8 +64,11 @@ class ReadWindow(Op):
     def check(self, g: Graph, n: Node) -> str | None:
         if len(n.inputs) != 1 or n.inputs[0] is None or len(n.outputs) != 1:
             return "READ_WINDOW takes one input and one output"
-        return (window_problem(g[n.inputs[0]].shape, _begin(n), g[n.outputs[0]].shape)
-                or node_dtype_problem(g, n))
+        src, dst = g[n.inputs[0]], g[n.outputs[0]]
+        if src.streamed and (src.name not in g.inputs or len(src.shape) != 4 or src.shape[0] != 1
+                             or dst.shape[3] != src.shape[3] or _begin(n)[3:] != (0,)):
+            return "a streamed input is read in windows of whole pixels of a batch-1 NHWC graph input"
+        return window_problem(src.shape, _begin(n), dst.shape) or node_dtype_problem(g, n)
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         # The window's extent is the output tensor's shape; nothing to derive.
@@ -74,6 +79,11 @@ class ReadWindow(Op):
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         src, dst = g[n.inputs[0]], g[n.outputs[0]]
+        if src.streamed:  # the application hands the window over (tinyml_model.h)
+            _, row, col, _ = _begin(n)
+            ctx.call("tinyml_read_input", f"{g.inputs.index(src.name)}u", f"{row}u", f"{col}u",
+                     f"{dst.shape[1]}u", f"{dst.shape[2]}u", ctx.tensor(dst.name))
+            return
         emit_copy(ctx, window_copy(src.shape, _begin(n), dst.shape, into_outer=False),
                   ctx.tensor(src.name), ctx.tensor(dst.name), dst.dtype)
 

@@ -79,6 +79,8 @@ def build_buffers(g: Graph) -> list[Buffer]:
     groups: dict[str, Buffer] = {}
 
     def touch(t: str, step: int) -> None:
+        if g.tensors[t].streamed:  # read through the application's callback, never stored
+            return
         r = find(t)
         size = _align(g.tensors[t].nbytes)
         b = groups.get(r)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -305,7 +305,9 @@ class PatchSchedule:
     span: tuple[int, int]  # first and last node index of the patch stage in `graph`
     base_macs: int
     macs: int
+    streamed: list[str]  # graph inputs read window by window through tinyml_read_input (not in the arena)
     plan: MemoryPlan | None = None
+    arena_with_input: int | None = None  # with a streamed input: the same schedule's arena holding it
 
     @property
     def extra_macs(self) -> int:
@@ -330,6 +332,10 @@ class PatchSchedule:
             "extra_macs": self.extra_macs,
             "mac_overhead": self.overhead,
             "arena_bytes": self.plan.arena_bytes if self.plan else None,
+            "input": "streamed" if self.streamed else "arena",
+            "streamed_input_bytes": sum(self.graph[t].nbytes for t in self.streamed),
+            "arena_bytes_input_in_arena": self.arena_with_input if self.streamed else
+            (self.plan.arena_bytes if self.plan else None),
         }
 
 
@@ -340,8 +346,8 @@ def graph_macs(g: Graph) -> int:
 class _Builder:
     """Appends one patch's nodes and tensors to a new graph."""
 
-    def __init__(self, g: Graph, out: Graph, stage: Stage):
-        self.g, self.out, self.stage = g, out, stage
+    def __init__(self, g: Graph, out: Graph, stage: Stage, streamed: set[str]):
+        self.g, self.out, self.stage, self.streamed = g, out, stage, streamed
 
     def tensor(self, like: str, r: Region, tag: str) -> str:
         t = self.g[like]
@@ -363,7 +369,7 @@ class _Builder:
             if (t, r) in made:
                 return made[(t, r)]
             if t in sources:
-                if r == Region.full(g[t].shape):
+                if r == Region.full(g[t].shape) and t not in self.streamed:
                     return t
                 base, at = t, r
             else:
@@ -393,8 +399,22 @@ class _Builder:
         return acc_name
 
 
-def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None) -> PatchSchedule:
-    """Rewrite `g` so the stage ending at `spec.split` runs per cell of the grid."""
+def streamable(g: Graph, stage: Stage) -> list[str]:
+    """The stage's sources that can be streamed: batch-1 graph inputs nothing else reads."""
+    consumers = g.consumers()
+    members = {id(g.nodes[i]) for i in stage.nodes}
+    return [t for t in stage.sources
+            if t in g.inputs and t not in g.outputs and g[t].shape[0] == 1
+            and all(id(c) in members for c in consumers.get(t, []))]
+
+
+def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None, stream: bool = False) -> PatchSchedule:
+    """Rewrite `g` so the stage ending at `spec.split` runs per cell of the grid.
+
+    With `stream`, graph inputs only the stage reads are marked streamed:
+    they get no arena buffer and every patch reads its window through the
+    application's callback.
+    """
     stage = stage or find_stage(g, spec.split)
     s = g[spec.split]
     if not (1 <= spec.rows <= s.shape[1] and 1 <= spec.cols <= s.shape[2]):
@@ -410,14 +430,17 @@ def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None) -> Patc
         for o in g.nodes[i].outputs:
             del out.tensors[o]
     first = len(out.nodes)
-    builder = _Builder(g, out, stage)
+    streamed = set(streamable(g, stage)) if stream else set()
+    for t in streamed:
+        out.tensors[t] = replace(g[t], streamed=True)
+    builder = _Builder(g, out, stage, streamed)
     acc = None
     for k, pr in enumerate(regions):
         acc = builder.patch(pr, acc, spec.split if k == len(regions) - 1 else f"{spec.split}@acc{k}")
     span = (first, len(out.nodes) - 1)
     out.nodes.extend(g.nodes[last + 1:])
     out.remove_unused_tensors()
-    return PatchSchedule(spec, last, out, list(stage.nodes), span, graph_macs(g), graph_macs(out))
+    return PatchSchedule(spec, last, out, list(stage.nodes), span, graph_macs(g), graph_macs(out), sorted(streamed))
 
 
 # -- the search -----------------------------------------------------------------
@@ -485,8 +508,8 @@ class _StageInfo:
 class _Searcher:
     """Exact MACs and lower bounds for many candidates, from per-axis plans computed once."""
 
-    def __init__(self, g: Graph, baseline: MemoryPlan):
-        self.g = g
+    def __init__(self, g: Graph, baseline: MemoryPlan, stream: bool = False):
+        self.g, self.stream = g, stream
         self.base_macs = graph_macs(g)
         self.layer_macs = [get_op(n.op).macs(g, n) for n in g.nodes]
         self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
@@ -586,7 +609,8 @@ class _Searcher:
                 n = g.nodes[i]
                 reads = [((i, kk), per_px(t)) for kk, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
                 nodes.append((i, reads, n.outputs[0], set(get_op(n.op).inplace_inputs(g, n))))
-            whole = apply_patches(g, PatchSpec(stage.split, 1, 1), stage)
+            whole = apply_patches(g, PatchSpec(stage.split, 1, 1), stage, self.stream)
+            kept = set(stage.sources) - set(whole.streamed)
             live = [0] * (len(whole.graph.nodes) + 1)
             for b in build_buffers(whole.graph):
                 for t in range(b.first, b.last + 1):
@@ -594,7 +618,7 @@ class _Searcher:
             self._info[stage.split] = _StageInfo(
                 rest=max((v for t, v in enumerate(live) if not whole.span[0] <= t <= whole.span[1]), default=0),
                 split_bytes=_aligned(g[stage.split].nbytes),
-                source_bytes=sum(_aligned(g[t].nbytes) for t in stage.sources),
+                source_bytes=sum(_aligned(g[t].nbytes) for t in kept),
                 per_px={o: per_px(o) for _, _, o, _ in nodes},
                 nodes=nodes,
             )
@@ -615,7 +639,7 @@ class _Searcher:
 
     def plan(self, c: _Candidate, beat: int | None) -> PatchSchedule | None:
         """The real rewrite and plan; None when the planner's own bound shows it cannot beat `beat`."""
-        ps = apply_patches(self.g, c.spec, c.stage)
+        ps = apply_patches(self.g, c.spec, c.stage, self.stream)
         if beat is not None:
             buffers = build_buffers(ps.graph)
             if lower_bound(buffers, len(ps.graph.nodes) + 1) >= beat:
@@ -625,11 +649,11 @@ class _Searcher:
 
 
 def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None,
-           baseline: MemoryPlan | None = None) -> SearchResult:
+           baseline: MemoryPlan | None = None, stream: bool = False) -> SearchResult:
     """Pick a patch schedule for `g` (see choose_schedule); also report what was searched."""
     baseline = baseline or plan_memory(g)
     base = baseline.arena_bytes
-    s = _Searcher(g, baseline)
+    s = _Searcher(g, baseline, stream)
     cands = [c for c in s.enumerate() if max_overhead is None or c.macs <= s.base_macs * (1 + max_overhead)]
     result = SearchResult(g, baseline, None, len(cands), 0)
     if sram_budget is None:
@@ -672,7 +696,8 @@ def _lowest(s: _Searcher, cands: list[_Candidate], base: int, result: SearchResu
     return best
 
 
-def choose_schedule(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None) -> PatchSchedule | None:
+def choose_schedule(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None,
+                    stream: bool = False) -> PatchSchedule | None:
     """The patch schedule to use, or None for layer by layer.
 
     Without a budget: the lowest arena among schedules whose extra MACs stay
@@ -680,9 +705,11 @@ def choose_schedule(g: Graph, max_overhead: float | None = 0.20, sram_budget: in
     tie. With `sram_budget`: the fewest MACs among schedules whose arena fits
     (None when layer by layer fits), else DoesNotFit naming the smallest
     arena reachable. `max_overhead=None` lifts the bound. A schedule is only
-    returned when its arena is strictly below layer by layer's.
+    returned when its arena is strictly below layer by layer's (input held
+    in the arena). With `stream`, graph inputs only the stage reads are
+    streamed (not counted in the arena; see apply_patches).
     """
-    return search(g, max_overhead, sram_budget).chosen
+    return search(g, max_overhead, sram_budget, stream=stream).chosen
 
 
 # -- what the CLI asks for ------------------------------------------------------
@@ -703,18 +730,20 @@ class PatchOptions:
     cols: int = 0
     max_overhead: float | None = None
     sram_budget: int | None = None
+    stream: bool = False  # --input streamed
 
     @staticmethod
-    def parse(text: str, max_overhead: float | None = None, sram_budget: int | None = None) -> "PatchOptions":
+    def parse(text: str, max_overhead: float | None = None, sram_budget: int | None = None,
+              stream: bool = False) -> "PatchOptions":
         """Read the --patch value; raises ValueError with a one-line reason."""
         t = text.strip()
         if t in ("auto", "off"):
-            return PatchOptions(t, max_overhead=max_overhead, sram_budget=sram_budget)
+            return PatchOptions(t, max_overhead=max_overhead, sram_budget=sram_budget, stream=stream)
         split, sep, grid = t.rpartition(":")
         rows, x, cols = grid.lower().partition("x")
         if not sep or not split or not x or not rows.isdigit() or not cols.isdigit() or min(int(rows), int(cols)) < 1:
             raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS (e.g. 9:4x4), got {text!r}")
-        return PatchOptions("fixed", split, int(rows), int(cols), max_overhead, sram_budget)
+        return PatchOptions("fixed", split, int(rows), int(cols), max_overhead, sram_budget, stream)
 
 
 def resolve_split(g: Graph, split: str) -> str:
@@ -739,14 +768,18 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
         bound = options.max_overhead
         if bound is None and options.sram_budget is None:
             bound = DEFAULT_MAX_OVERHEAD
-        result = search(g, bound, options.sram_budget, baseline)
+        result = search(g, bound, options.sram_budget, baseline, options.stream)
         result.mode = "auto"
-        return result
-    result = SearchResult(g, baseline, None, 0, 0, options.mode)
+    else:
+        result = SearchResult(g, baseline, None, 0, 0, options.mode)
     if options.mode == "fixed":
-        ps = apply_patches(g, PatchSpec(resolve_split(g, options.split), options.rows, options.cols))
+        ps = apply_patches(g, PatchSpec(resolve_split(g, options.split), options.rows, options.cols),
+                           stream=options.stream)
         ps.plan = plan_memory(ps.graph)
         result.chosen, result.candidates, result.planned = ps, 1, 1
+    ps = result.chosen
+    if ps is not None and ps.streamed:
+        ps.arena_with_input = plan_memory(apply_patches(g, ps.spec).graph).arena_bytes
     if options.sram_budget is not None and result.plan.arena_bytes > options.sram_budget:
         raise BudgetExceeded(options.sram_budget, result.plan.arena_bytes,
                              f"the {'patch schedule' if result.chosen else 'layer-by-layer'} arena is "
