@@ -127,12 +127,12 @@ class DepthwiseConv2D(Op):
         r = rq.params()
         if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
             r.update(mult="qm", shift="qs")
-        values = [ctx.const(channel_major, "w", "int8_t"), ctx.const(plane.bias_full, "bias", "int32_t")]
+        pairs = pair_schedule(w.k_h, w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
+        weights = ctx.const(channel_major, "w", "int8_t") if pairs is None else \
+            ctx.const(pack_pairs(channel_major, pairs), "wpack", "int32_t")
+        values = [weights, ctx.const(plane.bias_full, "bias", "int32_t")]
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
-        pairs = pair_schedule(w.k_h, w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
-        if pairs is not None:
-            values.append(ctx.const(pack_pairs(channel_major, pairs), "wpack", "int32_t"))
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
