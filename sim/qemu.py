@@ -34,7 +34,8 @@ import numpy as np
 
 from tinyml.codegen.firmware import Firmware, Image
 from tinyml.errors import CheckFailed, ToolMissing
-from tinyml.sim.host import pack_inputs, unpack_outputs
+from tinyml.sim.host import pack_inputs
+from tinyml.sim.measure import check_hello, run_result
 from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, counter_delta
 from tinyml.sim.runner import RunResult
 
@@ -187,7 +188,7 @@ class QemuRunner:
         link = Link(transport, self.timeout_s)
         try:
             hello = link.handshake(self.boot_timeout_s)
-            self._check_hello(hello)
+            check_hello(self.fw, hello, (Counter.TIM2, Counter.MARKS))
             results = [link.infer(p) for p in payloads]
             link.quit(0, 0)
             try:
@@ -202,45 +203,16 @@ class QemuRunner:
         finally:
             self.uart_text = "".join(link.text_log)
 
-    def _check_hello(self, h: Hello) -> None:
-        fw = self.fw
-        if h.model_id != fw.model_id:
-            raise LinkError(f"the firmware runs model 0x{h.model_id:08x}, expected 0x{fw.model_id:08x}")
-        if h.input_bytes != [i.nbytes for i in fw.inputs] or h.output_bytes != [o.nbytes for o in fw.outputs]:
-            raise LinkError("the firmware's input/output sizes differ from the build's")
-        if h.counter not in (Counter.TIM2, Counter.MARKS):
-            raise LinkError(f"unexpected cost counter {h.counter.name} under QEMU")
-
     def _result(self, hello: Hello, results: list[Result], marks: list[int] | None, samples: int) -> RunResult:
         def ticks(before: int, after: int) -> int:
-            if hello.counter == Counter.MARKS:
-                if marks is None or max(before, after) > len(marks) or min(before, after) < 1:
-                    raise LinkError(f"{self.target}: the instruction-count plugin recorded no such mark")
-                return marks[after - 1] - marks[before - 1]
-            return counter_delta(before, after)
+            if hello.counter != Counter.MARKS:
+                return counter_delta(before, after)
+            if marks is None or max(before, after) > len(marks) or min(before, after) < 1:
+                raise LinkError(f"{self.target}: the instruction-count plugin recorded no such mark")
+            return marks[after - 1] - marks[before - 1]
 
-        overhead = ticks(*hello.calib)
-        bad = [r.index for r in results if r.status != 0]
-        if bad:
-            raise CheckFailed(f"{self.target}: tinyml_run() returned an error on inference {bad[0]}")
-        counts = [ticks(r.t0, r.t1) - overhead for r in results]
-        per_layer = None
-        if hello.per_layer and results:  # the layers of the slowest inference, which `instructions` reports
-            slowest = results[counts.index(max(counts))]
-            per_layer = [ticks(b, e) - overhead if (b, e) != (0, 0) else 0 for b, e in slowest.layer_ticks]
-        outputs = unpack_outputs(self.fw.outputs, b"".join(b"".join(r.outputs) for r in results), samples)
-        stack = max(r.stack_bytes for r in results) if results else None
-        extra: dict[str, object] = {
-            "instructions_per_input": counts,
-            "instructions_min": min(counts) if counts else None,
-            "flash_bytes": self.image.flash_bytes,
-            "static_ram_bytes": self.image.static_ram_bytes,
-            "ram_bytes": self.image.static_ram_bytes + stack if stack is not None else None,
-            "stack_available_bytes": hello.stack_size,
-            "machine": self.image.machine,
-            "counter": hello.counter.name.lower(),
-        }
-        return RunResult(outputs, max(counts) if counts else None, None, stack, per_layer, extra)
+        return run_result(self.fw, self.image, hello, results, samples, self.target, ticks,
+                          {"machine": self.image.machine})
 
 
 def _read_marks(path: Path) -> list[int]:

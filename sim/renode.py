@@ -29,8 +29,9 @@ import numpy as np
 from tinyml.board import Board
 from tinyml.codegen.firmware import Firmware
 from tinyml.errors import CheckFailed, ToolMissing
-from tinyml.sim.host import pack_inputs, unpack_outputs
-from tinyml.sim.protocol import Counter, Link, LinkError, SerialTransport, counter_delta
+from tinyml.sim.host import pack_inputs
+from tinyml.sim.measure import check_hello, run_result
+from tinyml.sim.protocol import Link, LinkError, SerialTransport
 from tinyml.sim.runner import RunResult
 
 GET_RENODE = "https://renode.io/#downloads (or https://github.com/renode/renode/releases)"
@@ -187,19 +188,12 @@ class RenodeRunner:
         try:
             link = Link(SerialTransport(self._connect(serial, port)), self.timeout_s)
             hello = link.handshake(self.timeout_s)
+            check_hello(self.fw, hello)
             results = [link.infer(pack_inputs(self.fw.inputs, [s])) for s in inputs]
         finally:
             proc.kill()
             proc.wait()
-        cost = [counter_delta(r.t0, r.t1) - counter_delta(*hello.calib) for r in results]
-        cycles = max(cost) if cost and hello.counter == Counter.DWT else None
-        outputs = unpack_outputs(self.fw.outputs, b"".join(b"".join(r.outputs) for r in results), len(inputs))
-        stack = max(r.stack_bytes for r in results) if results else None
-        image = self.fw.images["board"]
-        return RunResult(outputs, None, cycles, stack, None, {
-            "flash_bytes": image.flash_bytes, "static_ram_bytes": image.static_ram_bytes,
-            "ram_bytes": image.static_ram_bytes + stack if stack is not None else None,
-            "counter": hello.counter.name.lower()})
+        return run_result(self.fw, self.fw.images["board"], hello, results, len(inputs), self.target)
 
     def _connect(self, serial, port: int):  # noqa: ANN001, ANN202 - pyserial module and port
         deadline = time.monotonic() + 60

@@ -17,8 +17,9 @@ import numpy as np
 from tinyml.codegen.firmware import Firmware, Image
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.sim.bootloader import flash_firmware, open_port
-from tinyml.sim.host import pack_inputs, unpack_outputs
-from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, SerialTransport, counter_delta
+from tinyml.sim.host import pack_inputs
+from tinyml.sim.measure import check_hello, run_result
+from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, SerialTransport
 from tinyml.sim.runner import RunResult
 
 
@@ -55,44 +56,12 @@ class SerialRunner:
         return measured(self.fw, self.image, hello, results, len(inputs), self.target)
 
 
-def check_hello(fw: Firmware, h: Hello) -> None:
-    """The device runs this build: same model and the same input/output sizes."""
-    if h.model_id != fw.model_id:
-        raise LinkError(f"the device runs model 0x{h.model_id:08x}, this build is 0x{fw.model_id:08x} "
-                        "(flash it, or drop --no-flash)")
-    if h.input_bytes != [i.nbytes for i in fw.inputs] or h.output_bytes != [o.nbytes for o in fw.outputs]:
-        raise LinkError("the device's input/output sizes differ from the build's")
-
-
 def measured(fw: Firmware, image: Image, hello: Hello, results: list[Result], samples: int, target: str) -> RunResult:
-    """Outputs and cost from the replies: counter ticks minus the counter's own overhead."""
+    """A serial port reads hardware counters only: DWT on a board, TIM2 under QEMU -icount."""
     if hello.counter not in (Counter.DWT, Counter.TIM2):
         raise CheckFailed(f"{target}: the firmware counts with {hello.counter.name}, which a serial port cannot "
                           "measure (DWT on a board, TIM2 under QEMU -icount)")
-    bad = [r.index for r in results if r.status != 0]
-    if bad:
-        raise CheckFailed(f"{target}: tinyml_run() returned an error on inference {bad[0]}")
-    overhead = counter_delta(*hello.calib)
-    counts = [counter_delta(r.t0, r.t1) - overhead for r in results]
-    per_layer = None
-    if hello.per_layer and results:  # the layers of the slowest inference, the one reported
-        slowest = results[counts.index(max(counts))]
-        per_layer = [counter_delta(b, e) - overhead if (b, e) != (0, 0) else 0 for b, e in slowest.layer_ticks]
-    outputs = unpack_outputs(fw.outputs, b"".join(b"".join(r.outputs) for r in results), samples)
-    stack = max(r.stack_bytes for r in results) if results else None
-    worst = max(counts) if counts else None
-    cycles = hello.counter == Counter.DWT
-    unit = "cycles" if cycles else "instructions"
-    extra: dict[str, object] = {
-        f"{unit}_per_input": counts,
-        "flash_bytes": image.flash_bytes,
-        "static_ram_bytes": image.static_ram_bytes,
-        "ram_bytes": image.static_ram_bytes + stack if stack is not None else None,
-        "stack_available_bytes": hello.stack_size,
-        "clock_hz": hello.clock_hz,
-        "counter": hello.counter.name.lower(),
-    }
-    return RunResult(outputs, None if cycles else worst, worst if cycles else None, stack, per_layer, extra)
+    return run_result(fw, image, hello, results, samples, target)
 
 
 def serial_board_runner(board: str, compiled, work_dir: Path, port: str, *, flash: bool = True,  # noqa: ANN001
