@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tinyml.fsutil import write_text_atomic
 
 
 def add_json_arg(p: argparse.ArgumentParser) -> None:
@@ -22,12 +22,7 @@ def write_json(dest: str | None, data: Any) -> None:
     if dest == "-":
         sys.stdout.write(text)
         return
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(dest, text)
 
 
 def _jsonable(o: Any) -> Any:
