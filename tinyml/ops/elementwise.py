@@ -235,7 +235,12 @@ class BinaryOp(Op):
         # requantizations per element (exact: built by the reference's own arithmetic).
         tables = [ctx.const(p.rescaled(byte_codes(t.dtype), k).astype(np.int32), "rescale", "int32_t")
                   for k, t in ((1, a), (2, b))] if p.rescales_inputs else []
-        fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=bool(tables),
+        # The output requantization of ADD/SUB in two shifts instead of TFLite's general sequence: exact when
+        # the shift is a right shift (< 31) and |s1 +- s2| + 2^(shift-1) cannot overflow (true of real models).
+        bound = sum(int(np.abs(p.rescaled(byte_codes(t.dtype), k)).max()) for k, t in ((1, a), (2, b))) \
+            if p.rescales_inputs else 2**31
+        short = bool(tables) and -30 <= p.so <= 0 and bound + 2**30 < 2**31
+        fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=bool(tables), short=short,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype))
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
 
