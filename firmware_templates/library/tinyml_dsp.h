@@ -17,11 +17,13 @@ static inline int32_t tm_requant_dsp(int32_t x, int32_t q, int e)
     return (r + (((1 << e) + (r >> 31)) >> 1)) >> e;
 }
 
-/* The same for an accumulator kept doubled (x2 = 2x, |x| < 2^30; the DSP
- * kernels pack weights and bias times two for it): then
- * SaturatingRoundingDoublingHighMul(x, q) = floor((x2*q + 2^31) / 2^32),
- * the rounded high word SMMULR gives in one instruction. */
-static inline int32_t tm_requant_dsp2(int32_t x2, int32_t q, int e)
+/* The same plus the output zero point zp, for an accumulator kept doubled
+ * (x2 = 2x, |x| < 2^30; the DSP kernels pack weights and bias times two):
+ * SaturatingRoundingDoublingHighMul(x, q) = floor((x2*q + 2^31) / 2^32), the
+ * rounded high word SMMULR gives in one instruction, and zp rides in
+ * p = 2^e + zp * 2^(e+1), adding zp * 2^e before the final shift (exact; the
+ * generator checks e <= 22 so nothing overflows). */
+static inline int32_t tm_requant_dsp2p(int32_t x2, int32_t q, int32_t p, int e)
 {
 #if defined(__ARM_FEATURE_DSP)
     int32_t r;
@@ -29,7 +31,7 @@ static inline int32_t tm_requant_dsp2(int32_t x2, int32_t q, int e)
 #else
     int32_t r = (int32_t)(((int64_t)x2 * q + (1ll << 31)) >> 32);
 #endif
-    return (r + (((1 << e) + (r >> 31)) >> 1)) >> e;
+    return (r + ((p + (r >> 31)) >> 1)) >> e;
 }
 
 #if defined(__ARM_FEATURE_DSP)

@@ -128,10 +128,17 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
     args = [ctx.const(pack_rows(rows.astype(np.int16) * r.scale, 2), "w", "int32_t")]
     has_bias = bias is not None and bool(np.any(bias != 0))
-    if has_bias:
-        args.append(ctx.const(padded_bias(bias * r.scale, padded(cout, 2)), "bias", "int32_t"))
-    if r.per_channel:
-        args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift, "shift", "int8_t")]
+    pairs = padded(cout, 2)
+    if r.per_channel and r.fold:  # one table walked per pair of channels: bias, q, p, e, two of each
+        cols = [padded_bias(bias * r.scale if bias is not None else np.zeros(cout, np.int32), pairs),
+                padded_bias(r.mult, pairs), padded_bias(r.pz(), pairs), padded_bias(r.shift, pairs)]
+        table = np.stack([c.reshape(-1, 2) for c in cols], axis=1)  # pair, quantity, channel
+        args.append(ctx.const(table.reshape(-1), "rq", "int32_t"))
+    else:
+        if has_bias:
+            args.append(ctx.const(padded_bias(bias * r.scale, pairs), "bias", "int32_t"))
+        if r.per_channel:
+            args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.tflite_shift(), "shift", "int8_t")]
     nbytes = Conv2D().scratch_bytes(g, n)
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, win=w, cin=wt.shape[3], cout=cout, cout_pad=padded(cout, 2),

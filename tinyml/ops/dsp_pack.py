@@ -65,9 +65,24 @@ class DspRequant:
     hi: int
 
     @property
+    def fold(self) -> bool:
+        """tm_requant_dsp2p applies: fast, and e <= 22 so p = 2^e + zp * 2^(e+1) and the
+        zero point added before the shift stay far inside int32 (|acc| < 2^30 already)."""
+        return self.fast and bool(np.all(self.shift <= 22))
+
+    @property
     def scale(self) -> int:
-        """Factor the kernel's weights and bias are packed with."""
-        return 2 if self.fast else 1
+        """Factor the kernel's weights and bias are packed with (tm_requant_dsp2p takes 2 * acc)."""
+        return 2 if self.fold else 1
+
+    def pz(self) -> np.ndarray:
+        """Per channel p = 2^e + zp * 2^(e+1) for tm_requant_dsp2p (only when `fold`)."""
+        e = self.shift.astype(np.int64)
+        return ((1 << e) + (self.out_zp << (e + 1))).astype(np.int32)
+
+    def tflite_shift(self) -> np.ndarray:
+        """TFLite's (signed) shift per channel, for tm_requant."""
+        return (-self.shift if self.fast else self.shift).astype(np.int8)
 
     @classmethod
     def of(cls, rq: Requant, acc_bound: int) -> "DspRequant":
@@ -79,7 +94,9 @@ class DspRequant:
     def params(self) -> dict[str, object]:
         """What the templates read (literals when uniform)."""
         return dict(fast=self.fast, per_channel=self.per_channel, mult=int(self.mult[0]), shift=int(self.shift[0]),
-                    out_zp=self.out_zp, lo=self.lo, hi=self.hi, full_range=(self.lo, self.hi) == (-128, 127))
+                    out_zp=self.out_zp, lo=self.lo, hi=self.hi, full_range=(self.lo, self.hi) == (-128, 127),
+                    fold=self.fold, pz=int(self.pz()[0]) if self.fold else 0,
+                    tflite_shift=int(self.tflite_shift()[0]))
 
 
 def acc_bound(w: np.ndarray, bias: np.ndarray | None, xmax: int) -> int:
