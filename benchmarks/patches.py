@@ -57,7 +57,7 @@ def bench(name: str, board: str, n: int, max_overhead: float | None) -> dict:
     row = {"model": name, "board": board, "inputs": n, "search": auto.patches.describe()}
     row["layer_by_layer"] = measure(off, board, inputs, expected)
     ps = auto.patches.chosen
-    row["schedule"] = ps.spec.label(off.graph) if ps else None
+    row["schedule"] = ps.label if ps else None
     # Without a schedule `auto` compiles exactly the layer-by-layer graph: nothing new to measure.
     row["patches"] = measure(auto, board, inputs, expected) if ps else dict(row["layer_by_layer"])
     lbl, pat = row["layer_by_layer"], row["patches"]

@@ -30,6 +30,7 @@ from tinyml.schedule.memory import plan_memory
 from tinyml.schedule.patches import (
     NotPatchable,
     PatchOptions,
+    PatchSchedule,
     PatchSpec,
     _Searcher,
     apply_patches,
@@ -218,8 +219,8 @@ def test_extra_macs_hand_case() -> None:
 
 def test_search_macs_equal_the_rewritten_graphs() -> None:
     c = compile_model(zoo.path("mobilenet_v2_035_96"))
-    s = _Searcher(c.graph, c.plan)
-    cands = s.enumerate()
+    s = _Searcher(PatchSchedule.layer_by_layer(c.graph, c.plan))
+    cands = s.enumerate(None)
     for cand in cands[:: max(1, len(cands) // 40)]:
         ps = apply_patches(c.graph, cand.spec, cand.stage)
         assert cand.macs == graph_macs(ps.graph), cand.spec
@@ -304,7 +305,7 @@ def test_auto_schedule_host_c_matches_tflite_micro(name: str, tmp_path: Path) ->
 
 
 def test_write_window_chain_shares_one_buffer() -> None:
-    c = compile_model(zoo.path("mobilenet_v1_025_person"), PatchOptions("fixed", "7", 3, 3))
+    c = compile_model(zoo.path("mobilenet_v1_025_person"), PatchOptions.parse("7:3x3"))
     plan = c.plan
     writes = [n for n in c.graph.nodes if n.op == "WRITE_WINDOW"]
     offsets = {plan.offsets[n.outputs[0]] for n in writes}
@@ -329,14 +330,16 @@ def test_models_patches_cannot_help_stay_layer_by_layer(name: str) -> None:
     assert c.plan.arena_bytes == c.patches.baseline.arena_bytes
 
 
-def test_auto_picks_the_lowest_arena_within_the_bound() -> None:
-    """Brute force over every candidate: nothing within the bound has a lower arena."""
+def test_auto_is_at_least_as_low_as_every_single_stage_within_the_bound() -> None:
+    """Brute force over every one-stage schedule: none within the bound has a lower arena."""
     c = compile_model(zoo.path("mobilenet_v1_025_person"))
     chosen = choose_schedule(c.graph, 0.10)
-    s = _Searcher(c.graph, c.plan)
-    best = min(s.plan(cand, None).plan.arena_bytes for cand in s.enumerate()
-               if cand.macs <= s.base_macs * 1.10)
-    assert chosen is not None and chosen.plan.arena_bytes == best
+    s = _Searcher(PatchSchedule.layer_by_layer(c.graph, c.plan))
+    single = [s.plan(cand, None) for cand in s.enumerate(s.base_macs * 1.10)]
+    assert chosen is not None and chosen.overhead <= 0.10
+    assert chosen.plan.arena_bytes <= min(ps.plan.arena_bytes for ps in single)
+    first = min(single, key=lambda ps: (ps.plan.arena_bytes, ps.macs))
+    assert chosen.stages[0].label == first.stages[0].label  # stages are added greedily
 
 
 def test_budget_picks_the_cheapest_schedule_that_fits() -> None:
@@ -346,8 +349,8 @@ def test_budget_picks_the_cheapest_schedule_that_fits() -> None:
     budget = c.plan.arena_bytes // 2
     ps = choose_schedule(c.graph, None, sram_budget=budget)
     assert ps is not None and ps.plan.arena_bytes <= budget
-    s = _Searcher(c.graph, c.plan)
-    cheaper = [cand for cand in s.enumerate() if cand.macs < ps.macs]
+    s = _Searcher(PatchSchedule.layer_by_layer(c.graph, c.plan))
+    cheaper = [cand for cand in s.enumerate(None) if cand.macs < ps.macs]
     assert all(s.plan(cand, None).plan.arena_bytes > budget for cand in cheaper)
 
 
@@ -364,8 +367,20 @@ def test_budget_error_names_the_smallest_reachable_peak() -> None:
 def test_fixed_mode_applies_the_requested_grid() -> None:
     c = compile_model(zoo.path("mobilenet_v1_025_vww"))
     r = schedule_patches(c.graph, PatchOptions.parse("5:4x3"), c.plan)
-    assert r.chosen.spec.rows == 4 and r.chosen.spec.cols == 3
-    assert r.chosen.split_layer == 5 and r.chosen.stage_layers == list(range(6))
+    (st,) = r.chosen.stages
+    assert (st.spec.rows, st.spec.cols, st.split_layer, st.stage_layers) == (4, 3, 5, list(range(6)))
+
+
+def test_two_fixed_stages_chain_and_stay_bit_exact() -> None:
+    c = compile_model(zoo.path("mobilenet_v1_025_person"))
+    r = schedule_patches(c.graph, PatchOptions.parse("7:2x2+10:3x2"), c.plan)
+    first, second = r.chosen.stages
+    assert first.stage_layers == list(range(8)) and second.stage_layers == [8, 9, 10]
+    assert first.span[1] < second.span[0]
+    assert r.chosen.label == "7:2x2+10:3x2"
+    check_supported(r.graph)
+    verify_shapes(r.graph)
+    _assert_reference_matches_tflm(c, r.graph)
 
 
 # -- CLI ------------------------------------------------------------------------------
@@ -375,7 +390,7 @@ def test_analyze_json_reports_both_peaks_and_the_overhead(capsys) -> None:
     p = data["patches"]
     assert p["chosen"] and p["arena_bytes"] == data["arena_bytes"] < p["arena_bytes_layer_by_layer"]
     assert 0 < p["mac_overhead"] <= 0.20 and p["extra_macs"] == data["macs"] - p["base_macs"]
-    assert any(r["patch"] == [0, 0] for r in data["layers"])
+    assert any(r["patch"] == {"stage": 0, "row": 0, "col": 0} for r in data["layers"])
 
 
 def test_analyze_patch_off_is_layer_by_layer(capsys) -> None:
@@ -407,3 +422,63 @@ def test_patch_schedule_is_bit_exact_in_qemu(name: str, tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["bit_exact"] and report["patches"]["chosen"]
     assert report["arena_bytes"] == report["patches"]["arena_bytes"] < report["patches"]["arena_bytes_layer_by_layer"]
+
+
+# -- streamed input ---------------------------------------------------------------------
+def test_streamed_input_leaves_the_arena_and_stays_bit_exact(tmp_path: Path) -> None:
+    c = compile_model(zoo.path("mobilenet_v1_025_vww"), PatchOptions("auto", stream=True))
+    ps = c.patches.chosen
+    x = c.graph.inputs[0]
+    assert ps is not None and ps.streamed == [x] and c.graph[x].streamed
+    assert x not in c.plan.offsets
+    d = c.patches.describe()
+    assert d["input"] == "streamed" and d["streamed_input_bytes"] == 96 * 96 * 3
+    assert d["arena_bytes"] < d["arena_bytes_input_in_arena"]
+    assert d["arena_bytes"] * 3 <= d["arena_bytes_layer_by_layer"]
+    _host_check(c, c.graph, tmp_path, n=3, sanitize=True)
+
+
+def test_user_supplied_input_callback(tmp_path: Path) -> None:
+    """With TINYML_USER_READ_INPUT the application's reader is the only source of the input."""
+    import subprocess
+
+    from tinyml.sim.host import compiler
+
+    c = compile_model(zoo.path("mobilenet_v1_025_person"), PatchOptions.parse("7:3x3", stream=True))
+    lib = generate(c.graph, c.plan, tmp_path / "lib")
+    (x,) = random_inputs(c.graph, 1, seed=9)[0]
+    _, h, w, ch = c.graph[c.graph.inputs[0]].shape
+    pixels = ", ".join(str(int(v)) for v in x.astype(np.int8).reshape(-1))
+    main_c = tmp_path / "main.c"
+    main_c.write_text(f"""
+#include <stdio.h>
+#include <string.h>
+#include "tinyml_model.h"
+static const int8_t image[{h * w * ch}] = {{ {pixels} }};
+static unsigned calls, most;
+void tinyml_read_input(unsigned index, uint32_t row, uint32_t col, uint32_t rows, uint32_t cols, void *dst)
+{{
+    uint32_t r;
+    calls++;
+    if (index != 0 || row + rows > {h} || col + cols > {w}) {{ fprintf(stderr, "bad window\\n"); return; }}
+    if (rows * cols > most) most = rows * cols;
+    for (r = 0; r < rows; r++)
+        memcpy((int8_t *)dst + r * cols * {ch}, image + ((row + r) * {w} + col) * {ch}, cols * {ch});
+}}
+int main(void)
+{{
+    if (tinyml_input(0) != 0 || tinyml_init() != 0 || tinyml_run() != 0) return 3;
+    fwrite(tinyml_output(0), 1, TINYML_OUTPUT0_BYTES, stdout);
+    fprintf(stderr, "%u %u", calls, most);
+    return 0;
+}}
+""")
+    exe = tmp_path / "model"
+    subprocess.run([compiler(), "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-DTINYML_USER_READ_INPUT",
+                    f"-I{lib.path}", str(main_c), *map(str, sorted(lib.path.glob("*.c"))), "-o", str(exe)],
+                   check=True, capture_output=True)
+    run = subprocess.run([str(exe)], capture_output=True, check=True)
+    calls, most = map(int, run.stderr.split())
+    assert calls == 9 and most < h * w  # one window per patch, each smaller than the image
+    expected = TflmOracle(c.model_bytes).run([x])[0]
+    np.testing.assert_array_equal(np.frombuffer(run.stdout, np.int8), np.asarray(expected).reshape(-1))

@@ -8,12 +8,12 @@ from tinyml.schedule.memory import MemoryPlan
 
 
 def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "",
-                    stage: tuple[int, int] | None = None, stage_label: str = "patch stage",
+                    stages: list[tuple[tuple[int, int], str]] | None = None,
                     baseline_arena: int | None = None) -> Path:
     """Draw each buffer as a rectangle: x = the layers it is live, y = its arena bytes.
 
-    `stage` (first, last step) shades a patch-based stage; `baseline_arena`
-    draws the layer-by-layer arena for comparison.
+    `stages` ((first, last step), label) shades patch-based stages;
+    `baseline_arena` draws the layer-by-layer arena for comparison.
     """
     import matplotlib
 
@@ -35,8 +35,9 @@ def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "
     live = [plan.live_bytes(s) for s in range(steps)]
     ax.step(range(steps), live, where="mid", color="black", linewidth=1, label="live bytes (lower bound)")
     ax.axhline(plan.arena_bytes, color="red", linestyle="--", linewidth=1, label=f"arena {plan.arena_bytes:,} B")
-    if stage is not None:
-        ax.axvspan(stage[0] - 0.5, stage[1] + 0.5, color="tab:blue", alpha=0.08, zorder=0, label=stage_label)
+    for k, ((first, last), label) in enumerate(stages or []):
+        ax.axvspan(first - 0.5, last + 0.5, color=("tab:blue", "tab:green", "tab:orange")[k % 3], alpha=0.08,
+                   zorder=0, label=label)
     if baseline_arena is not None:
         ax.axhline(baseline_arena, color="grey", linestyle=":", linewidth=1,
                    label=f"layer by layer {baseline_arena:,} B")

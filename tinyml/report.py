@@ -22,7 +22,7 @@ class LayerRow:
     macs: int
     weight_bytes: int
     live_bytes: int
-    patch: list[int] | None = None  # [row, col] of the patch this node computes (patch schedules)
+    patch: dict | None = None  # {"stage", "row", "col"} of the patch this node computes (patch schedules)
 
 
 def layer_rows(g: Graph, plan: MemoryPlan) -> list[LayerRow]:
@@ -39,7 +39,8 @@ def layer_rows(g: Graph, plan: MemoryPlan) -> list[LayerRow]:
             macs=op.macs(g, n),
             weight_bytes=sum(t.nbytes for t in ins if t.is_const),
             live_bytes=plan.live_bytes(i),
-            patch=list(n.attrs["patch"]) if "patch" in n.attrs else None,
+            patch=({"stage": n.attrs.get("stage", 0), "row": n.attrs["patch"][0], "col": n.attrs["patch"][1]}
+                   if "patch" in n.attrs else None),
         ))
     return rows
 

@@ -92,9 +92,9 @@ def patch_summary(result) -> str | None:  # result: tinyml.schedule.patches.Sear
     if ps is None:
         return f"patches: none, layer by layer has the lowest arena ({base:,} B; {result.candidates} schedules searched)"
     d = ps.describe()
-    shape = "x".join(map(str, d["split_shape"][1:]))
-    line = (f"patches: layers {d['stage_layers'][0]}-{d['split_layer']} run per patch on a {ps.spec.rows}x{ps.spec.cols} "
-            f"grid of the {shape} split tensor: arena {ps.plan.arena_bytes:,} B vs {base:,} B layer by layer "
+    parts = [f"layers {st['stage_layers'][0]}-{st['split_layer']} per patch on a {st['grid'][0]}x{st['grid'][1]} grid "
+             f"of the {'x'.join(map(str, st['split_shape'][1:]))} split tensor" for st in d["stages"]]
+    line = (f"patches ({ps.label}): {'; '.join(parts)}: arena {ps.plan.arena_bytes:,} B vs {base:,} B layer by layer "
             f"({base / ps.plan.arena_bytes:.2f}x less), MACs +{100 * ps.overhead:.1f}% (+{ps.extra_macs:,})")
     if ps.streamed:
         line += (f"; input streamed ({d['streamed_input_bytes']:,} B outside the arena; with the input in the "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 
 from rich.console import Console
 from rich.table import Table
@@ -37,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
         ps = c.patches.chosen if c.patches else None
         data["timeline_png"] = str(memory_timeline(
-            c.graph, c.plan, args.timeline, stage=ps.span if ps else None,
-            stage_label=f"patch stage ({ps.spec.rows}x{ps.spec.cols} patches)" if ps else "",
+            c.graph, c.plan, args.timeline,
+            stages=[(st.span, f"patch stage {st.label}") for st in ps.stages] if ps else None,
             baseline_arena=c.patches.baseline.arena_bytes if ps else None))
     if args.json != "-":
         print_summary(data)
@@ -65,24 +66,20 @@ def print_summary(data: dict) -> None:
 
 
 def _collapse_patches(rows: list[dict]) -> list[dict]:
-    """One table row for a patch-based stage instead of one per patch node (JSON keeps them all)."""
+    """One table row per patch-based stage instead of one per patch node (JSON keeps them all)."""
     out: list[dict] = []
-    stage: list[dict] = []
-    for r in rows + [{"patch": None, "end": True}]:
-        if r.get("patch") is not None:
-            stage.append(r)
+    for stage, group in itertools.groupby(rows, key=lambda r: r["patch"]["stage"] if r["patch"] else None):
+        group = list(group)
+        if stage is None:
+            out.extend(group)
             continue
-        if stage:
-            patches = {tuple(x["patch"]) for x in stage}
-            first = stage[0]["patch"]
-            out.append({"index": f"{stage[0]['index']}-{stage[-1]['index']}", "op": f"{len(patches)} PATCHES",
-                        "inputs": stage[0]["inputs"], "output": stage[-1]["output"],
-                        "macs": sum(x["macs"] for x in stage),
-                        "weight_bytes": sum(x["weight_bytes"] for x in stage if x["patch"] == first),
-                        "live_bytes": max(x["live_bytes"] for x in stage)})
-            stage = []
-        if not r.get("end"):
-            out.append(r)
+        first = group[0]["patch"]
+        cells = {(x["patch"]["row"], x["patch"]["col"]) for x in group}
+        out.append({"index": f"{group[0]['index']}-{group[-1]['index']}", "op": f"{len(cells)} PATCHES",
+                    "inputs": group[0]["inputs"], "output": group[-1]["output"],
+                    "macs": sum(x["macs"] for x in group),
+                    "weight_bytes": sum(x["weight_bytes"] for x in group if x["patch"] == first),
+                    "live_bytes": max(x["live_bytes"] for x in group)})
     return out
 
 

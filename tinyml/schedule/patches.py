@@ -119,8 +119,8 @@ def _broadcast_const(t: Tensor, out: Tensor) -> bool:
 
 def patchable(g: Graph, n: Node) -> bool:
     """Whether `n` can be cloned onto patch tensors with the same arithmetic."""
-    if len(n.outputs) != 1 or not _spatial(g[n.outputs[0]]):
-        return False
+    if len(n.outputs) != 1 or not _spatial(g[n.outputs[0]]) or "patch" in n.attrs:
+        return False  # nodes of an earlier patch stage are never cut again
     out = g[n.outputs[0]]
     if n.op in WINDOW_OPS:
         x = g[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
@@ -288,26 +288,58 @@ class PatchSpec:
     rows: int
     cols: int
 
-    def label(self, g: Graph) -> str:
-        producers = g.producers()
-        k = g.nodes.index(producers[self.split])
-        return f"{k}:{self.rows}x{self.cols}"
+
+@dataclass
+class StageReport:
+    """One patch stage of a schedule, in the original graph's layer numbers."""
+
+    spec: PatchSpec
+    split_layer: int  # the layer producing the split tensor
+    stage_layers: list[int]  # the layers run per patch
+    span: tuple[int, int]  # first and last node of the stage in the schedule's graph
+    streamed: list[str]  # graph inputs this stage reads through tinyml_read_input
+
+    @property
+    def label(self) -> str:
+        return f"{self.split_layer}:{self.spec.rows}x{self.spec.cols}"
+
+    def describe(self, g: Graph) -> dict:
+        return {
+            "split_layer": self.split_layer,
+            "split_tensor": self.spec.split,
+            "split_shape": list(g[self.spec.split].shape),
+            "grid": [self.spec.rows, self.spec.cols],
+            "patches": self.spec.rows * self.spec.cols,
+            "stage_layers": self.stage_layers,
+            "stage_span": list(self.span),
+        }
 
 
 @dataclass
 class PatchSchedule:
-    """A rewritten graph plus what a report needs to describe it."""
+    """A rewritten graph: one or more patch stages, everything else layer by layer."""
 
-    spec: PatchSpec
-    split_layer: int  # index of the split tensor's producer in the original graph
     graph: Graph
-    stage_layers: list[int]  # original node indices run per patch
-    span: tuple[int, int]  # first and last node index of the patch stage in `graph`
-    base_macs: int
+    stages: list[StageReport]
+    base_macs: int  # the original graph's
     macs: int
-    streamed: list[str]  # graph inputs read window by window through tinyml_read_input (not in the arena)
+    origin: dict[int, int]  # id(node) -> original layer index, for the nodes not run per patch
     plan: MemoryPlan | None = None
     arena_with_input: int | None = None  # with a streamed input: the same schedule's arena holding it
+
+    @staticmethod
+    def layer_by_layer(g: Graph, plan: MemoryPlan | None = None) -> "PatchSchedule":
+        macs = graph_macs(g)
+        return PatchSchedule(g, [], macs, macs, {id(n): i for i, n in enumerate(g.nodes)}, plan)
+
+    @property
+    def label(self) -> str:
+        """`SPLIT:ROWSxCOLS` per stage, joined by `+` (the --patch syntax for one stage)."""
+        return "+".join(st.label for st in self.stages)
+
+    @property
+    def streamed(self) -> list[str]:
+        return sorted({t for st in self.stages for t in st.streamed})
 
     @property
     def extra_macs(self) -> int:
@@ -318,24 +350,18 @@ class PatchSchedule:
         return self.extra_macs / self.base_macs if self.base_macs else 0.0
 
     def describe(self) -> dict:
-        s = self.graph[self.spec.split]
+        arena = self.plan.arena_bytes if self.plan else None
         return {
-            "split_layer": self.split_layer,
-            "split_tensor": self.spec.split,
-            "split_shape": list(s.shape),
-            "grid": [self.spec.rows, self.spec.cols],
-            "patches": self.spec.rows * self.spec.cols,
-            "stage_layers": self.stage_layers,
-            "stage_span": list(self.span),
+            "schedule": self.label,
+            "stages": [st.describe(self.graph) for st in self.stages],
             "macs": self.macs,
             "base_macs": self.base_macs,
             "extra_macs": self.extra_macs,
             "mac_overhead": self.overhead,
-            "arena_bytes": self.plan.arena_bytes if self.plan else None,
+            "arena_bytes": arena,
             "input": "streamed" if self.streamed else "arena",
             "streamed_input_bytes": sum(self.graph[t].nbytes for t in self.streamed),
-            "arena_bytes_input_in_arena": self.arena_with_input if self.streamed else
-            (self.plan.arena_bytes if self.plan else None),
+            "arena_bytes_input_in_arena": self.arena_with_input if self.streamed else arena,
         }
 
 
@@ -346,8 +372,8 @@ def graph_macs(g: Graph) -> int:
 class _Builder:
     """Appends one patch's nodes and tensors to a new graph."""
 
-    def __init__(self, g: Graph, out: Graph, stage: Stage, streamed: set[str]):
-        self.g, self.out, self.stage, self.streamed = g, out, stage, streamed
+    def __init__(self, g: Graph, out: Graph, stage: Stage, streamed: set[str], stage_id: int):
+        self.g, self.out, self.stage, self.streamed, self.stage_id = g, out, stage, streamed, stage_id
 
     def tensor(self, like: str, r: Region, tag: str) -> str:
         t = self.g[like]
@@ -360,7 +386,8 @@ class _Builder:
     def patch(self, pr: PatchRegions, acc: str | None, acc_name: str) -> str:
         """Emit the nodes of one patch; returns the name of the updated split accumulator."""
         g, (pi, pj) = self.g, pr.cell
-        tag = f"p{pi}.{pj}"
+        tag = f"s{self.stage_id}p{pi}.{pj}"
+        mark = {"patch": (pi, pj), "stage": self.stage_id}
         made: dict[tuple[str, Region], str] = {}
         sources = set(self.stage.sources)
 
@@ -376,8 +403,7 @@ class _Builder:
                 have = pr.provide[t]
                 base, at = made[(t, have)], Region(r.r0 - have.r0, r.r1 - have.r0, r.c0 - have.c0, r.c1 - have.c0)
             name = self.tensor(t, r, f"{tag}:{r.r0},{r.c0}+{r.h}x{r.w}")
-            self.node("READ_WINDOW", [base], name, {"begin": (0, at.r0, at.c0, 0), "patch": (pi, pj)},
-                      f"{t}@{tag}:read")
+            self.node("READ_WINDOW", [base], name, {"begin": (0, at.r0, at.c0, 0), **mark}, f"{t}@{tag}:read")
             made[(t, r)] = name
             return name
 
@@ -386,7 +412,7 @@ class _Builder:
             inputs = [t if t is None or g[t].is_const else read(t, pr.need[(i, k)]) for k, t in enumerate(n.inputs)]
             o = n.outputs[0]
             name = self.tensor(o, pr.provide[o], tag)
-            attrs = dict(n.attrs, patch=(pi, pj))
+            attrs = dict(n.attrs, **mark)
             if i in pr.pads:
                 attrs["explicit_padding"] = pr.pads[i]
             self.node(n.op, inputs, name, attrs, f"{n.name}@{tag}")
@@ -395,7 +421,7 @@ class _Builder:
         s = self.g[self.stage.split]
         self.out.tensors.setdefault(acc_name, Tensor(acc_name, s.shape, s.dtype, s.quant, None, s.bits))
         self.node("WRITE_WINDOW", [acc, made[(self.stage.split, r)]], acc_name,
-                  {"begin": (0, r.r0, r.c0, 0), "patch": (pi, pj)}, f"{self.stage.split}@{tag}:write")
+                  {"begin": (0, r.r0, r.c0, 0), **mark}, f"{self.stage.split}@{tag}:write")
         return acc_name
 
 
@@ -408,14 +434,8 @@ def streamable(g: Graph, stage: Stage) -> list[str]:
             and all(id(c) in members for c in consumers.get(t, []))]
 
 
-def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None, stream: bool = False) -> PatchSchedule:
-    """Rewrite `g` so the stage ending at `spec.split` runs per cell of the grid.
-
-    With `stream`, graph inputs only the stage reads are marked streamed:
-    they get no arena buffer and every patch reads its window through the
-    application's callback.
-    """
-    stage = stage or find_stage(g, spec.split)
+def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: int) -> tuple[Graph, set[str]]:
+    """`g` with `stage` unrolled per cell of the grid (nodes marked `stage`: stage_id); the streamed inputs."""
     s = g[spec.split]
     if not (1 <= spec.rows <= s.shape[1] and 1 <= spec.cols <= s.shape[2]):
         raise NotPatchable(f"a {spec.rows}x{spec.cols} grid does not fit the split tensor's "
@@ -429,35 +449,69 @@ def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None, stream:
     for i in stage.nodes:
         for o in g.nodes[i].outputs:
             del out.tensors[o]
-    first = len(out.nodes)
     streamed = set(streamable(g, stage)) if stream else set()
     for t in streamed:
         out.tensors[t] = replace(g[t], streamed=True)
-    builder = _Builder(g, out, stage, streamed)
+    builder = _Builder(g, out, stage, streamed, stage_id)
     acc = None
     for k, pr in enumerate(regions):
-        acc = builder.patch(pr, acc, spec.split if k == len(regions) - 1 else f"{spec.split}@acc{k}")
-    span = (first, len(out.nodes) - 1)
+        acc = builder.patch(pr, acc, spec.split if k == len(regions) - 1 else f"{spec.split}@s{stage_id}acc{k}")
     out.nodes.extend(g.nodes[last + 1:])
     out.remove_unused_tensors()
-    return PatchSchedule(spec, last, out, list(stage.nodes), span, graph_macs(g), graph_macs(out), sorted(streamed))
+    return out, streamed
+
+
+def stage_spans(g: Graph, count: int) -> list[tuple[int, int]]:
+    """First and last node index of each patch stage (node attr `stage`) in `g`."""
+    spans = [(len(g.nodes), -1)] * count
+    for i, n in enumerate(g.nodes):
+        k = n.attrs.get("stage")
+        if "patch" in n.attrs and k is not None and k < count:
+            spans[k] = (min(spans[k][0], i), max(spans[k][1], i))
+    return spans
+
+
+def add_stage(ps: PatchSchedule, spec: PatchSpec, stage: Stage | None = None, stream: bool = False) -> PatchSchedule:
+    """`ps` with one more patch stage: the one ending at `spec.split` in ps.graph, cut by spec's grid.
+
+    With `stream`, graph inputs only that stage reads are marked streamed:
+    they get no arena buffer and every patch reads its window through the
+    application's callback.
+    """
+    g = ps.graph
+    stage = stage or find_stage(g, spec.split)
+    out, streamed = _rewrite(g, spec, stage, stream, len(ps.stages))
+    report = StageReport(spec, ps.origin[id(g.nodes[stage.nodes[-1]])],
+                         [ps.origin[id(g.nodes[i])] for i in stage.nodes], (0, 0), sorted(streamed))
+    stages = [replace(st) for st in ps.stages] + [report]
+    for st, span in zip(stages, stage_spans(out, len(stages))):
+        st.span = span
+    return PatchSchedule(out, stages, ps.base_macs, graph_macs(out), ps.origin)
+
+
+def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None, stream: bool = False) -> PatchSchedule:
+    """Rewrite `g` so the stage ending at `spec.split` runs per cell of the grid (see add_stage)."""
+    return add_stage(PatchSchedule.layer_by_layer(g), spec, stage, stream)
 
 
 # -- the search -----------------------------------------------------------------
+MAX_STAGES = 3  # patch stages one schedule may chain (each found on the previous one's graph)
+
+
 def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 @dataclass
 class _Candidate:
-    """A (split, grid) pair with its exact MACs and a cheap lower bound on its arena."""
+    """A (split, grid) pair with its exact MACs and (lazily) a cheap lower bound on its arena."""
 
     stage: Stage
-    split_layer: int
+    split_layer: int  # in the searched graph
     rows: int
     cols: int
     macs: int
-    lower: int  # -1 until _Searcher.lower computes it
+    lower: int = -1  # set by _Searcher.lower
 
     @property
     def spec(self) -> PatchSpec:
@@ -469,7 +523,7 @@ class SearchResult:
     original: Graph
     baseline: MemoryPlan  # layer by layer
     chosen: PatchSchedule | None  # None: layer by layer is best (or nothing applies)
-    candidates: int  # (split, grid) pairs considered
+    candidates: int  # (split, grid) pairs considered, over all rounds
     planned: int  # how many of them the real planner placed
     mode: str = "auto"
 
@@ -483,10 +537,11 @@ class SearchResult:
         return self.chosen.plan if self.chosen is not None else self.baseline
 
     def describe(self) -> dict:
-        """The `patches` object of `analyze --json`."""
+        """The `patches` object of the verbs' JSON."""
         base = self.baseline.arena_bytes
         d = {"mode": self.mode, "chosen": self.chosen is not None, "arena_bytes_layer_by_layer": base,
-             "arena_bytes": self.plan.arena_bytes, "candidates": self.candidates, "planned": self.planned}
+             "arena_bytes": self.plan.arena_bytes, "input": "arena", "candidates": self.candidates,
+             "planned": self.planned}
         if self.chosen is not None:
             d.update(self.chosen.describe())
         d["reduction"] = base / self.plan.arena_bytes if self.plan.arena_bytes else None
@@ -497,7 +552,7 @@ class SearchResult:
 class _StageInfo:
     """Per-stage constants of the lower bound."""
 
-    rest: int  # most bytes live at a step outside the stage (layer by layer there)
+    rest: int  # most bytes live at a step outside the stage (what any grid leaves there)
     split_bytes: int
     source_bytes: int
     per_px: dict[str, int]  # bytes per pixel of each stage node's output
@@ -506,12 +561,12 @@ class _StageInfo:
 
 
 class _Searcher:
-    """Exact MACs and lower bounds for many candidates, from per-axis plans computed once."""
+    """One round: exact MACs and lower bounds for every (split, grid) on `prior`'s graph."""
 
-    def __init__(self, g: Graph, baseline: MemoryPlan, stream: bool = False):
-        self.g, self.stream = g, stream
-        self.base_macs = graph_macs(g)
-        self.layer_macs = [get_op(n.op).macs(g, n) for n in g.nodes]
+    def __init__(self, prior: PatchSchedule, stream: bool = False):
+        self.prior, self.g, self.stream = prior, prior.graph, stream
+        self.base_macs = prior.macs
+        self.layer_macs = [get_op(n.op).macs(self.g, n) for n in self.g.nodes]
         self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
         self._info: dict[str, _StageInfo] = {}
         self._extents: dict[tuple[str, int, int], dict] = {}
@@ -545,7 +600,7 @@ class _Searcher:
                 o = g.nodes[i].outputs[0]
                 plane = g[o].shape[1] * g[o].shape[2]
                 macs += self.layer_macs[i] * (int(hs[o].sum()) * int(ws[o].sum()) - plane) // plane
-        return _Candidate(stage, k, rows, cols, macs, -1)
+        return _Candidate(stage, k, rows, cols, macs)
 
     def extents(self, stage: Stage, axis: int, parts: int) -> dict:
         """Per stage tensor (by name) and node input (by key): its extent in each of the `parts` bands."""
@@ -572,7 +627,7 @@ class _Searcher:
         """
         if c.lower >= 0:
             return c.lower
-        info = self._stage_info(c.split_layer, c.stage)
+        info = self._stage_info(c.stage)
         hs, ws = self.extents(c.stage, 0, c.rows), self.extents(c.stage, 1, c.cols)
         # extra[p]: bytes live during every node of patch p besides the node's own tensors
         extra = np.full((c.rows, c.cols), info.split_bytes + info.source_bytes, np.int64)
@@ -596,7 +651,7 @@ class _Searcher:
         c.lower = max(info.rest, worst)
         return c.lower
 
-    def _stage_info(self, k: int, stage: Stage) -> "_StageInfo":
+    def _stage_info(self, stage: Stage) -> _StageInfo:
         if stage.split not in self._info:
             g = self.g
 
@@ -609,22 +664,24 @@ class _Searcher:
                 n = g.nodes[i]
                 reads = [((i, kk), per_px(t)) for kk, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
                 nodes.append((i, reads, n.outputs[0], set(get_op(n.op).inplace_inputs(g, n))))
-            whole = apply_patches(g, PatchSpec(stage.split, 1, 1), stage, self.stream)
-            kept = set(stage.sources) - set(whole.streamed)
-            live = [0] * (len(whole.graph.nodes) + 1)
-            for b in build_buffers(whole.graph):
+            k = len(self.prior.stages)
+            whole, streamed = _rewrite(g, PatchSpec(stage.split, 1, 1), stage, self.stream, k)
+            first, last = stage_spans(whole, k + 1)[k]
+            live = [0] * (len(whole.nodes) + 1)
+            for b in build_buffers(whole):
                 for t in range(b.first, b.last + 1):
                     live[t] += b.size
             self._info[stage.split] = _StageInfo(
-                rest=max((v for t, v in enumerate(live) if not whole.span[0] <= t <= whole.span[1]), default=0),
+                rest=max((v for t, v in enumerate(live) if not first <= t <= last), default=0),
                 split_bytes=_aligned(g[stage.split].nbytes),
-                source_bytes=sum(_aligned(g[t].nbytes) for t in kept),
+                source_bytes=sum(_aligned(g[t].nbytes) for t in stage.sources if t not in streamed),
                 per_px={o: per_px(o) for _, _, o, _ in nodes},
                 nodes=nodes,
             )
         return self._info[stage.split]
 
-    def enumerate(self) -> list[_Candidate]:
+    def enumerate(self, mac_limit: float | None) -> list[_Candidate]:
+        """Every (split, grid) whose MACs stay within `mac_limit` (None: no limit)."""
         out = []
         for k, stage in self.stages():
             s = self.g[stage.split]
@@ -632,14 +689,16 @@ class _Searcher:
                 if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2]:
                     continue
                 try:
-                    out.append(self.candidate(k, stage, rows, cols))
+                    c = self.candidate(k, stage, rows, cols)
                 except NotPatchable:
                     continue
+                if mac_limit is None or c.macs <= mac_limit:
+                    out.append(c)
         return out
 
     def plan(self, c: _Candidate, beat: int | None) -> PatchSchedule | None:
         """The real rewrite and plan; None when the planner's own bound shows it cannot beat `beat`."""
-        ps = apply_patches(self.g, c.spec, c.stage, self.stream)
+        ps = add_stage(self.prior, c.spec, c.stage, self.stream)
         if beat is not None:
             buffers = build_buffers(ps.graph)
             if lower_bound(buffers, len(ps.graph.nodes) + 1) >= beat:
@@ -650,31 +709,43 @@ class _Searcher:
 
 def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None,
            baseline: MemoryPlan | None = None, stream: bool = False) -> SearchResult:
-    """Pick a patch schedule for `g` (see choose_schedule); also report what was searched."""
+    """Pick a patch schedule for `g` (see choose_schedule); also report what was searched.
+
+    Stages are added greedily, each searched on the previous schedule's
+    graph (whose stages then are plain nodes to it): a second stage helps
+    when what is left layer by layer after the first one is the peak.
+    """
     baseline = baseline or plan_memory(g)
-    base = baseline.arena_bytes
-    s = _Searcher(g, baseline, stream)
-    cands = [c for c in s.enumerate() if max_overhead is None or c.macs <= s.base_macs * (1 + max_overhead)]
-    result = SearchResult(g, baseline, None, len(cands), 0)
-    if sram_budget is None:
-        result.chosen = _lowest(s, cands, base, result)
+    limit = None if max_overhead is None else graph_macs(g) * (1 + max_overhead)
+    result = SearchResult(g, baseline, None, 0, 0)
+    current = PatchSchedule.layer_by_layer(g, baseline)
+    if sram_budget is not None and baseline.arena_bytes <= sram_budget:
         return result
-    if base <= sram_budget:
-        return result
-    for c in sorted(cands, key=lambda c: c.macs):  # cheapest first
-        if s.lower(c) > sram_budget:
-            continue
-        ps = s.plan(c, sram_budget + 1)
-        result.planned += 1
-        if ps is not None and ps.plan.arena_bytes <= sram_budget:
-            result.chosen = ps
-            return result
-    best = _lowest(s, cands, base, result)
-    reach = best.plan.arena_bytes if best is not None else base
-    how = (f"with {best.spec.label(g)} patches, {100 * best.overhead:.1f}% more MACs" if best is not None
-           else "layer by layer; no patch schedule lowers it")
-    bound = "" if max_overhead is None else f" within the {100 * max_overhead:g}% MAC overhead bound"
-    raise BudgetExceeded(sram_budget, reach, f"the smallest peak reachable{bound} is {reach:,} bytes ({how})")
+    for _ in range(MAX_STAGES):
+        s = _Searcher(current, stream and not current.stages)
+        cands = s.enumerate(limit)
+        result.candidates += len(cands)
+        if sram_budget is not None:
+            for c in sorted(cands, key=lambda c: c.macs):  # cheapest first
+                if s.lower(c) > sram_budget:
+                    continue
+                ps = s.plan(c, sram_budget + 1)
+                result.planned += 1
+                if ps is not None and ps.plan.arena_bytes <= sram_budget:
+                    result.chosen = ps
+                    return result
+        best = _lowest(s, cands, current.plan.arena_bytes, result)
+        if best is None:
+            break
+        current = best
+    if sram_budget is not None:
+        reach = current.plan.arena_bytes
+        how = (f"with {current.label} patches, {100 * current.overhead:.1f}% more MACs" if current.stages
+               else "layer by layer; no patch schedule lowers it")
+        bound = "" if max_overhead is None else f" within the {100 * max_overhead:g}% MAC overhead bound"
+        raise BudgetExceeded(sram_budget, reach, f"the smallest peak reachable{bound} is {reach:,} bytes ({how})")
+    result.chosen = current if current.stages else None
+    return result
 
 
 def _lowest(s: _Searcher, cands: list[_Candidate], base: int, result: SearchResult) -> PatchSchedule | None:
@@ -707,7 +778,7 @@ def choose_schedule(g: Graph, max_overhead: float | None = 0.20, sram_budget: in
     arena reachable. `max_overhead=None` lifts the bound. A schedule is only
     returned when its arena is strictly below layer by layer's (input held
     in the arena). With `stream`, graph inputs only the stage reads are
-    streamed (not counted in the arena; see apply_patches).
+    streamed (not counted in the arena; see add_stage).
     """
     return search(g, max_overhead, sram_budget, stream=stream).chosen
 
@@ -718,16 +789,14 @@ DEFAULT_MAX_OVERHEAD = 0.20
 
 @dataclass(frozen=True)
 class PatchOptions:
-    """`--patch auto|off|SPLIT:ROWSxCOLS`, `--max-overhead`, `--sram-budget`.
+    """`--patch auto|off|SPLIT:ROWSxCOLS[+SPLIT:ROWSxCOLS...]`, `--max-overhead`, `--sram-budget`, `--input`.
 
     `max_overhead` None means the default: 20% in auto mode, no bound with a
     budget (the budget is the constraint there and the cheapest fit wins).
     """
 
     mode: str = "auto"  # "auto", "off" or "fixed"
-    split: str | None = None  # fixed: a layer index ("9") or a tensor name
-    rows: int = 0
-    cols: int = 0
+    stages: tuple[tuple[str, int, int], ...] = ()  # fixed: (split layer index or tensor name, rows, cols)
     max_overhead: float | None = None
     sram_budget: int | None = None
     stream: bool = False  # --input streamed
@@ -738,28 +807,43 @@ class PatchOptions:
         """Read the --patch value; raises ValueError with a one-line reason."""
         t = text.strip()
         if t in ("auto", "off"):
-            return PatchOptions(t, max_overhead=max_overhead, sram_budget=sram_budget, stream=stream)
-        split, sep, grid = t.rpartition(":")
-        rows, x, cols = grid.lower().partition("x")
-        if not sep or not split or not x or not rows.isdigit() or not cols.isdigit() or min(int(rows), int(cols)) < 1:
-            raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS (e.g. 9:4x4), got {text!r}")
-        return PatchOptions("fixed", split, int(rows), int(cols), max_overhead, sram_budget, stream)
+            return PatchOptions(t, (), max_overhead, sram_budget, stream)
+        stages = []
+        for part in t.split("+"):
+            split, sep, grid = part.strip().rpartition(":")
+            rows, x, cols = grid.lower().partition("x")
+            if not sep or not split or not x or not rows.isdigit() or not cols.isdigit() or min(int(rows), int(cols)) < 1:
+                raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS (e.g. 9:4x4, or 7:2x4+10:3x3 for two "
+                                 f"stages), got {text!r}")
+            stages.append((split, int(rows), int(cols)))
+        return PatchOptions("fixed", tuple(stages), max_overhead, sram_budget, stream)
 
 
-def resolve_split(g: Graph, split: str) -> str:
-    """A layer index (the row number `analyze` prints) or a tensor name -> the split tensor."""
+def resolve_split(ps: PatchSchedule, split: str) -> str:
+    """A layer index of the original graph (the row number `analyze --patch off` prints) or a tensor name."""
+    g = ps.graph
     if split.isdigit():
         k = int(split)
-        if k >= len(g.nodes) or len(g.nodes[k].outputs) != 1:
-            raise NotPatchable(f"--patch: layer {k} does not exist or has several outputs")
-        return g.nodes[k].outputs[0]
+        for n in g.nodes:
+            if ps.origin.get(id(n)) == k and "patch" not in n.attrs and len(n.outputs) == 1:
+                return n.outputs[0]
+        raise NotPatchable(f"--patch: layer {k} does not exist, has several outputs or is already in a patch stage")
     if split not in g.tensors:
         raise NotPatchable(f"--patch: no layer or tensor named {split!r}")
     return split
 
 
+def replay(g: Graph, stages: list[tuple[str, int, int]], stream: bool) -> PatchSchedule:
+    """Apply fixed stages in order (each split resolved on the graph the previous ones left)."""
+    ps = PatchSchedule.layer_by_layer(g)
+    for k, (split, rows, cols) in enumerate(stages):
+        ps = add_stage(ps, PatchSpec(resolve_split(ps, split), rows, cols), stream=stream and k == 0)
+    ps.plan = plan_memory(ps.graph)
+    return ps
+
+
 def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | None = None) -> SearchResult:
-    """Apply the options: search (auto), the given split and grid (fixed), or nothing (off).
+    """Apply the options: search (auto), the given stages (fixed), or nothing (off).
 
     A budget is checked in every mode; only auto mode searches to meet it.
     """
@@ -773,13 +857,12 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
     else:
         result = SearchResult(g, baseline, None, 0, 0, options.mode)
     if options.mode == "fixed":
-        ps = apply_patches(g, PatchSpec(resolve_split(g, options.split), options.rows, options.cols),
-                           stream=options.stream)
-        ps.plan = plan_memory(ps.graph)
-        result.chosen, result.candidates, result.planned = ps, 1, 1
+        result.chosen = replay(g, list(options.stages), options.stream)
+        result.candidates = result.planned = 1
     ps = result.chosen
     if ps is not None and ps.streamed:
-        ps.arena_with_input = plan_memory(apply_patches(g, ps.spec).graph).arena_bytes
+        held = replay(g, [(st.spec.split, st.spec.rows, st.spec.cols) for st in ps.stages], stream=False)
+        ps.arena_with_input = held.plan.arena_bytes
     if options.sram_budget is not None and result.plan.arena_bytes > options.sram_budget:
         raise BudgetExceeded(options.sram_budget, result.plan.arena_bytes,
                              f"the {'patch schedule' if result.chosen else 'layer-by-layer'} arena is "
