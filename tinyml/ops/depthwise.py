@@ -187,9 +187,9 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
 
 @dataclass(frozen=True)
 class PairSchedule:
-    """How two neighbouring output pixels share the input words of the kernel rows.
+    """How neighbouring output pixels share the input words of the kernel rows.
 
-    Pixel p (0 or 1) of a pair starts p * stride taps to the right. Word j of
+    Pixel p (0 or 1) of a step starts p * stride taps to the right. Word j of
     a row holds taps 4j..4j+3; SXTB16 gives the int16 pairs (4j, 4j+2) ("lo")
     and, after a rotate by 8, (4j+1, 4j+3) ("hi"). A data pair whose two taps
     both meet the kernel is one SMLAD with a packed weight pair; a pair with
@@ -202,6 +202,7 @@ class PairSchedule:
 
     steps: list[list[list[tuple[int, str, str, int]]]]
     words: list[tuple[int, int]]
+    pixels: int  # output pixels per step: 2, or 1 where two would share too few words
 
     @property
     def per_row(self) -> int:
@@ -209,7 +210,10 @@ class PairSchedule:
 
 
 def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
-    span = k_w + stride  # taps the two pixels cover together
+    """Two pixels per step share input words at stride 1 (and wide kernels); a 3-wide kernel
+    at stride 2 shares too little to pay for the registers, and each step computes one pixel."""
+    pixels = 2 if stride == 1 or k_w >= 5 else 1
+    span = k_w + (pixels - 1) * stride  # taps the pixels of a step cover together
     words: list[tuple[int, int]] = []
     singles: dict[int, tuple[int, str]] = {}  # tap -> (word, "b"|"t")
     open_word: int | None = None  # a single-tap word whose top half is still free
@@ -218,7 +222,7 @@ def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
         row = []
         for j in range((span + 3) // 4):
             ops = []
-            for p in (0, 1):
+            for p in range(pixels):
                 for half, first in (("lo", 4 * j), ("hi", 4 * j + 1)):
                     kx = [t - p * stride for t in (first, first + 2)]
                     inside = [0 <= k < k_w for k in kx]
@@ -240,7 +244,7 @@ def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
                         ops.append((p, half, "smla" + ("b" if inside[0] else "t") + wpos, word))
             row.append(ops)
         steps.append(row)
-    return PairSchedule(steps, words)
+    return PairSchedule(steps, words, pixels)
 
 
 def pack_pairs(channel_major: np.ndarray, s: PairSchedule) -> np.ndarray:
