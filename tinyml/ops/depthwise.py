@@ -124,15 +124,21 @@ class DepthwiseConv2D(Op):
         rq = DspRequant.of(conv_requant(g, n, cout), plane.acc_bound)
         if not dsp:  # tm_requant_dsp and __ssat are DSP-header helpers; plain C takes TFLite's sequence
             rq = replace(rq, fast=False, shift=conv_requant(g, n, cout).shift.astype(np.int8))
-        r = rq.params()
-        if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
-            r.update(mult="qm", shift="qs")
         pairs = pair_schedule(w.k_h, w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
+        # Packed pairs carry weights (and the bias) doubled where tm_requant_dsp2p applies: its
+        # SaturatingRoundingDoublingHighMul is one SMMULR and the zero point rides in its rounding term.
+        fold = pairs is not None and rq.fold
+        r = dict(rq.params(), fold=fold)
+        if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
+            r.update(mult="qm", shift="qs", pz="qp")
+        scale = 2 if fold else 1
         weights = ctx.const(channel_major, "w", "int8_t") if pairs is None else \
-            ctx.const(pack_pairs(channel_major, pairs), "wpack", "int32_t")
-        values = [weights, ctx.const(plane.bias_full, "bias", "int32_t")]
+            ctx.const(pack_pairs(channel_major.astype(np.int64) * scale, pairs), "wpack", "int32_t")
+        values = [weights, ctx.const(plane.bias_full * scale, "bias", "int32_t")]
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
+            if fold:
+                values.append(ctx.const(rq.pz(), "pz", "int32_t"))
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
