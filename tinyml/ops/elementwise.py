@@ -233,14 +233,17 @@ class BinaryOp(Op):
         p = self.arith(g, n)
         # Rescaling an 8-bit input is a function of its byte: two 256-entry tables replace two
         # requantizations per element (exact: built by the reference's own arithmetic).
-        tables = [ctx.const(p.rescaled(byte_codes(t.dtype), k).astype(np.int32), "rescale", "int32_t")
-                  for k, t in ((1, a), (2, b))] if p.rescales_inputs else []
+        rescaled = [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))] if p.rescales_inputs else []
         # The output requantization of ADD/SUB in two shifts instead of TFLite's general sequence: exact when
         # the shift is a right shift (< 31) and |s1 +- s2| + 2^(shift-1) cannot overflow (true of real models).
-        bound = sum(int(np.abs(p.rescaled(byte_codes(t.dtype), k)).max()) for k, t in ((1, a), (2, b))) \
-            if p.rescales_inputs else 2**31
-        short = bool(tables) and -30 <= p.so <= 0 and bound + 2**30 < 2**31
+        # On DSP cores with a shift <= 22, tables hold the rescaled inputs doubled for tm_requant_dsp2p
+        # (one SMMULR, the zero point in its rounding term; |s1 +- s2| < 2^30 keeps the double in range).
+        bound = sum(int(np.abs(t).max()) for t in rescaled) if rescaled else 2**31
+        short = bool(rescaled) and p.kind in ("ADD", "SUB") and -30 <= p.so <= 0 and bound + 2**30 < 2**31
+        fold = short and ctx.target.dsp and p.so >= -22
+        tables = [ctx.const(t.astype(np.int32) * (2 if fold else 1), "rescale", "int32_t") for t in rescaled]
         fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=bool(tables), short=short,
+                        fold=fold, pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype))
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
 
