@@ -142,6 +142,16 @@ def test_dsp_kernels_bit_exact_on_networks(name: str, board: str, tmp_path: Path
     _run_on_board(name, board, tmp_path, 4)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ds_cnn_kws", "edge_conv_cin2_s2_odd", "edge_pw_c17_to_c6"])
+def test_dsp_conv_loop_form_bit_exact(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The looped GEMM that layers deeper than FULL_UNROLL_GROUPS get (none in the zoo) stays exact."""
+    from tinyml.ops import conv
+
+    monkeypatch.setattr(conv, "FULL_UNROLL_GROUPS", 0)
+    _run_on_board(name, "stm32f405", tmp_path, 10)
+
+
 def test_host_keeps_plain_c(tmp_path: Path) -> None:
     """The host (and any core without the DSP extension) gets portable C, no ARM intrinsics."""
     from tinyml.codegen.emit import emit_model
