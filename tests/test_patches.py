@@ -482,3 +482,32 @@ int main(void)
     assert calls == 9 and most < h * w  # one window per patch, each smaller than the image
     expected = TflmOracle(c.model_bytes).run([x])[0]
     np.testing.assert_array_equal(np.frombuffer(run.stdout, np.int8), np.asarray(expected).reshape(-1))
+
+
+def test_search_on_mutated_models_never_crashes() -> None:
+    """Byte-mutated models that still load: auto search either schedules or gives a one-line error."""
+    import random
+
+    from tinyml.errors import TinymlError
+    from tinyml.pipeline import load_graph
+
+    data = zoo.path("io_per_tensor").read_bytes()
+    rng = random.Random(5)
+    loaded = 0
+    for _ in range(400):
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        try:
+            g = load_graph(bytes(buf))
+        except TinymlError:
+            continue
+        loaded += 1
+        try:
+            r = schedule_patches(g, PatchOptions("auto", stream=bool(loaded % 2)))
+        except TinymlError as e:
+            assert "\n" not in str(e)
+            continue
+        assert r.error is None, r.error
+        assert r.plan.arena_bytes <= r.baseline.arena_bytes
+    assert loaded > 50

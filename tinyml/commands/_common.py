@@ -89,6 +89,8 @@ def patch_summary(result) -> str | None:  # result: tinyml.schedule.patches.Sear
         return None
     base = result.baseline.arena_bytes
     ps = result.chosen
+    if result.error:
+        return f"patches: none, the search failed ({result.error}); layer by layer ({base:,} B)"
     if ps is None:
         return f"patches: none, layer by layer has the lowest arena ({base:,} B; {result.candidates} schedules searched)"
     d = ps.describe()

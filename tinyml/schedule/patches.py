@@ -24,16 +24,15 @@ strictly below layer by layer.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tinyml.errors import BadModel, DoesNotFit
+from tinyml.errors import BadModel, DoesNotFit, TinymlError
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops import get_op
 from tinyml.ops.quantized import Window, effective_size, window
-from tinyml.schedule.memory import ALIGN, MemoryPlan, build_buffers, lower_bound, place, plan_memory
+from tinyml.schedule.memory import ALIGN, MemoryPlan, build_buffers, lower_bound, plan_memory
 
 WINDOW_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
 # Ops whose output element (b, y, x, c) depends only on input elements at (b, y, x, .).
@@ -74,15 +73,6 @@ class Region:
     @property
     def w(self) -> int:
         return self.c1 - self.c0
-
-    @property
-    def empty(self) -> bool:
-        return self.h <= 0 or self.w <= 0
-
-    def union(self, o: "Region | None") -> "Region":
-        if o is None:
-            return self
-        return Region(min(self.r0, o.r0), max(self.r1, o.r1), min(self.c0, o.c0), max(self.c1, o.c1))
 
     @staticmethod
     def full(shape: tuple[int, ...]) -> "Region":
@@ -526,6 +516,7 @@ class SearchResult:
     candidates: int  # (split, grid) pairs considered, over all rounds
     planned: int  # how many of them the real planner placed
     mode: str = "auto"
+    error: str | None = None  # why the search gave up (a bug): the model then runs layer by layer
 
     @property
     def graph(self) -> Graph:
@@ -541,7 +532,7 @@ class SearchResult:
         base = self.baseline.arena_bytes
         d = {"mode": self.mode, "chosen": self.chosen is not None, "arena_bytes_layer_by_layer": base,
              "arena_bytes": self.plan.arena_bytes, "input": "arena", "candidates": self.candidates,
-             "planned": self.planned}
+             "planned": self.planned, "error": self.error}
         if self.chosen is not None:
             d.update(self.chosen.describe())
         d["reduction"] = base / self.plan.arena_bytes if self.plan.arena_bytes else None
@@ -852,7 +843,30 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
         bound = options.max_overhead
         if bound is None and options.sram_budget is None:
             bound = DEFAULT_MAX_OVERHEAD
-        result = search(g, bound, options.sram_budget, baseline, options.stream)
+        # Streaming changes which stages pay off, and the rounds are greedy: holding the input
+        # whole may still end lower, so a streamed search is compared with the plain one.
+        results, errors = [], []
+        for stream in ((True, False) if options.stream else (False,)):
+            try:
+                results.append(search(g, bound, options.sram_budget, baseline, stream))
+            except BudgetExceeded as e:
+                errors.append(e)
+            except TinymlError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a search bug must not cost the user the model
+                failed = SearchResult(g, baseline, None, 0, 0)
+                failed.error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+                results.append(failed)  # layer by layer, and the reports say why
+        if not results:
+            raise min(errors, key=lambda e: e.needed)
+
+        def cost(r: SearchResult) -> tuple[int, int]:
+            macs = r.chosen.macs if r.chosen else graph_macs(g)
+            return (macs, r.plan.arena_bytes) if options.sram_budget is not None else (r.plan.arena_bytes, macs)
+
+        result = min(results, key=cost)
+        result.candidates = sum(r.candidates for r in results)
+        result.planned = sum(r.planned for r in results)
         result.mode = "auto"
     else:
         result = SearchResult(g, baseline, None, 0, 0, options.mode)
