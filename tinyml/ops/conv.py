@@ -89,6 +89,14 @@ class Conv2D(Op):
             return 0
         return 2 * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
 
+    def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
+        """A pointwise convolution that does not widen its pixels writes over its input.
+
+        Output pixel p then covers only input bytes of pixels <= p: the DSP GEMM
+        widens both pixels of a pair before writing either, and the plain kernel
+        reads each pixel from a scratch copy (`stash`)."""
+        return (0,) if in_place_shape(g, n) else ()
+
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         cout, k_h, k_w, cin_g = wt.shape
@@ -104,11 +112,13 @@ class Conv2D(Op):
             needs_border=w.has_padding,
             overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)),
         )
+        stash = in_place_shape(g, n)
         fn = ctx.kernel(
             "conv2d.c.j2", dsp=False, win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
-            in_offset=in_off, p=args.params, signature=args.signature(),
+            in_offset=in_off, p=args.params, signature=args.signature(), stash=stash,
         )
-        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
+        extra = [ctx.scratch(x.shape[3])] if stash else []
+        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
 
 
 # Deepest GEMM (in groups of 4 taps) unrolled completely: no loop counter frees
@@ -122,6 +132,14 @@ def dsp_shape(g: Graph, n: Node) -> bool:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     return wt.shape[3] == x.shape[3] and n.attrs.get("dilation_h_factor", 1) == 1 \
         and n.attrs.get("dilation_w_factor", 1) == 1
+
+
+def in_place_shape(g: Graph, n: Node) -> bool:
+    """1x1, stride 1, no padding, one group, no more output than input channels (see inplace_inputs)."""
+    x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+    w = window(g, n, wt.shape[1], wt.shape[2])
+    return (wt.shape[1], wt.shape[2], w.stride_h, w.stride_w) == (1, 1, 1, 1) and not w.has_padding \
+        and dsp_shape(g, n) and y.shape[3] <= x.shape[3]
 
 
 def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.ndarray | None) -> None:

@@ -22,13 +22,20 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
     """(output, input) pairs that may share a buffer, given the alias groups `find` already forms.
 
     A merged buffer keeps the input's size for the output's whole life, so an
-    output smaller than its input (stride 2) can cost more than it saves;
-    both choices are evaluated and the one with the lower peak of live bytes
-    (the plan's lower bound) wins.
+    output smaller than its input (stride 2, a projecting 1x1) can cost more
+    than it saves: such merges are kept one by one, in execution order, only
+    where they do not raise the peak of live bytes (the plan's lower bound).
     """
     groups = _Groups(g, find)
-    candidates = [_decide(g, groups, shrink) for shrink in (True, False)]
-    return min(candidates, key=lambda pairs: groups.peak(pairs))
+    shrinking = [y for y, _ in _decide(g, groups, lambda y: True) if groups.shrinks(y)]
+    allowed: set[str] = set()
+    best = groups.peak(_decide(g, groups, allowed.__contains__))
+    for y in shrinking:  # greedily, in execution order: keep each shrinking merge that does not raise the peak
+        trial = groups.peak(_decide(g, groups, (allowed | {y}).__contains__))
+        if trial <= best:
+            allowed.add(y)
+            best = trial
+    return _decide(g, groups, allowed.__contains__)
 
 
 class _Groups:
@@ -51,12 +58,17 @@ class _Groups:
             if not g[t].is_const:
                 self.last[find(t)] = self.end
         self.scratch = [get_op(n.op).scratch_bytes(g, n) for n in g.nodes]
+        self.smaller: set[str] = set()  # outputs merged into a larger input by some _decide
 
     def _touch(self, g: Graph, t: str, step: int) -> None:
         r = self.find(t)
         self.first[r] = min(self.first.get(r, step), step)
         self.last[r] = max(self.last.get(r, step), step)
         self.size[r] = max(self.size.get(r, 0), g[t].nbytes)
+
+    def shrinks(self, y: str) -> bool:
+        """Output `y` is smaller than the input it would be written over (known after _decide)."""
+        return y in self.smaller
 
     def peak(self, pairs: list[tuple[str, str]]) -> int:
         """Most bytes live at one step once `pairs` share buffers."""
@@ -82,8 +94,8 @@ class _Groups:
         return max(live, default=0)
 
 
-def _decide(g: Graph, groups: _Groups, shrink: bool) -> list[tuple[str, str]]:
-    """The merges legal in execution order; with `shrink`, also outputs smaller than their input."""
+def _decide(g: Graph, groups: _Groups, shrink: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """The merges legal in execution order; an output smaller than its input only where shrink(output)."""
     merged: dict[str, str] = {}
 
     def group(t: str) -> str:
@@ -106,8 +118,10 @@ def _decide(g: Graph, groups: _Groups, shrink: bool) -> list[tuple[str, str]]:
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
             if gx == gy or gx in groups.pinned or last[gx] != step or gx in others:
                 continue
-            if size[gy] > size[gx] or (size[gy] < size[gx] and not shrink):
+            if size[gy] > size[gx] or (size[gy] < size[gx] and not shrink(y)):
                 continue
+            if size[gy] < size[gx]:
+                groups.smaller.add(y)
             merged[gy] = gx
             last[gx] = last[gy]
             pairs.append((y, x))
