@@ -238,3 +238,30 @@ def test_stride_two_runs_in_place_when_nothing_big_comes_later() -> None:
     b.g.outputs = [e]
     plan = plan_memory(b.g)
     assert plan.offsets[d] == plan.offsets[r] == plan.offsets[e]
+
+
+def test_in_place_kernels_in_c_equal_the_reference(tmp_path) -> None:  # noqa: ANN001
+    """Depthwise, pointwise conv, ADD and LUT kernels with output == input, compiled for this PC (ASan, UBSan)."""
+    from tinyml.codegen.emit import generate
+    from tinyml.sim.host import HostRunner
+
+    b = _Builder(np.random.default_rng(8))
+    x = b.act((1, 7, 5, 8), "input")
+    b.g.inputs = [x]
+    r = b.node("RELU", [x], (1, 7, 5, 8), {})
+    d = b.depthwise(r, 3, 1, "SAME")
+    wt = b.rng.integers(-127, 128, (6, 1, 1, 8)).astype(np.int8)
+    wq = Quant(np.full(6, 0.01, np.float32), np.zeros(6, np.int64), 0)
+    bias = b.const(b.rng.integers(-500, 500, 6).astype(np.int32), "pb")
+    attrs = dict(padding="VALID", stride_w=1, stride_h=1, dilation_w_factor=1, dilation_h_factor=1,
+                 fused_activation_function="RELU")
+    p = b.node("CONV_2D", [d, b.const(wt, "pw", wq), bias], (1, 7, 5, 6), attrs)
+    e = b.node("RELU", [p], (1, 7, 5, 6), {})
+    s = b.node("ADD", [e, b.depthwise(e, 3, 1, "SAME")], (1, 7, 5, 6), {"fused_activation_function": "NONE"})
+    b.g.outputs = [s]
+    plan = plan_memory(b.g)
+    assert plan.offsets[r] == plan.offsets[d] == plan.offsets[p] == plan.offsets[e]
+    xs = [np.random.default_rng(k).integers(-128, 128, (1, 7, 5, 8)).astype(np.int8) for k in range(4)]
+    got = HostRunner(generate(b.g, plan, tmp_path / "lib"), sanitize=True).run([[v] for v in xs]).outputs
+    for v, out in zip(xs, got):
+        np.testing.assert_array_equal(np.asarray(out[0]).reshape(-1), run_reference(b.g, [v])[s].reshape(-1))
