@@ -160,3 +160,74 @@ def test_host_keeps_plain_c(tmp_path: Path) -> None:
     c = compile_model(zoo.path("edge_shrink_to_1px"))
     text = emit_model(c.graph, c.plan).texts["tinyml_model.c"]
     assert "smlad" not in text and "tinyml_dsp.h" not in text
+
+
+
+# -- hand-built layers for the requantization and fallback paths no zoo model takes --
+# Checked against the numpy reference, which tests/test_ops_conv.py pins to TFLite Micro.
+
+CONV = dict(padding="SAME", stride_h=1, stride_w=1, dilation_h_factor=1, dilation_w_factor=1)
+
+
+def _layer(op: str, x_shape: tuple[int, ...], y_shape: tuple[int, ...], w: np.ndarray, bias: np.ndarray | None,
+           attrs: dict, y_scale: float, y_zp: int, per_channel: bool = True):  # noqa: ANN202
+    from tinyml.ir import Graph, Node, Quant, Tensor
+
+    g = Graph()
+    g.add_tensor(Tensor("x", x_shape, "int8", Quant([0.05], [3])))
+    g.add_tensor(Tensor("y", y_shape, "int8", Quant([y_scale], [y_zp])))
+    scales = np.linspace(0.01, 0.02, w.shape[0]) if per_channel else np.array([0.015])
+    g.add_tensor(Tensor("w", w.shape, "int8", Quant(scales.astype(np.float32), np.zeros(scales.size)), w))
+    inputs: list[str | None] = ["x", "w", None]
+    if bias is not None:
+        g.add_tensor(Tensor("b", bias.shape, "int32", None, bias))
+        inputs[2] = "b"
+    g.nodes.append(Node(op, inputs, ["y"], dict(attrs, fused_activation_function=attrs.get("act", "NONE"))))
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+def _layers() -> dict[str, object]:
+    rng = np.random.default_rng(9)
+    w3 = rng.integers(-128, 128, (6, 3, 3, 8), dtype=np.int8)
+    b6 = rng.integers(-3000, 3000, 6, dtype=np.int32)
+    wf = rng.integers(-128, 128, (7, 13), dtype=np.int8)
+    hostile = np.full((2, 3, 3, 64), 127, np.int8)
+    hostile[1] = -128
+    return {
+        # RELU with a positive zero point: clamp to [zp, 127], not SSAT
+        "relu_zp": _layer("CONV_2D", (1, 5, 6, 8), (1, 5, 6, 6), w3, b6, dict(CONV, act="RELU"), 0.4, 5),
+        # multiplier > 1 (a left shift): TFLite's full sequence
+        "left_shift": _layer("CONV_2D", (1, 5, 6, 8), (1, 5, 6, 6), w3, b6, CONV, 0.0001, -3),
+        # e > 22: fast requant allowed, zero point not foldable
+        "deep_shift": _layer("CONV_2D", (1, 5, 6, 8), (1, 5, 6, 6), w3, b6, CONV, 9000.0, 1),
+        # per-tensor filter: literal multiplier and folded p
+        "per_tensor": _layer("CONV_2D", (1, 5, 6, 8), (1, 3, 3, 6), w3, None, dict(CONV, stride_h=2, stride_w=2),
+                             0.3, -7, per_channel=False),
+        # explicit padding past the kernel: windows entirely in the padding give requant(bias)
+        "beyond_pad": _layer("CONV_2D", (1, 2, 2, 8), (1, 6, 6, 6), w3, b6,
+                             dict(CONV, padding="VALID", explicit_padding=(3, 3, 3, 3)), 0.3, 0),
+        "fc_relu6": _layer("FULLY_CONNECTED", (2, 13), (2, 7), wf, b6[:1].repeat(7), dict(act="RELU6"), 0.02, -20),
+        # sums that leave int32: the DSP target keeps the plain, wrapping kernel
+        "overflow": _layer("CONV_2D", (1, 4, 4, 64), (1, 4, 4, 2), hostile,
+                           np.array([2**31 - 5000, -(2**31) + 5000], np.int32), CONV, 0.1, -2),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["stm32f405", "mps2-an500"])
+def test_dsp_requant_and_fallback_paths_match_reference(board: str, tmp_path: Path) -> None:
+    from tinyml.board import load_board
+    from tinyml.codegen.firmware import build_firmware
+    from tinyml.reference import reference_outputs
+    from tinyml.schedule.memory import plan_memory
+    from tinyml.sim.qemu import QemuRunner
+
+    rng = np.random.default_rng(4)
+    for name, g in _layers().items():
+        inputs = [[rng.integers(-128, 128, g["x"].shape, dtype=np.int8)] for _ in range(6)]
+        fw = build_firmware(g, plan_memory(g), load_board(board), tmp_path / name)
+        got = QemuRunner(fw).run(inputs).outputs
+        for sample, out in zip(inputs, got):
+            want = reference_outputs(g, sample)[0]
+            np.testing.assert_array_equal(np.asarray(out[0]).reshape(want.shape), want, err_msg=name)
