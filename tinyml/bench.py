@@ -304,7 +304,7 @@ def markdown_table(result: dict) -> str:
     """The summary as Markdown (one row per model and board), for reports and issues."""
     cols = ["model", "board", "MACs", "instructions (opt)", "instr/MAC (opt)", "instructions (plain)",
             "instr/MAC (plain)", "anchor instr/MAC", "opt / anchor", "RAM B", "arena B (lower bound)",
-            "TFLM arena B", "RAM / anchor arena", "flash B", "bit-exact"]
+            "TFLM arena B", "RAM / anchor arena", "flash B (opt)", "flash B (plain)", "bit-exact"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for opt, plain in paired(result):
         mem = opt if ok(opt) else plain if ok(plain) else None
@@ -319,7 +319,8 @@ def markdown_table(result: dict) -> str:
             fmt_ratio(get(plain, "instructions_per_mac")), fmt_ratio(a["instructions"] / a["macs"] if a else None),
             _x(get(opt, "instructions_vs_anchor")), fmt_int(mem["ram_bytes"]),
             f"{fmt_int(mem['arena_bytes'])} ({fmt_int(mem['arena_lower_bound'])})", fmt_int(mem["tflm_arena_bytes"]),
-            _x(mem["ram_vs_anchor_arena"]), fmt_int(mem["flash_bytes"]), exact_verdict(opt, plain)]) + " |")
+            _x(mem["ram_vs_anchor_arena"]), fmt_int(get(opt, "flash_bytes")), fmt_int(get(plain, "flash_bytes")),
+            exact_verdict(opt, plain)]) + " |")
     if result.get("per_layer"):
         for opt, plain in paired(result):
             lines += markdown_layers(opt, plain)

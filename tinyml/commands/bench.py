@@ -111,7 +111,7 @@ def print_result(con: Console, result: dict) -> None:
         speed.add_column(col, justify="left" if col in ("model", "board") else "right")
     mem = Table(title="Memory (bytes)", title_justify="left")
     for col in ("model", "board", "RAM", "arena", "lower bound", "arena/bound", "stack", "other", "TFLM arena",
-                "anchor arena", "RAM/anchor", "flash", "weights"):
+                "anchor arena", "RAM/anchor", "flash", "flash (plain)", "weights"):
         mem.add_column(col, justify="left" if col in ("model", "board") else "right")
     for opt, plain in paired(result):
         r = opt if ok(opt) else plain if ok(plain) else None
@@ -131,7 +131,7 @@ def print_result(con: Console, result: dict) -> None:
                     fmt_int(r["stack_bytes"]), fmt_int(r["other_ram_bytes"]), fmt_int(r["tflm_arena_bytes"]),
                     fmt_int(a["arena_bytes"] if a else None),
                     _times(r["ram_vs_anchor_arena"], TARGETS["ram_vs_anchor_arena"]),
-                    fmt_int(r["flash_bytes"]), fmt_int(r["weights_bytes"]))
+                    fmt_int(get(opt, "flash_bytes")), fmt_int(get(plain, "flash_bytes")), fmt_int(r["weights_bytes"]))
     con.print(speed)
     con.print(mem)
     con.print(f"[dim]anchor: {result['anchor_source']}; TFLM arena measured on the host (64-bit)[/dim]")
