@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from tinyml import __version__
 from tinyml.board import Board, load_board
 from tinyml.errors import TinymlError
 from tinyml.pipeline import Compiled, compile_model
+
+if TYPE_CHECKING:
+    from tinyml.schedule.patches import PatchOptions
 
 KERNELS = ("optimized", "plain")
 # Issue 4's targets, as ratios: instructions to the anchor's, RAM to the anchor's TFLM arena, arena to the
@@ -98,11 +102,11 @@ def resolve_models(names: Sequence[str], group: str | None) -> list[tuple[str, P
     return out
 
 
-def prepare(name: str, path: Path, n_inputs: int, seed: int) -> ModelUnderTest:
+def prepare(name: str, path: Path, n_inputs: int, seed: int, patches: "PatchOptions | None" = None) -> ModelUnderTest:
     from tinyml.oracle import TflmOracle
     from tinyml.validation import load_inputs
 
-    c = compile_model(path)
+    c = compile_model(path, patches)
     inputs = load_inputs(c.graph, n_inputs, seed)
     oracle = TflmOracle(c.model_bytes)
     return ModelUnderTest(name, path, c, inputs, oracle.run_batch(inputs), oracle.arena_bytes())
@@ -210,7 +214,7 @@ def describe(error: Exception) -> str:
 
 def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels: Sequence[str] = KERNELS,
               per_layer: bool = False, n_inputs: int = 3, seed: int = 0,
-              step: Callable[[str], None] = lambda _: None) -> dict:
+              step: Callable[[str], None] = lambda _: None, patches: "PatchOptions | None" = None) -> dict:
     """Every model x board x kernel set; a model or run that fails (even by a bug) is recorded and the rest
     go on, so one broken kernel does not cost the measurements of every other model.
 
@@ -223,7 +227,7 @@ def run_bench(models: Sequence[tuple[str, Path]], boards: Sequence[str], kernels
     for name, path in models:
         step(f"{name}: compile + TFLite Micro")
         try:
-            m = prepare(name, path, n_inputs, seed)
+            m = prepare(name, path, n_inputs, seed, patches)
         except Exception as e:  # noqa: BLE001 - one broken model must not end a long bench; recorded
             model_rows.append({"model": name, "path": str(path), "error": describe(e)})
             for b in board_objs:

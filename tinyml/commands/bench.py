@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, write_json
+from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, write_json
 from tinyml.errors import CheckFailed, TinymlError
+from tinyml.fsutil import write_text_atomic
 
 DEFAULT_BOARDS = "stm32f405,mps2-an500"
 
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
     p.add_argument("--plot", metavar="PNG", help="draw instructions/MAC and RAM per model to this PNG")
     p.add_argument("--markdown", metavar="MD", help="write the summary table as Markdown to this file")
+    add_patch_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -62,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
                   console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("bench", total=total)
         result = bench.run_bench(models, boards, kernels, args.per_layer, args.inputs, args.seed,
-                                 lambda what: progress.update(task, advance=1, description=what))
+                                 lambda what: progress.update(task, advance=1, description=what),
+                                 patch_options(args))
     if args.plot:
         result["plot_png"] = str(bench.plot(result, args.plot))
     if args.markdown:
-        write_text(args.markdown, bench.markdown_table(result))
+        write_text_atomic(args.markdown, bench.markdown_table(result))
     if not quiet:
         print_result(con, result)
     write_json(args.json, result)
@@ -88,18 +90,6 @@ def verdict(result: dict) -> int:
                f"({first['kernels']}): {first['error']}")
         raise CheckFailed(msg) if first.get("exit_code", 1) == 1 else TinymlError(msg)
     return 0
-
-
-def write_text(dest: str, text: str) -> None:
-    import os
-    import tempfile
-
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def print_result(con: Console, result: dict) -> None:
