@@ -14,12 +14,12 @@ from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows, padded, padded
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
-    arity_reason,
     bias_of,
+    bias_tensor,
     conv_requant,
-    int8_per_tensor,
-    int8_weights,
     int32_bias,
+    int8_io_reason,
+    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -32,12 +32,9 @@ class Conv2D(Op):
     name = "CONV_2D"
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := arity_reason(n, 2):
+        if why := int8_io_reason(g, n, 2):
             return why
-        x, y = g[n.inputs[0]], g[n.outputs[0]]
-        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
-        if why:
-            return why
+        x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
         if len(wt.shape) != 4 or len(x.shape) != 4:
             return "conv needs a 4-D NHWC input and a 4-D OHWI filter"
@@ -48,7 +45,7 @@ class Conv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = g[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else None
+        bias = bias_tensor(g, n)
         return int8_weights(wt, cout, 0) or int32_bias(bias, cout) or activation_reason(n)
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:

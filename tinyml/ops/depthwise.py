@@ -16,12 +16,12 @@ from tinyml.ops.quantized import (
     Window,
     accumulator_may_overflow,
     activation_reason,
-    arity_reason,
     bias_of,
+    bias_tensor,
     conv_requant,
-    int8_per_tensor,
-    int8_weights,
     int32_bias,
+    int8_io_reason,
+    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -38,12 +38,9 @@ class DepthwiseConv2D(Op):
     name = "DEPTHWISE_CONV_2D"
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := arity_reason(n, 2):
+        if why := int8_io_reason(g, n, 2):
             return why
-        x, y = g[n.inputs[0]], g[n.outputs[0]]
-        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
-        if why:
-            return why
+        x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
         if len(wt.shape) != 4 or wt.shape[0] != 1 or len(x.shape) != 4:
             return "depthwise conv needs a 4-D NHWC input and a 1HWC filter"
@@ -58,7 +55,7 @@ class DepthwiseConv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = g[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else None
+        bias = bias_tensor(g, n)
         return int8_weights(wt, cout, 3) or int32_bias(bias, cout) or activation_reason(n)
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:

@@ -18,12 +18,12 @@ from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
-    arity_reason,
     bias_of,
+    bias_tensor,
     conv_requant,
-    int8_per_tensor,
-    int8_weights,
     int32_bias,
+    int8_io_reason,
+    int8_weights,
     kernel_args,
 )
 
@@ -33,12 +33,9 @@ class FullyConnected(Op):
     name = "FULLY_CONNECTED"
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := arity_reason(n, 2):
+        if why := int8_io_reason(g, n, 2):
             return why
-        x, y = g[n.inputs[0]], g[n.outputs[0]]
-        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
-        if why:
-            return why
+        x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
         if len(wt.shape) != 2 or wt.shape[1] < 1:
             return "fully connected needs a 2-D [units, depth] weight tensor"
@@ -48,7 +45,7 @@ class FullyConnected(Op):
             return "keep_num_dims needs the input's last dimension to equal the weight depth"
         if n.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
             return f"weights format {n.attrs['weights_format']} is not supported"
-        bias = g[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else None
+        bias = bias_tensor(g, n)
         return int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:

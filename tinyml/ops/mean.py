@@ -15,7 +15,7 @@ import numpy as np
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
-from tinyml.ops.quantized import arity_reason, c_int32, int8_per_tensor
+from tinyml.ops.quantized import c_int32, int8_io_reason
 
 MAX_REDUCED = 1 << 23  # keeps sum and zp*count inside int32 as in TFLite Micro
 
@@ -41,12 +41,9 @@ class _Reduce(Op):
     is_mean = True
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := arity_reason(n, 2):
+        if why := int8_io_reason(g, n, 2):
             return why
-        x, y = g[n.inputs[0]], g[n.outputs[0]]
-        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
-        if why:
-            return why
+        x = g[n.inputs[0]]
         if not g[n.inputs[1]].is_const:
             return "the reduction axes must be a constant tensor"
         if g[n.inputs[1]].dtype not in ("int32", "int64"):

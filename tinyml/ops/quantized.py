@@ -143,6 +143,18 @@ def arity_reason(n: Node, needed: int) -> str | None:
     return None
 
 
+def int8_io_reason(g: Graph, n: Node, needed: int) -> str | None:
+    """The checks every int8 compute op starts with: its inputs exist, input 0 and the
+    output are per-tensor int8 activations."""
+    return (arity_reason(n, needed) or int8_per_tensor(g[n.inputs[0]], "input")
+            or int8_per_tensor(g[n.outputs[0]], "output"))
+
+
+def bias_tensor(g: Graph, n: Node) -> Tensor | None:
+    """The optional third input (bias) of conv, depthwise and FC."""
+    return g[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else None
+
+
 def int8_per_tensor(t: Tensor | None, role: str) -> str | None:
     """Why `t` is not an int8 per-tensor quantized activation, or None."""
     if t is None:
