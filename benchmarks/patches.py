@@ -72,7 +72,9 @@ def bench(name: str, board: str, n: int, max_overhead: float | None) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=DEFAULT)
-    ap.add_argument("--board", default="stm32f746g-disco", help="board whose QEMU machine runs the firmware")
+    ap.add_argument("--board", default="nucleo-h743zi",
+                    help="board whose QEMU machine runs the firmware (default nucleo-h743zi: M7, 2 MB flash, "
+                         "room for every model layer by layer)")
     ap.add_argument("--inputs", type=int, default=2, help="random inputs per model (default 2)")
     ap.add_argument("--max-overhead", type=float, default=None, help="MAC bound for --patch auto (default 20%%)")
     ap.add_argument("--json", help="write the rows here")
@@ -80,18 +82,19 @@ def main() -> int:
     rows = []
     print("peak = arena + measured stack (bytes); instructions per inference in QEMU; streamed: input read per "
           "patch window (its bytes are not in the peak)")
-    print(f"{'model':<24}{'peak LbL':>9}{'instr LbL':>12} | {'schedule':>14}{'peak':>8}{'less':>7}{'instr +':>8}"
-          f" | {'streamed':>14}{'peak':>8}{'less':>7}{'instr +':>8} | exact")
+    print(f"{'model':<24}{'peak LbL':>9}{'instr LbL':>12}{'flash':>10} | {'schedule':>16}{'peak':>8}{'less':>7}"
+          f"{'instr +':>8}{'flash +':>9} | {'streamed':>16}{'peak':>8}{'less':>7}{'instr +':>8}{'flash +':>9} | exact")
     for name in args.models:
         r = bench(name, args.board, args.inputs, args.max_overhead)
         rows.append(r)
         lbl, cells = r["layer_by_layer"], []
         for key in ("patches", "patches_streamed"):
             m = r[key]
-            cells.append(f"{m['schedule'] or 'none':>14}{m['peak_sram_bytes']:>8,}{m['peak_reduction']:>6.2f}x"
-                         f"{100 * m['instruction_overhead']:>7.1f}%")
+            cells.append(f"{m['schedule'] or 'none':>16}{m['peak_sram_bytes']:>8,}{m['peak_reduction']:>6.2f}x"
+                         f"{100 * m['instruction_overhead']:>7.1f}%{m['flash_bytes'] - lbl['flash_bytes']:>9,}")
         exact = all(r[k]["bit_exact"] for k in ("layer_by_layer", "patches", "patches_streamed"))
-        print(f"{name:<24}{lbl['peak_sram_bytes']:>9,}{lbl['instructions']:>12,} | {cells[0]} | {cells[1]} | "
+        print(f"{name:<24}{lbl['peak_sram_bytes']:>9,}{lbl['instructions']:>12,}{lbl['flash_bytes']:>10,} | "
+              f"{cells[0]} | {cells[1]} | "
               f"{'yes' if exact else 'NO'}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=_plain) + "\n")

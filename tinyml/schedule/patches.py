@@ -32,7 +32,7 @@ from tinyml.errors import BadModel, DoesNotFit, TinymlError
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops import get_op
 from tinyml.ops.quantized import Window, effective_size, window
-from tinyml.schedule.memory import ALIGN, MemoryPlan, build_buffers, lower_bound, plan_memory
+from tinyml.schedule.memory import ALIGN, MemoryPlan, build_buffers, lower_bound, place_greedy_by_size, plan_memory
 
 WINDOW_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
 # Ops whose output element (b, y, x, c) depends only on input elements at (b, y, x, .).
@@ -94,6 +94,19 @@ def node_window(g: Graph, n: Node) -> Window:
         wt = g[n.inputs[1]]
         return window(g, n, wt.shape[1], wt.shape[2])
     return window(g, n, int(n.attrs.get("filter_height", 0)), int(n.attrs.get("filter_width", 0)), dilated=False)
+
+
+def window_need(w: Window, out: Region, clip: tuple[int, int]) -> tuple[Region, tuple[int, int, int, int]]:
+    """The input region (clipped to the `clip` = (h, w) plane) output region `out` reads, and its padding.
+
+    The padding (top, bottom, left, right) is the part of the receptive
+    field outside the image, so a patch node with that `explicit_padding`
+    computes exactly the full node's values on `out`.
+    """
+    rs, re = input_span(out.r0, out.r1, w.stride_h, w.pad_top, w.k_h, w.dil_h)
+    cs, ce = input_span(out.c0, out.c1, w.stride_w, w.pad_left, w.k_w, w.dil_w)
+    need = Region(max(rs, 0), min(re, clip[0]), max(cs, 0), min(ce, clip[1]))
+    return need, (max(-rs, 0), max(re - clip[0], 0), max(-cs, 0), max(ce - clip[1], 0))
 
 
 # -- the stage ------------------------------------------------------------------
@@ -198,19 +211,33 @@ class AxisPlan:
     of its row band's plan and its column band's plan.
     """
 
-    provide: dict[str, Span]
+    provide: dict[str, Span]  # what the patch's readers need of each stage tensor
+    computed: dict[str, Span]  # what the patch computes of it (less when the previous patch left a halo)
     need: dict[tuple[int, int], Span]  # (node index, input position) -> span read
     pads: dict[int, tuple[int, int]]  # window node index -> (before, after)
 
 
-def axis_plan(g: Graph, stage: Stage, axis: int, out: Span) -> AxisPlan:
-    """Backwards from the split tensor's span `out` on `axis` (0 rows, 1 columns)."""
+def axis_plan(g: Graph, stage: Stage, axis: int, out: Span, done: dict[str, int] | None = None) -> AxisPlan:
+    """Backwards from the split tensor's span `out` on `axis` (0 rows, 1 columns).
+
+    `done` (column reuse): per stage tensor, the end of what the previous
+    patch in the row computed; only the part right of it is computed here,
+    so only that part's receptive field is read.
+    """
     provide: dict[str, Span] = {stage.split: out}
+    computed: dict[str, Span] = {}
     need: dict[tuple[int, int], Span] = {}
     pads: dict[int, tuple[int, int]] = {}
     for i in reversed(stage.nodes):
         n = g.nodes[i]
+        if n.outputs[0] not in provide:  # only with reuse: its readers take everything from the halo
+            raise NotPatchable("column reuse: a patch would compute nothing of a stage tensor")
         o0, o1 = provide[n.outputs[0]]
+        if done is not None:
+            o0 = max(o0, min(done.get(n.outputs[0], o0), o1))
+        computed[n.outputs[0]] = (o0, o1)
+        if o0 >= o1:
+            continue  # all of it was computed by the previous patch
         w = stage.windows.get(i)
         if w is not None:
             if axis == 0:
@@ -230,7 +257,7 @@ def axis_plan(g: Graph, stage: Stage, axis: int, out: Span) -> AxisPlan:
             need[(i, k)] = span
             old = provide.get(n.inputs[k])
             provide[n.inputs[k]] = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
-    return AxisPlan(provide, need, pads)
+    return AxisPlan(provide, computed, need, pads)
 
 
 @dataclass
@@ -239,6 +266,7 @@ class PatchRegions:
 
     cell: tuple[int, int]
     provide: dict[str, Region]
+    computed: dict[str, Region]
     need: dict[tuple[int, int], Region]
     pads: dict[int, tuple[int, int, int, int]]  # window node index -> explicit padding (t, b, l, r)
 
@@ -249,23 +277,42 @@ class PatchRegions:
 
         return PatchRegions(
             cell,
-            {t: region(r, cols.provide[t]) for t, r in rows.provide.items()},
-            {k: region(r, cols.need[k]) for k, r in rows.need.items()},
-            {i: rows.pads[i] + cols.pads[i] for i in rows.pads},
+            {t: region(r, cols.provide[t]) for t, r in rows.provide.items() if t in cols.provide},
+            {t: region(rows.provide[t], c) for t, c in cols.computed.items()},
+            {k: region(r, cols.need[k]) for k, r in rows.need.items() if k in cols.need},
+            {i: rows.pads[i] + cols.pads[i] for i in rows.pads if i in cols.pads},
         )
 
 
 def bands(size: int, parts: int) -> list[Span]:
-    """`parts` consecutive spans covering [0, size); lengths differ by at most one."""
-    cuts = [k * size // parts for k in range(parts + 1)]
+    """`parts` consecutive spans covering [0, size), all inner ones of one length.
+
+    The remainder goes to the first and last band: their receptive fields
+    stop at the image border, so they can be larger at the same cost, and
+    equal inner bands give patch layers of one shape, which share kernels.
+    """
+    q, extra = divmod(size, parts)
+    lengths = [q] * parts
+    lengths[0] += (extra + 1) // 2
+    lengths[-1] += extra // 2
+    cuts = list(itertools.accumulate([0] + lengths))
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def grid_regions(g: Graph, stage: Stage, rows: int, cols: int) -> list[PatchRegions]:
+def column_plans(g: Graph, stage: Stage, cols: int, reuse: bool) -> list[AxisPlan]:
+    """The column plan of each band, left to right; with `reuse` each starts where the previous one ended."""
+    plans: list[AxisPlan] = []
+    for b in bands(g[stage.split].shape[2], cols):
+        done = {t: span[1] for t, span in plans[-1].computed.items()} if reuse and plans else None
+        plans.append(axis_plan(g, stage, 1, b, done))
+    return plans
+
+
+def grid_regions(g: Graph, stage: Stage, rows: int, cols: int, reuse: bool = False) -> list[PatchRegions]:
     """Every patch of a rows x cols grid over the split tensor, row-major."""
     s = g[stage.split]
     row_plans = [axis_plan(g, stage, 0, b) for b in bands(s.shape[1], rows)]
-    col_plans = [axis_plan(g, stage, 1, b) for b in bands(s.shape[2], cols)]
+    col_plans = column_plans(g, stage, cols, reuse)
     return [PatchRegions.combine((i, j), rp, cp) for i, rp in enumerate(row_plans) for j, cp in enumerate(col_plans)]
 
 
@@ -277,6 +324,7 @@ class PatchSpec:
     split: str
     rows: int
     cols: int
+    reuse: bool = False  # keep the overlapping columns of the previous patch in a row instead of recomputing
 
 
 @dataclass
@@ -291,7 +339,7 @@ class StageReport:
 
     @property
     def label(self) -> str:
-        return f"{self.split_layer}:{self.spec.rows}x{self.spec.cols}"
+        return f"{self.split_layer}:{self.spec.rows}x{self.spec.cols}{'r' if self.spec.reuse else ''}"
 
     def describe(self, g: Graph) -> dict:
         return {
@@ -300,6 +348,7 @@ class StageReport:
             "split_shape": list(g[self.spec.split].shape),
             "grid": [self.spec.rows, self.spec.cols],
             "patches": self.spec.rows * self.spec.cols,
+            "reuse_columns": self.spec.reuse,
             "stage_layers": self.stage_layers,
             "stage_span": list(self.span),
         }
@@ -316,11 +365,13 @@ class PatchSchedule:
     origin: dict[int, int]  # id(node) -> original layer index, for the nodes not run per patch
     plan: MemoryPlan | None = None
     arena_with_input: int | None = None  # with a streamed input: the same schedule's arena holding it
+    greedy_arena: int | None = None  # during the search: the arena of greedy-by-size placement
 
     @staticmethod
     def layer_by_layer(g: Graph, plan: MemoryPlan | None = None) -> "PatchSchedule":
         macs = graph_macs(g)
-        return PatchSchedule(g, [], macs, macs, {id(n): i for i, n in enumerate(g.nodes)}, plan)
+        return PatchSchedule(g, [], macs, macs, {id(n): i for i, n in enumerate(g.nodes)}, plan,
+                             greedy_arena=plan.arena_bytes if plan else None)
 
     @property
     def label(self) -> str:
@@ -362,8 +413,10 @@ def graph_macs(g: Graph) -> int:
 class _Builder:
     """Appends one patch's nodes and tensors to a new graph."""
 
-    def __init__(self, g: Graph, out: Graph, stage: Stage, streamed: set[str], stage_id: int):
+    def __init__(self, g: Graph, out: Graph, stage: Stage, streamed: set[str], stage_id: int,
+                 origin: dict[int, int]):
         self.g, self.out, self.stage, self.streamed, self.stage_id = g, out, stage, streamed, stage_id
+        self.origin = origin
 
     def tensor(self, like: str, r: Region, tag: str) -> str:
         t = self.g[like]
@@ -373,46 +426,81 @@ class _Builder:
     def node(self, op: str, inputs: list[str | None], output: str, attrs: dict, name: str) -> None:
         self.out.nodes.append(Node(op, inputs, [output], attrs, name))
 
-    def patch(self, pr: PatchRegions, acc: str | None, acc_name: str) -> str:
-        """Emit the nodes of one patch; returns the name of the updated split accumulator."""
+    def patch(self, pr: PatchRegions, acc: str | None, acc_name: str, halos: dict[str, str],
+              nxt: PatchRegions | None) -> tuple[str, dict[str, str]]:
+        """Emit the nodes of one patch; returns the updated split accumulator and the next patch's halos.
+
+        `halos` holds, per stage tensor, the columns this patch shares with
+        the previous one in its row (cropped there): only the columns right
+        of them are computed, and a reader gets its window cut (and, if it
+        straddles, joined) from those pieces, so no tensor is assembled
+        whole. When `nxt` is given, its halos are cut here.
+        """
         g, (pi, pj) = self.g, pr.cell
         tag = f"s{self.stage_id}p{pi}.{pj}"
         mark = {"patch": (pi, pj), "stage": self.stage_id}
-        made: dict[tuple[str, Region], str] = {}
-        sources = set(self.stage.sources)
+        pieces: dict[str, list[tuple[Region, str]]] = {t: [(Region.full(g[t].shape), t)] for t in self.stage.sources}
+        cut: dict[tuple[str, Region], str] = {}
 
-        def read(t: str, r: Region) -> str:
-            """The patch tensor holding region r of t: computed, cropped, or read from a full source."""
-            if (t, r) in made:
-                return made[(t, r)]
-            if t in sources:
-                if r == Region.full(g[t].shape) and t not in self.streamed:
-                    return t
-                base, at = t, r
+        def window_of(t: str, r: Region) -> str:
+            """A patch tensor holding exactly region r of t, from the pieces of t this patch has."""
+            if (t, r) in cut:
+                return cut[(t, r)]
+            parts = []
+            for have, name in pieces[t]:
+                both = Region(max(r.r0, have.r0), min(r.r1, have.r1), max(r.c0, have.c0), min(r.c1, have.c1))
+                if both.h > 0 and both.w > 0:
+                    if both == have and name not in self.streamed:
+                        parts.append(name)
+                    else:
+                        part = self.tensor(t, both, f"{tag}:{both.r0},{both.c0}+{both.h}x{both.w}")
+                        self.node("READ_WINDOW", [name], part,
+                                  {"begin": (0, both.r0 - have.r0, both.c0 - have.c0, 0), **mark}, f"{t}@{tag}:read")
+                        parts.append(part)
+            if len(parts) == 1:
+                name = parts[0]
             else:
-                have = pr.provide[t]
-                base, at = made[(t, have)], Region(r.r0 - have.r0, r.r1 - have.r0, r.c0 - have.c0, r.c1 - have.c0)
-            name = self.tensor(t, r, f"{tag}:{r.r0},{r.c0}+{r.h}x{r.w}")
-            self.node("READ_WINDOW", [base], name, {"begin": (0, at.r0, at.c0, 0), **mark}, f"{t}@{tag}:read")
-            made[(t, r)] = name
+                name = self.tensor(t, r, f"{tag}:{r.r0},{r.c0}+{r.h}x{r.w}")
+                self.node("CONCATENATION", parts, name, {"axis": 2, "fused_activation_function": "NONE", **mark},
+                          f"{t}@{tag}:join")
+            cut[(t, r)] = name
             return name
 
-        for i in self.stage.nodes:
+        def compute(i: int, r: Region) -> str:
+            """Node i on output region r, reading exactly what r needs."""
             n = g.nodes[i]
-            inputs = [t if t is None or g[t].is_const else read(t, pr.need[(i, k)]) for k, t in enumerate(n.inputs)]
-            o = n.outputs[0]
-            name = self.tensor(o, pr.provide[o], tag)
-            attrs = dict(n.attrs, **mark)
-            if i in pr.pads:
-                attrs["explicit_padding"] = pr.pads[i]
+            attrs = dict(n.attrs, **mark, layer=self.origin.get(id(n), i))  # `layer`: the original layer
+            if i in self.stage.windows:
+                x = g[n.inputs[0]]
+                need, attrs["explicit_padding"] = window_need(self.stage.windows[i], r, (x.shape[1], x.shape[2]))
+                reads = {0: need}
+            else:
+                reads = {k: r for k, t in enumerate(n.inputs) if t is not None and not g[t].is_const}
+            inputs = [window_of(t, reads[k]) if k in reads else t for k, t in enumerate(n.inputs)]
+            name = self.tensor(n.outputs[0], r, tag)
             self.node(n.op, inputs, name, attrs, f"{n.name}@{tag}")
-            made[(o, pr.provide[o])] = name
+            return name
+
+        handed: dict[str, str] = {}
+        for i in self.stage.nodes:
+            o = g.nodes[i].outputs[0]
+            full, fresh = pr.provide[o], pr.computed[o]
+            have = []
+            if o in halos:
+                have.append((Region(full.r0, full.r1, full.c0, full.c0 + self.out[halos[o]].shape[2]), halos[o]))
+            if fresh.w > 0:
+                have.append((fresh, compute(i, fresh)))
+            assert sum(r.w for r, _ in have) >= full.w, "a halo and the fresh part must cover the patch"
+            pieces[o] = have
+            ahead = nxt.provide[o] if nxt is not None and o != self.stage.split else None
+            if ahead is not None and full.c0 <= ahead.c0 < full.c1:
+                handed[o] = window_of(o, Region(full.r0, full.r1, ahead.c0, min(full.c1, ahead.c1)))
         r = pr.provide[self.stage.split]
         s = self.g[self.stage.split]
         self.out.tensors.setdefault(acc_name, Tensor(acc_name, s.shape, s.dtype, s.quant, None, s.bits))
-        self.node("WRITE_WINDOW", [acc, made[(self.stage.split, r)]], acc_name,
+        self.node("WRITE_WINDOW", [acc, window_of(self.stage.split, r)], acc_name,
                   {"begin": (0, r.r0, r.c0, 0), **mark}, f"{self.stage.split}@{tag}:write")
-        return acc_name
+        return acc_name, handed
 
 
 def streamable(g: Graph, stage: Stage) -> list[str]:
@@ -424,13 +512,14 @@ def streamable(g: Graph, stage: Stage) -> list[str]:
             and all(id(c) in members for c in consumers.get(t, []))]
 
 
-def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: int) -> tuple[Graph, set[str]]:
+def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: int,
+             origin: dict[int, int]) -> tuple[Graph, set[str]]:
     """`g` with `stage` unrolled per cell of the grid (nodes marked `stage`: stage_id); the streamed inputs."""
     s = g[spec.split]
     if not (1 <= spec.rows <= s.shape[1] and 1 <= spec.cols <= s.shape[2]):
         raise NotPatchable(f"a {spec.rows}x{spec.cols} grid does not fit the split tensor's "
                            f"{s.shape[1]}x{s.shape[2]} plane")
-    regions = grid_regions(g, stage, spec.rows, spec.cols)
+    regions = grid_regions(g, stage, spec.rows, spec.cols, spec.reuse)
     members = set(stage.nodes)
     last = stage.nodes[-1]
     out = Graph(dict(g.tensors), [], list(g.inputs), list(g.outputs), g.name)
@@ -442,10 +531,12 @@ def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: in
     streamed = set(streamable(g, stage)) if stream else set()
     for t in streamed:
         out.tensors[t] = replace(g[t], streamed=True)
-    builder = _Builder(g, out, stage, streamed, stage_id)
-    acc = None
+    builder = _Builder(g, out, stage, streamed, stage_id, origin)
+    acc, halos = None, {}
     for k, pr in enumerate(regions):
-        acc = builder.patch(pr, acc, spec.split if k == len(regions) - 1 else f"{spec.split}@s{stage_id}acc{k}")
+        nxt = regions[k + 1] if spec.reuse and k + 1 < len(regions) and regions[k + 1].cell[0] == pr.cell[0] else None
+        name = spec.split if k == len(regions) - 1 else f"{spec.split}@s{stage_id}acc{k}"
+        acc, halos = builder.patch(pr, acc, name, halos, nxt)
     out.nodes.extend(g.nodes[last + 1:])
     out.remove_unused_tensors()
     return out, streamed
@@ -470,7 +561,7 @@ def add_stage(ps: PatchSchedule, spec: PatchSpec, stage: Stage | None = None, st
     """
     g = ps.graph
     stage = stage or find_stage(g, spec.split)
-    out, streamed = _rewrite(g, spec, stage, stream, len(ps.stages))
+    out, streamed = _rewrite(g, spec, stage, stream, len(ps.stages), ps.origin)
     report = StageReport(spec, ps.origin[id(g.nodes[stage.nodes[-1]])],
                          [ps.origin[id(g.nodes[i])] for i in stage.nodes], (0, 0), sorted(streamed))
     stages = [replace(st) for st in ps.stages] + [report]
@@ -486,6 +577,10 @@ def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None, stream:
 
 # -- the search -----------------------------------------------------------------
 MAX_STAGES = 3  # patch stages one schedule may chain (each found on the previous one's graph)
+# Candidates come in order of lower bound, and many share one (what runs layer by layer after the
+# stage bounds them all): stop after this many placements without a better arena.
+PATIENCE = 16
+FULL_PLAN_SLACK = 1.15  # budget mode: how far above the budget greedy may be for a full plan to be tried
 
 
 def _aligned(n: int) -> int:
@@ -500,12 +595,13 @@ class _Candidate:
     split_layer: int  # in the searched graph
     rows: int
     cols: int
+    reuse: bool
     macs: int
     lower: int = -1  # set by _Searcher.lower
 
     @property
     def spec(self) -> PatchSpec:
-        return PatchSpec(self.stage.split, self.rows, self.cols)
+        return PatchSpec(self.stage.split, self.rows, self.cols, self.reuse)
 
 
 @dataclass
@@ -547,8 +643,8 @@ class _StageInfo:
     split_bytes: int
     source_bytes: int
     per_px: dict[str, int]  # bytes per pixel of each stage node's output
-    # (index, [(input key, bytes/px)], output, input positions the output may overwrite)
-    nodes: list[tuple[int, list[tuple[tuple[int, int], int]], str, set[int]]]
+    # (index, [(input key, bytes/px, input tensor unless a source)], output, input positions it may overwrite)
+    nodes: list[tuple[int, list[tuple[tuple[int, int], int, str | None]], str, set[int]]]
 
 
 class _Searcher:
@@ -582,28 +678,40 @@ class _Searcher:
             self._axis[key] = axis_plan(self.g, stage, axis, band)
         return self._axis[key]
 
-    def candidate(self, k: int, stage: Stage, rows: int, cols: int) -> _Candidate:
+    def candidate(self, k: int, stage: Stage, rows: int, cols: int, reuse: bool) -> _Candidate:
         g = self.g
-        hs, ws = self.extents(stage, 0, rows), self.extents(stage, 1, cols)
+        hs, ws = self.extents(stage, 0, rows, False), self.extents(stage, 1, cols, reuse)
         macs = self.base_macs
         for i in stage.nodes:
             if self.layer_macs[i]:
                 o = g.nodes[i].outputs[0]
                 plane = g[o].shape[1] * g[o].shape[2]
                 macs += self.layer_macs[i] * (int(hs[o].sum()) * int(ws[o].sum()) - plane) // plane
-        return _Candidate(stage, k, rows, cols, macs)
+        return _Candidate(stage, k, rows, cols, reuse, macs)
 
-    def extents(self, stage: Stage, axis: int, parts: int) -> dict:
-        """Per stage tensor (by name) and node input (by key): its extent in each of the `parts` bands."""
-        key = (stage.split, axis, parts)
+    def extents(self, stage: Stage, axis: int, parts: int, reuse: bool) -> dict:
+        """Per band: each stage node's computed output extent (by tensor name) and input extent read (by key)."""
+        key = (stage.split, axis, parts, reuse)
         if key not in self._extents:
-            size = self.g[stage.split].shape[1 + axis]
-            plans = [self.axis(stage, axis, b) for b in bands(size, parts)]
+            if axis == 0:
+                plans = [self.axis(stage, 0, b) for b in bands(self.g[stage.split].shape[1], parts)]
+            else:
+                plans = column_plans(self.g, stage, parts, reuse)
+
+            def width(spans: dict, k: object) -> int:
+                return spans[k][1] - spans[k][0] if k in spans else 0
+
             ext: dict = {}
-            for name in plans[0].provide:
-                ext[name] = np.array([p.provide[name][1] - p.provide[name][0] for p in plans], np.int64)
+            for name in plans[0].computed:
+                ext[name] = np.array([width(p.computed, name) for p in plans], np.int64)
+                if reuse:
+                    # halo taken from the previous patch, and handed to the next one
+                    ext[("in", name)] = np.array([p.computed[name][0] - p.provide[name][0] for p in plans], np.int64)
+                    ext[("out", name)] = np.array(
+                        [max(0, min(a.provide[name][1], b.provide[name][1]) - b.provide[name][0])
+                         if name != stage.split else 0 for a, b in zip(plans, plans[1:])] + [0], np.int64)
             for need in plans[0].need:
-                ext[need] = np.array([p.need[need][1] - p.need[need][0] for p in plans], np.int64)
+                ext[need] = np.array([width(p.need, need) for p in plans], np.int64)
             self._extents[key] = ext
         return self._extents[key]
 
@@ -619,25 +727,44 @@ class _Searcher:
         if c.lower >= 0:
             return c.lower
         info = self._stage_info(c.stage)
-        hs, ws = self.extents(c.stage, 0, c.rows), self.extents(c.stage, 1, c.cols)
+        hs, ws = self.extents(c.stage, 0, c.rows, False), self.extents(c.stage, 1, c.cols, c.reuse)
         # extra[p]: bytes live during every node of patch p besides the node's own tensors
         extra = np.full((c.rows, c.cols), info.split_bytes + info.source_bytes, np.int64)
         extra[0, 0] -= info.split_bytes
         extra[-1, -1] -= info.source_bytes
 
-        def aligned(key: tuple[int, int] | str, per_px: int) -> np.ndarray:
-            return (np.outer(hs[key], ws[key]) * per_px + ALIGN - 1) // ALIGN * ALIGN
+        def aligned(key: tuple[int, int] | str, per_px: int, rows: object = None) -> np.ndarray:
+            return (np.outer(hs[rows or key], ws[key]) * per_px + ALIGN - 1) // ALIGN * ALIGN
+
+        # With column reuse, halos stay live across nodes: those handed on from tensors made
+        # before a node, and those received for tensors made at or after it.
+        outputs = [o for _, _, o, _ in info.nodes]
+        halo_after = [np.zeros((c.rows, c.cols), np.int64)]
+        halo_before = [np.zeros((c.rows, c.cols), np.int64)]
+        if c.reuse:
+            for o in outputs:
+                halo_before.append(halo_before[-1] + aligned(("out", o), info.per_px[o], o))
+            for o in reversed(outputs):
+                halo_after.append(halo_after[-1] + aligned(("in", o), info.per_px[o], o))
+        halo_after.reverse()
 
         worst = 0
-        for i, reads, o, inplace in info.nodes:
+        for pos, (i, reads, o, inplace) in enumerate(info.nodes):
+            around = extra + (halo_before[pos] + halo_after[pos] if c.reuse else 0)
             out = aligned(o, info.per_px[o])
-            live = extra + out
+            live = around + out
             shared = 0
-            for key, per_px in reads:
+            for key, per_px, src in reads:
                 b = aligned(key, per_px)
                 live += b
                 if key[1] in inplace:
                     shared = np.maximum(shared, np.minimum(b, out))
+                if src is not None:
+                    # A read of another size than what was computed is a copy: all live at once, with
+                    # the received halo when the read is wider than the computed part.
+                    have = aligned(src, per_px)
+                    halo = np.where(b > have, aligned(("in", src), per_px, src), 0) if c.reuse else 0
+                    worst = max(worst, int(np.where(have != b, around + have + halo + b, 0).max()))
             worst = max(worst, int((live - shared).max()))
         c.lower = max(info.rest, worst)
         return c.lower
@@ -653,10 +780,11 @@ class _Searcher:
             nodes = []
             for i in stage.nodes:
                 n = g.nodes[i]
-                reads = [((i, kk), per_px(t)) for kk, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
+                reads = [((i, kk), per_px(t), None if t in stage.sources else t)
+                         for kk, t in enumerate(n.inputs) if t is not None and not g[t].is_const]
                 nodes.append((i, reads, n.outputs[0], set(get_op(n.op).inplace_inputs(g, n))))
             k = len(self.prior.stages)
-            whole, streamed = _rewrite(g, PatchSpec(stage.split, 1, 1), stage, self.stream, k)
+            whole, streamed = _rewrite(g, PatchSpec(stage.split, 1, 1), stage, self.stream, k, self.prior.origin)
             first, last = stage_spans(whole, k + 1)[k]
             live = [0] * (len(whole.nodes) + 1)
             for b in build_buffers(whole):
@@ -676,25 +804,28 @@ class _Searcher:
         out = []
         for k, stage in self.stages():
             s = self.g[stage.split]
-            for rows, cols in itertools.product(range(1, MAX_GRID + 1), repeat=2):
-                if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2]:
+            for rows, cols, reuse in itertools.product(range(1, MAX_GRID + 1), range(1, MAX_GRID + 1), (False, True)):
+                if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2] or (reuse and cols == 1):
                     continue
                 try:
-                    c = self.candidate(k, stage, rows, cols)
+                    c = self.candidate(k, stage, rows, cols, reuse)
                 except NotPatchable:
                     continue
                 if mac_limit is None or c.macs <= mac_limit:
                     out.append(c)
         return out
 
-    def plan(self, c: _Candidate, beat: int | None) -> PatchSchedule | None:
-        """The real rewrite and plan; None when the planner's own bound shows it cannot beat `beat`."""
+    def quick(self, c: _Candidate, beat: int | None) -> PatchSchedule | None:
+        """The rewrite with its arena under greedy-by-size placement (`greedy_arena`).
+
+        Fast, and never below what the full planner reaches, which tries it
+        first. None when the planner's own lower bound shows it cannot beat `beat`.
+        """
         ps = add_stage(self.prior, c.spec, c.stage, self.stream)
-        if beat is not None:
-            buffers = build_buffers(ps.graph)
-            if lower_bound(buffers, len(ps.graph.nodes) + 1) >= beat:
-                return None
-        ps.plan = plan_memory(ps.graph)
+        buffers = build_buffers(ps.graph)
+        if beat is not None and lower_bound(buffers, len(ps.graph.nodes) + 1) >= beat:
+            return None
+        ps.greedy_arena = place_greedy_by_size(buffers)
         return ps
 
 
@@ -720,15 +851,20 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
             for c in sorted(cands, key=lambda c: c.macs):  # cheapest first
                 if s.lower(c) > sram_budget:
                     continue
-                ps = s.plan(c, sram_budget + 1)
+                ps = s.quick(c, sram_budget + 1)
                 result.planned += 1
-                if ps is not None and ps.plan.arena_bytes <= sram_budget:
-                    result.chosen = ps
-                    return result
-        best = _lowest(s, cands, current.plan.arena_bytes, result)
+                # The full planner only lowers greedy's arena: plan fully when that could make it fit.
+                if ps is not None and ps.greedy_arena <= sram_budget * FULL_PLAN_SLACK:
+                    ps.plan = plan_memory(ps.graph)
+                    if ps.plan.arena_bytes <= sram_budget:
+                        result.chosen = ps
+                        return result
+        best = _lowest(s, cands, current.greedy_arena, result)
         if best is None:
             break
         current = best
+    if current.stages:
+        current.plan = plan_memory(current.graph)  # never above greedy's arena, so still below layer by layer
     if sram_budget is not None:
         reach = current.plan.arena_bytes
         how = (f"with {current.label} patches, {100 * current.overhead:.1f}% more MACs" if current.stages
@@ -740,21 +876,24 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
 
 
 def _lowest(s: _Searcher, cands: list[_Candidate], base: int, result: SearchResult) -> PatchSchedule | None:
-    """The candidate with the smallest arena (then fewest MACs), if strictly below `base`."""
+    """The candidate with the smallest greedy-placement arena (then fewest MACs), if strictly below `base`.
+
+    Candidates come by lower bound (then MACs); the search stops where the
+    bound reaches the best arena found, or after PATIENCE placements that
+    did not improve it.
+    """
     best: PatchSchedule | None = None
     bar = base  # what a candidate must beat
+    idle = 0  # candidates placed since the last improvement
     for c in sorted(cands, key=lambda c: (s.lower(c), c.macs)):
-        # A tie on the arena only counts when it saves MACs; candidates come by bound, then MACs.
         tie_ok = best is not None and c.macs < best.macs
-        if c.lower > bar or (c.lower == bar and not tie_ok):
+        if c.lower > bar or (c.lower == bar and not tie_ok) or idle >= PATIENCE:
             break
-        ps = s.plan(c, bar + 1 if tie_ok else bar)
+        ps = s.quick(c, bar + 1 if tie_ok else bar)
         result.planned += 1
-        if ps is None:
-            continue
-        a = ps.plan.arena_bytes
-        if a < bar or (a == bar and tie_ok):
-            best, bar = ps, a
+        idle += 1
+        if ps is not None and (ps.greedy_arena < bar or (ps.greedy_arena == bar and tie_ok)):
+            best, bar, idle = ps, ps.greedy_arena, 0
     return best
 
 
@@ -780,14 +919,17 @@ DEFAULT_MAX_OVERHEAD = 0.20
 
 @dataclass(frozen=True)
 class PatchOptions:
-    """`--patch auto|off|SPLIT:ROWSxCOLS[+SPLIT:ROWSxCOLS...]`, `--max-overhead`, `--sram-budget`, `--input`.
+    """`--patch auto|off|SPLIT:ROWSxCOLS[r][+...]`, `--max-overhead`, `--sram-budget`, `--input`.
+
+    A trailing `r` reuses the columns a patch shares with the previous one
+    in its row instead of recomputing them.
 
     `max_overhead` None means the default: 20% in auto mode, no bound with a
     budget (the budget is the constraint there and the cheapest fit wins).
     """
 
     mode: str = "auto"  # "auto", "off" or "fixed"
-    stages: tuple[tuple[str, int, int], ...] = ()  # fixed: (split layer index or tensor name, rows, cols)
+    stages: tuple[tuple[str, int, int, bool], ...] = ()  # fixed: (split layer or tensor name, rows, cols, reuse)
     max_overhead: float | None = None
     sram_budget: int | None = None
     stream: bool = False  # --input streamed
@@ -803,10 +945,12 @@ class PatchOptions:
         for part in t.split("+"):
             split, sep, grid = part.strip().rpartition(":")
             rows, x, cols = grid.lower().partition("x")
+            reuse = cols.endswith("r")
+            cols = cols[:-1] if reuse else cols
             if not sep or not split or not x or not rows.isdigit() or not cols.isdigit() or min(int(rows), int(cols)) < 1:
-                raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS (e.g. 9:4x4, or 7:2x4+10:3x3 for two "
-                                 f"stages), got {text!r}")
-            stages.append((split, int(rows), int(cols)))
+                raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS[r] (e.g. 9:4x4, 7:3x8r, or 7:2x4+10:3x3 "
+                                 f"for two stages), got {text!r}")
+            stages.append((split, int(rows), int(cols), reuse))
         return PatchOptions("fixed", tuple(stages), max_overhead, sram_budget, stream)
 
 
@@ -824,11 +968,11 @@ def resolve_split(ps: PatchSchedule, split: str) -> str:
     return split
 
 
-def replay(g: Graph, stages: list[tuple[str, int, int]], stream: bool) -> PatchSchedule:
+def replay(g: Graph, stages: list[tuple[str, int, int, bool]], stream: bool) -> PatchSchedule:
     """Apply fixed stages in order (each split resolved on the graph the previous ones left)."""
     ps = PatchSchedule.layer_by_layer(g)
-    for k, (split, rows, cols) in enumerate(stages):
-        ps = add_stage(ps, PatchSpec(resolve_split(ps, split), rows, cols), stream=stream and k == 0)
+    for k, (split, rows, cols, reuse) in enumerate(stages):
+        ps = add_stage(ps, PatchSpec(resolve_split(ps, split), rows, cols, reuse), stream=stream and k == 0)
     ps.plan = plan_memory(ps.graph)
     return ps
 
@@ -875,7 +1019,7 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
         result.candidates = result.planned = 1
     ps = result.chosen
     if ps is not None and ps.streamed:
-        held = replay(g, [(st.spec.split, st.spec.rows, st.spec.cols) for st in ps.stages], stream=False)
+        held = replay(g, [(st.spec.split, st.spec.rows, st.spec.cols, st.spec.reuse) for st in ps.stages], stream=False)
         ps.arena_with_input = held.plan.arena_bytes
     if options.sram_budget is not None and result.plan.arena_bytes > options.sram_budget:
         raise BudgetExceeded(options.sram_budget, result.plan.arena_bytes,
