@@ -346,7 +346,7 @@ def test_auto_is_at_least_as_low_as_every_single_stage_within_the_bound() -> Non
     assert chosen is not None and chosen.overhead <= 0.10
     s = _Searcher(PatchSchedule.layer_by_layer(c.graph, c.plan))
     # a candidate whose lower bound reaches the chosen arena cannot be lower (the bound is tested above)
-    rivals = [cand for cand in s.enumerate(s.base_macs * 1.10) if s.lower(cand) < chosen.plan.arena_bytes]
+    rivals = [cand for cand in s.enumerate((s.base_macs * 1.10, s.base_cost * 1.10)) if s.lower(cand) < chosen.plan.arena_bytes]
     assert all(s.quick(cand, None).greedy_arena >= chosen.plan.arena_bytes for cand in rivals)
 
 

@@ -575,8 +575,57 @@ def apply_patches(g: Graph, spec: PatchSpec, stage: Stage | None = None, stream:
     return add_stage(PatchSchedule.layer_by_layer(g), spec, stage, stream)
 
 
+# -- a cost model for the search -----------------------------------------------------
+# Recomputed overlap is not spread evenly: it falls on the first layers, whose
+# kernels spend the most instructions per MAC (few input channels, depthwise
+# planes). Bounding MACs alone let instructions grow well past the bound, so
+# the search also bounds an instruction estimate: per layer, a cost per input
+# and per output element, fitted to the generated kernels' QEMU counts on the
+# zoo MobileNets (Cortex-M7 with DSP; within ~25% per layer, which is enough
+# to rank where the overlap lands).
+CALL_COST = 60  # instructions per kernel call (arguments, loop set-up)
+COPY_COST = 0.5  # per byte moved by a window read, write or join
+
+
+def node_cost(g: Graph, n: Node) -> tuple[float, float]:
+    """Estimated instructions per input pixel and per output pixel of node n."""
+    x = g[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
+    y = g[n.outputs[0]]
+    c_out = y.shape[-1] if y.shape else 1
+    if n.op == "CONV_2D":
+        _, k_h, k_w, cin_g = g[n.inputs[1]].shape
+        per_out = 12 + 0.7 * k_h * k_w * cin_g
+        return 0.0, c_out * per_out * (1.6 if cin_g < 4 else 1.0)
+    if n.op == "DEPTHWISE_CONV_2D":
+        _, k_h, k_w, _ = g[n.inputs[1]].shape
+        return 7.7 * x.shape[-1], c_out * (2 + 2.1 * k_h * k_w)  # plane copy per input, taps per output
+    if n.op == "FULLY_CONNECTED":
+        return 0.0, c_out * (12 + 0.7 * g[n.inputs[1]].shape[-1])
+    if n.op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        return 0.0, c_out * (5 + 2 * int(n.attrs.get("filter_height", 1)) * int(n.attrs.get("filter_width", 1)))
+    if n.op in ("READ_WINDOW", "WRITE_WINDOW", "CONCATENATION"):
+        return 0.0, COPY_COST * y.nbytes / max(1, y.size // c_out)
+    return 0.0, 4.0 * c_out  # element-wise and lookup-table ops
+
+
+def graph_cost(g: Graph) -> float:
+    """Estimated instructions of one inference (see node_cost)."""
+    total = 0.0
+    for n in g.nodes:
+        a_in, a_out = node_cost(g, n)
+        x = g[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
+        y = g[n.outputs[0]]
+        px_in = x.shape[1] * x.shape[2] if x is not None and len(x.shape) == 4 else 0
+        px_out = y.shape[1] * y.shape[2] if len(y.shape) == 4 else max(1, y.size // (y.shape[-1] if y.shape else 1))
+        total += CALL_COST + a_in * px_in + a_out * px_out
+    return total
+
+
 # -- the search -----------------------------------------------------------------
 MAX_STAGES = 3  # patch stages one schedule may chain (each found on the previous one's graph)
+# Without a budget a stage must lower the arena by at least this fraction: a sliver of SRAM is not
+# worth the extra kernels in flash and the copies.
+MIN_GAIN = 0.05
 # Candidates come in order of lower bound, and many share one (what runs layer by layer after the
 # stage bounds them all): stop after this many placements without a better arena.
 PATIENCE = 16
@@ -597,6 +646,7 @@ class _Candidate:
     cols: int
     reuse: bool
     macs: int
+    cost: float  # estimated instructions (graph_cost of the rewrite, computed from the bands)
     lower: int = -1  # set by _Searcher.lower
 
     @property
@@ -653,7 +703,9 @@ class _Searcher:
     def __init__(self, prior: PatchSchedule, stream: bool = False):
         self.prior, self.g, self.stream = prior, prior.graph, stream
         self.base_macs = prior.macs
+        self.base_cost = graph_cost(self.g)
         self.layer_macs = [get_op(n.op).macs(self.g, n) for n in self.g.nodes]
+        self.layer_cost = [node_cost(self.g, n) for n in self.g.nodes]
         self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
         self._info: dict[str, _StageInfo] = {}
         self._extents: dict[tuple[str, int, int], dict] = {}
@@ -681,13 +733,20 @@ class _Searcher:
     def candidate(self, k: int, stage: Stage, rows: int, cols: int, reuse: bool) -> _Candidate:
         g = self.g
         hs, ws = self.extents(stage, 0, rows, False), self.extents(stage, 1, cols, reuse)
-        macs = self.base_macs
+        macs, cost = self.base_macs, self.base_cost
         for i in stage.nodes:
+            n = g.nodes[i]
+            o, x = n.outputs[0], n.inputs[0]
+            plane = g[o].shape[1] * g[o].shape[2]
+            area = int(hs[o].sum()) * int(ws[o].sum())
             if self.layer_macs[i]:
-                o = g.nodes[i].outputs[0]
-                plane = g[o].shape[1] * g[o].shape[2]
-                macs += self.layer_macs[i] * (int(hs[o].sum()) * int(ws[o].sum()) - plane) // plane
-        return _Candidate(stage, k, rows, cols, reuse, macs)
+                macs += self.layer_macs[i] * (area - plane) // plane
+            a_in, a_out = self.layer_cost[i]
+            read = int(hs[(i, 0)].sum()) * int(ws[(i, 0)].sum()) if (i, 0) in hs else 0
+            cost += a_out * (area - plane) + a_in * (read - g[x].shape[1] * g[x].shape[2])
+            # every patch copies what it reads and calls each kernel; roughly two copies per node with reuse
+            cost += rows * cols * CALL_COST * (3 if reuse else 2) + COPY_COST * read * g[x].nbytes // g[x].size
+        return _Candidate(stage, k, rows, cols, reuse, macs, cost)
 
     def extents(self, stage: Stage, axis: int, parts: int, reuse: bool) -> dict:
         """Per band: each stage node's computed output extent (by tensor name) and input extent read (by key)."""
@@ -799,8 +858,8 @@ class _Searcher:
             )
         return self._info[stage.split]
 
-    def enumerate(self, mac_limit: float | None) -> list[_Candidate]:
-        """Every (split, grid) whose MACs stay within `mac_limit` (None: no limit)."""
+    def enumerate(self, bound: tuple[float, float] | None) -> list[_Candidate]:
+        """Every (split, grid) within `bound` = (most MACs, most estimated instructions); None: no limit."""
         out = []
         for k, stage in self.stages():
             s = self.g[stage.split]
@@ -811,7 +870,7 @@ class _Searcher:
                     c = self.candidate(k, stage, rows, cols, reuse)
                 except NotPatchable:
                     continue
-                if mac_limit is None or c.macs <= mac_limit:
+                if bound is None or (c.macs <= bound[0] and c.cost <= bound[1]):
                     out.append(c)
         return out
 
@@ -838,7 +897,7 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
     when what is left layer by layer after the first one is the peak.
     """
     baseline = baseline or plan_memory(g)
-    limit = None if max_overhead is None else graph_macs(g) * (1 + max_overhead)
+    limit = None if max_overhead is None else (graph_macs(g) * (1 + max_overhead), graph_cost(g) * (1 + max_overhead))
     result = SearchResult(g, baseline, None, 0, 0)
     current = PatchSchedule.layer_by_layer(g, baseline)
     if sram_budget is not None and baseline.arena_bytes <= sram_budget:
@@ -859,7 +918,8 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
                     if ps.plan.arena_bytes <= sram_budget:
                         result.chosen = ps
                         return result
-        best = _lowest(s, cands, current.greedy_arena, result)
+        bar = current.greedy_arena if sram_budget is not None else int(current.greedy_arena * (1 - MIN_GAIN))
+        best = _lowest(s, cands, bar, result)
         if best is None:
             break
         current = best
@@ -869,7 +929,7 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
         reach = current.plan.arena_bytes
         how = (f"with {current.label} patches, {100 * current.overhead:.1f}% more MACs" if current.stages
                else "layer by layer; no patch schedule lowers it")
-        bound = "" if max_overhead is None else f" within the {100 * max_overhead:g}% MAC overhead bound"
+        bound = "" if max_overhead is None else f" within the {100 * max_overhead:g}% overhead bound"
         raise BudgetExceeded(sram_budget, reach, f"the smallest peak reachable{bound} is {reach:,} bytes ({how})")
     result.chosen = current if current.stages else None
     return result
@@ -901,9 +961,10 @@ def choose_schedule(g: Graph, max_overhead: float | None = 0.20, sram_budget: in
                     stream: bool = False) -> PatchSchedule | None:
     """The patch schedule to use, or None for layer by layer.
 
-    Without a budget: the lowest arena among schedules whose extra MACs stay
-    within `max_overhead` (a fraction of the model's MACs), fewest MACs on a
-    tie. With `sram_budget`: the fewest MACs among schedules whose arena fits
+    Without a budget: the lowest arena among schedules whose extra MACs, and
+    extra instructions by the cost model (node_cost), stay within
+    `max_overhead` (a fraction of the model's), fewest MACs on a tie; a
+    stage must save at least MIN_GAIN of the arena. With `sram_budget`: the fewest MACs among schedules whose arena fits
     (None when layer by layer fits), else DoesNotFit naming the smallest
     arena reachable. `max_overhead=None` lifts the bound. A schedule is only
     returned when its arena is strictly below layer by layer's (input held
