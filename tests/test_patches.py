@@ -425,11 +425,12 @@ def test_cli_errors_are_one_line_exit_2(args: list[str], words: str, capsys) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilenet_v1_025_person", "mobilenet_v2_035_96"])
-def test_patch_schedule_is_bit_exact_in_qemu(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name, extra", [("mobilenet_v1_025_person", []), ("mobilenet_v2_035_96", []),
+                                         ("mobilenet_v1_025_vww", ["--input", "streamed"])])
+def test_patch_schedule_is_bit_exact_in_qemu(name: str, extra: list[str], tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     assert main(["validate", str(zoo.path(name)), "--board", "mps2-an386", "--inputs", "2",
-                 "--json", str(out)]) == 0
+                 "--json", str(out), *extra]) == 0
     report = json.loads(out.read_text())
     assert report["bit_exact"] and report["patches"]["chosen"]
     assert report["arena_bytes"] == report["patches"]["arena_bytes"] < report["patches"]["arena_bytes_layer_by_layer"]
