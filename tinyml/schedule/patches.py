@@ -710,8 +710,17 @@ class _Searcher:
         self._info: dict[str, _StageInfo] = {}
         self._extents: dict[tuple[str, int, int], dict] = {}
 
-    def stages(self) -> list[tuple[int, Stage]]:
-        """Every split whose stage holds at least one window op."""
+    def stages(self, target: int | None) -> list[tuple[int, Stage]]:
+        """Every split whose stage holds a window op and could bring the arena below `target`.
+
+        Steps outside a stage keep their layer-by-layer live bytes, so a
+        stage that leaves a step at `target` or above cannot help.
+        """
+        live = [0] * (len(self.g.nodes) + 1)
+        if target is not None:
+            for b in build_buffers(self.g):
+                for t in range(b.first, b.last + 1):
+                    live[t] += b.size
         out = []
         for k, n in enumerate(self.g.nodes):
             if len(n.outputs) != 1 or not patchable(self.g, n):
@@ -720,7 +729,8 @@ class _Searcher:
                 stage = find_stage(self.g, n.outputs[0])
             except NotPatchable:
                 continue
-            if stage.windows:
+            if stage.windows and not any(v >= target for t, v in enumerate(live)
+                                         if target is not None and not stage.nodes[0] <= t <= k):
                 out.append((k, stage))
         return out
 
@@ -858,10 +868,11 @@ class _Searcher:
             )
         return self._info[stage.split]
 
-    def enumerate(self, bound: tuple[float, float] | None) -> list[_Candidate]:
-        """Every (split, grid) within `bound` = (most MACs, most estimated instructions); None: no limit."""
+    def enumerate(self, bound: tuple[float, float] | None, target: int | None = None) -> list[_Candidate]:
+        """Every (split, grid) within `bound` = (most MACs, most estimated instructions; None: no limit)
+        whose stage could bring the arena below `target` (None: any)."""
         out = []
-        for k, stage in self.stages():
+        for k, stage in self.stages(target):
             s = self.g[stage.split]
             for rows, cols, reuse in itertools.product(range(1, MAX_GRID + 1), range(1, MAX_GRID + 1), (False, True)):
                 if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2] or (reuse and cols == 1):
@@ -904,7 +915,8 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
         return result
     for _ in range(MAX_STAGES):
         s = _Searcher(current, stream and not current.stages)
-        cands = s.enumerate(limit)
+        bar = current.greedy_arena if sram_budget is not None else int(current.greedy_arena * (1 - MIN_GAIN))
+        cands = s.enumerate(limit, bar)
         result.candidates += len(cands)
         if sram_budget is not None:
             for c in sorted(cands, key=lambda c: c.macs):  # cheapest first
@@ -918,7 +930,6 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
                     if ps.plan.arena_bytes <= sram_budget:
                         result.chosen = ps
                         return result
-        bar = current.greedy_arena if sram_budget is not None else int(current.greedy_arena * (1 - MIN_GAIN))
         best = _lowest(s, cands, bar, result)
         if best is None:
             break
