@@ -119,6 +119,11 @@ class Image:
     symbols: dict[str, int]
     contributions: dict[str, dict[str, int]] = field(default_factory=dict)  # section -> model/firmware/libc bytes
 
+    @property
+    def model_ram_bytes(self) -> int:
+        """.data + .bss of the model library alone: what an application pays for the model, without our harness."""
+        return sum(self.contributions.get(s, {}).get("model", 0) for s in (".data", ".bss"))
+
 
 @dataclass
 class Firmware:

@@ -53,7 +53,11 @@ def run_result(fw: Firmware, image: Image, hello: Hello, results: list[Result], 
         f"{unit}_min": min(counts) if counts else None,
         "flash_bytes": image.flash_bytes,
         "static_ram_bytes": image.static_ram_bytes,
-        "ram_bytes": image.static_ram_bytes + stack if stack is not None else None,
+        "model_ram_bytes": image.model_ram_bytes,
+        # during inference: the model library's .data/.bss (arena included) + the stack tinyml_run() used
+        "ram_bytes": image.model_ram_bytes + stack if stack is not None else None,
+        # the same with the harness's own buffers (UART, counters) added
+        "firmware_ram_bytes": image.static_ram_bytes + stack if stack is not None else None,
         "stack_available_bytes": hello.stack_size,
         "clock_hz": hello.clock_hz,
         "counter": hello.counter.name.lower(),

@@ -149,7 +149,7 @@ def run_row(m: ModelUnderTest, board: Board, kernels: str, rep: dict, extra: dic
     """The figures of one run, with its ratios to TFLite Micro's arena and to the anchor."""
     anchor = ANCHORS.get(m.name)
     instr, macs, ram = rep["instructions"], rep["macs"], rep["ram_bytes"]
-    static_ram = extra.get("static_ram_bytes")
+    model_ram = extra.get("model_ram_bytes")
     row = {
         "model": m.name,
         "board": board.name,
@@ -168,7 +168,7 @@ def run_row(m: ModelUnderTest, board: Board, kernels: str, rep: dict, extra: dic
         "arena_bytes": rep["arena_bytes"],
         "arena_lower_bound": m.compiled.plan.lower_bound,
         "stack_bytes": rep["stack_bytes"],
-        "other_ram_bytes": static_ram - rep["arena_bytes"] if static_ram is not None else None,
+        "other_ram_bytes": model_ram - rep["arena_bytes"] if model_ram is not None else None,
         "ram_bytes": ram,
         "flash_bytes": rep["flash_bytes"],
         "weights_bytes": rep["weights_bytes"],

@@ -120,6 +120,7 @@ def validation_report(c: Compiled, inputs: list[list[np.ndarray]], result: RunRe
         "arena_bytes": c.plan.arena_bytes,
         "stack_bytes": result.stack_bytes,
         "ram_bytes": result.extra.get("ram_bytes"),
+        "firmware_ram_bytes": result.extra.get("firmware_ram_bytes"),
         "flash_bytes": result.extra.get("flash_bytes"),
         "weights_bytes": weights_bytes(c.graph),
         "macs": sum(get_op(n.op).macs(c.graph, n) for n in c.graph.nodes),

@@ -96,12 +96,21 @@ __attribute__((used, noreturn)) void tm_reset(void)
     tm_exit(1, 0);
 }
 
-uint32_t tm_stack_high_water(void)
+/* Naked and a leaf: it touches no stack, so everything below the caller's SP is
+ * painted again and a following call's depth can be read back exactly. */
+__attribute__((naked)) uint32_t tm_stack_repaint(void)
+{
+    __asm__ volatile("ldr r0, =_stack_bottom\n ldr r1, =0x5AC3A53C\n mov r2, sp\n"
+                     "1: cmp r0, r2\n bhs 2f\n str r1, [r0], #4\n b 1b\n"
+                     "2: mov r0, sp\n bx lr\n");
+}
+
+uint32_t tm_stack_depth_below(uint32_t sp)
 {
     const uint32_t *p = _stack_bottom;
     while (p < _estack && *p == TM_PAINT)
         p++;
-    return (uint32_t)((uintptr_t)_estack - (uintptr_t)p);
+    return sp - (uint32_t)(uintptr_t)p;
 }
 
 uint32_t tm_stack_size(void) { return (uint32_t)((uintptr_t)_estack - (uintptr_t)_stack_bottom); }

@@ -8,7 +8,8 @@
 #define TM_REG(addr) (*(volatile uint32_t *)(uintptr_t)(addr))
 
 /* startup.c */
-uint32_t tm_stack_high_water(void);   /* bytes of stack ever used since reset */
+uint32_t tm_stack_repaint(void);       /* paint the free stack again; returns the caller's SP */
+uint32_t tm_stack_depth_below(uint32_t sp); /* stack used below `sp` since the last repaint */
 uint32_t tm_stack_size(void);         /* bytes between the guard and the top of RAM */
 uint32_t tm_stack_bottom(void);       /* lowest usable stack address */
 void tm_exit(uint32_t mode, uint32_t code) __attribute__((noreturn));

@@ -88,9 +88,9 @@ def print_report(r: dict) -> None:
     con = Console()
     verdict = "[green]bit-exact[/green]" if r["bit_exact"] else "[red]MISMATCH[/red]"
     con.print(f"{r['target']}{' (' + r['board'] + ')' if r['board'] else ''}: {r['inputs']} inputs, {verdict}")
-    for key in ("instructions", "cycles", "arena_bytes", "stack_bytes", "ram_bytes", "flash_bytes",
-                "weights_bytes", "macs"):
+    for key in ("instructions", "cycles", "arena_bytes", "stack_bytes", "ram_bytes",
+                "firmware_ram_bytes", "flash_bytes", "weights_bytes", "macs"):
         if r.get(key) is not None:
-            con.print(f"  {key:<14} {r[key]:>12,}")
+            con.print(f"  {key:<18} {r[key]:>12,}")
     for line in r["mismatch_details"]:
         con.print(f"  [red]{line}[/red]")
