@@ -26,6 +26,26 @@ def check_hello(fw: Firmware, h: Hello, counters: Collection[Counter] | None = N
         raise LinkError(f"the firmware counts with {h.counter.name}, which this target cannot read")
 
 
+def leaving_out_io(ticks: Callable[[int, int], int], results: list[Result]) -> Callable[[int, int], int]:
+    """`ticks` minus the spans the firmware spent fetching streamed input rows from the host.
+
+    That wait is the link's, not the model's (a camera would have the rows
+    ready); the callback's own bookkeeping around it stays counted. A span
+    counts against an interval when it lies inside it (counter values
+    compared modulo 2^32 from the interval's start).
+    """
+    spans = [s for r in results for s in r.io_spans]
+    if not spans:
+        return ticks
+
+    def net(before: int, after: int) -> int:
+        width = counter_delta(before, after)
+        inside = [(a, b) for a, b in spans if counter_delta(before, a) <= width and counter_delta(before, b) <= width]
+        return ticks(before, after) - sum(ticks(a, b) for a, b in inside)
+
+    return net
+
+
 def run_result(fw: Firmware, image: Image, hello: Hello, results: list[Result], samples: int, target: str,
                ticks: Callable[[int, int], int] = counter_delta, extra: dict[str, object] | None = None) -> RunResult:
     """Outputs and cost from the replies: counter ticks minus the counter's own overhead.

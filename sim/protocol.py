@@ -17,13 +17,16 @@ next sync bytes.
 
 Host -> device
     0x01 HELLO_REQ  empty                          reply: HELLO
-    0x02 INFER      every input's bytes, in order  reply: RESULT (or ERROR)
+    0x02 INFER      the bytes of every input that  reply: RESULT (or ERROR); with streamed inputs
+                    is not streamed, in order      READ requests come first and READ_END after RESULT
     0x03 QUIT       u8 mode, u8 code               mode 0: semihosting exit with status `code`
                                                    (simulators), mode 1: system reset (boards)
+    0x04 DATA       the bytes a READ asked for     (version 2) seq: the INFER's
 Device -> host
     0x81 HELLO      sent at boot and on HELLO_REQ:
-                    u8 version (1), u8 counter kind, u8 flags (bit0 per-layer, bit1 self-test),
-                    u8 inputs, u8 outputs, u8 0, u16 layers,
+                    u8 version (2; 1 = no streamed inputs), u8 counter kind,
+                    u8 flags (bit0 per-layer, bit1 self-test),
+                    u8 inputs, u8 outputs, u8 streamed-input mask (bit i: input i is read on demand), u16 layers,
                     u32 model id (CRC-32 of the generated library), u32 arena bytes,
                     u32 stack bytes available, u32 stack bottom address,
                     u32 calibration reads c0, c1 (two back-to-back counter reads),
@@ -32,6 +35,16 @@ Device -> host
     0x82 RESULT     u32 inference number since boot, i32 status of tinyml_run(),
                     u32 counter before, u32 counter after, u32 stack high-water bytes since reset,
                     [u32 begin, u32 end] per layer when built per-layer, then the outputs' bytes
+    0x83 READ       (version 2) while tinyml_run() reads a streamed input: seq of the INFER,
+                    u8 input, u8 0, u16 rows, u32 offset, u32 length, u32 stride,
+                    u32 counter at the read's start, u32 counter at the previous read's end (0 for
+                    the first): the host answers DATA = for r < rows, input bytes
+                    [offset + r * stride, + length), back to back. The firmware receives them
+                    straight into the model's window tensor, so no whole input is ever stored.
+    0x84 READ_END   (version 2) after the RESULT of an INFER with streamed inputs:
+                    u32 counter at the last read's end, u32 reads, u8 status (0 ok; bit0 a DATA
+                    frame failed its CRC, bit1 a DATA frame had the wrong length, bit2 other frames
+                    arrived during a read and were skipped)
     0xE0 ERROR      u8 code (1 length, 2 CRC, 3 type), ASCII text
     0xEF FAULT      u32 exception number, CFSR, HFSR, MMFAR, BFAR, stacked PC, stacked LR,
                     SP at the fault, EXC_RETURN, stack bottom; then only QUIT is served
@@ -39,14 +52,17 @@ Device -> host
 Counter kinds: 1 DWT cycles (real cores), 2 TIM2 (QEMU netduinoplus2: one count per instruction
 under -icount shift=0), 3 marks (the counter value is the number of the tm_now() call; a QEMU
 plugin records the instruction count at each call and the runner maps one to the other).
-A cost is (after - before) - (c1 - c0): the counter's own overhead is taken out.
+A cost is (after - before) - (c1 - c0): the counter's own overhead is taken out. The time a
+streamed read spends on the link (between the counter values a READ and the next READ or READ_END
+carry) is not the model's: runners leave those spans out (Result.io_spans, sim/measure.py).
 """
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
@@ -55,15 +71,21 @@ from tinyml.errors import CheckFailed
 SYNC = b"\xa5\x5a"
 HEADER = struct.Struct("<BBI")  # type, seq, length
 MAX_PAYLOAD = 64 << 20
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+VERSIONS = (1, 2)  # a version-1 firmware has no streamed inputs; the rest is the same
+READ_REQUEST = struct.Struct("<BBHIIIII")  # input, 0, rows, offset, length, stride, start, previous end
+READ_END = struct.Struct("<IIB")  # last end, reads, status
 
 
 class Msg(IntEnum):
     HELLO_REQ = 0x01
     INFER = 0x02
     QUIT = 0x03
+    DATA = 0x04
     HELLO = 0x81
     RESULT = 0x82
+    READ = 0x83
+    READ_END = 0x84
     ERROR = 0xE0
     FAULT = 0xEF
 
@@ -168,13 +190,14 @@ class Hello:
     input_bytes: list[int]
     output_bytes: list[int]
     board: str
+    streamed: list[bool]  # per input: the firmware asks for it window by window (READ) during inference
 
     @classmethod
     def parse(cls, p: bytes) -> "Hello":
         try:
-            version, counter, flags, n_in, n_out, _, layers = struct.unpack_from("<BBBBBBH", p, 0)
-            if version != PROTOCOL_VERSION:
-                raise LinkError(f"device speaks protocol version {version}, this host {PROTOCOL_VERSION}")
+            version, counter, flags, n_in, n_out, mask, layers = struct.unpack_from("<BBBBBBH", p, 0)
+            if version not in VERSIONS:
+                raise LinkError(f"device speaks protocol version {version}, this host {', '.join(map(str, VERSIONS))}")
             model_id, arena, stack_size, stack_bottom, c0, c1, clock = struct.unpack_from("<7I", p, 8)
             sizes = struct.unpack_from(f"<{n_in + n_out}I", p, 36)
             pos = 36 + 4 * (n_in + n_out)
@@ -182,7 +205,8 @@ class Hello:
         except (struct.error, IndexError, ValueError):
             raise LinkError(f"malformed HELLO ({len(p)} bytes)") from None
         return cls(version, Counter(counter), bool(flags & 1), bool(flags & 2), layers, model_id, arena, stack_size,
-                   stack_bottom, (c0, c1), clock, list(sizes[:n_in]), list(sizes[n_in:]), name)
+                   stack_bottom, (c0, c1), clock, list(sizes[:n_in]), list(sizes[n_in:]), name,
+                   [bool(mask >> i & 1) if version >= 2 else False for i in range(n_in)])
 
 
 @dataclass
@@ -194,6 +218,7 @@ class Result:
     stack_bytes: int
     layer_ticks: list[tuple[int, int]] | None
     outputs: list[bytes]
+    io_spans: list[tuple[int, int]] = field(default_factory=list)  # counter spans spent fetching streamed input
 
     @classmethod
     def parse(cls, p: bytes, hello: Hello) -> "Result":
@@ -345,14 +370,15 @@ class Link:
         text = "".join(self.text_log).strip()
         return f" (it printed: {text[-200:]!r})" if text else " (it printed nothing)"
 
-    def expect(self, kind: Msg, seq: int | None, timeout_s: float | None = None) -> Frame:
-        """Wait for a `kind` reply (to request `seq`); ERROR replies raise LinkError."""
+    def expect(self, kind: Msg | tuple[Msg, ...], seq: int | None, timeout_s: float | None = None) -> Frame:
+        """Wait for a `kind` reply (or any of several kinds) to request `seq`; ERROR replies raise LinkError."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         while True:
             f = self.receive(timeout_s)
             if f.type == Msg.ERROR:
                 code = f.payload[0] if f.payload else 0
                 raise LinkError(f"firmware error {code}: {f.payload[1:].decode('ascii', 'replace')}")
-            if f.type == kind and (seq is None or f.seq in (seq, 0)):
+            if f.type in kinds and (seq is None or f.seq in (seq, 0)):
                 return f
 
     def handshake(self, boot_timeout_s: float = 10.0) -> Hello:
@@ -365,12 +391,78 @@ class Link:
         return self.hello
 
     def infer(self, payload: bytes, timeout_s: float | None = None) -> Result:
+        """One inference on `payload` (every input's bytes, in order).
+
+        Inputs the firmware streams are not sent up front: they are served
+        read by read while it runs (InputServer), and the spans it spent
+        waiting for them come back in Result.io_spans.
+        """
         assert self.hello is not None, "handshake first"
-        seq = self.send(Msg.INFER, payload)
-        return Result.parse(self.expect(Msg.RESULT, seq, timeout_s).payload, self.hello)
+        server = InputServer(payload, self.hello.input_bytes, self.hello.streamed)
+        seq = self.send(Msg.INFER, server.upfront)
+        if not server.streams:
+            return Result.parse(self.expect(Msg.RESULT, seq, timeout_s).payload, self.hello)
+        while True:
+            f = self.expect((Msg.READ, Msg.RESULT), seq, timeout_s)
+            if f.type == Msg.RESULT:
+                break
+            self.t.write(encode(Msg.DATA, seq, server.answer(f.payload)), self.timeout_s)
+        result = Result.parse(f.payload, self.hello)
+        result.io_spans = server.finish(self.expect(Msg.READ_END, seq, timeout_s).payload)
+        return result
 
     def quit(self, mode: int = 0, code: int = 0) -> None:
         self.send(Msg.QUIT, bytes([mode, code]))
+
+
+class InputServer:
+    """The host's half of streamed inputs for one INFER: answers READ requests, collects their spans.
+
+    Bounds are checked here: a request outside its input is a firmware bug
+    and ends the conversation (LinkError) rather than sending made-up bytes.
+    """
+
+    def __init__(self, payload: bytes, sizes: list[int], streamed: list[bool]):
+        if len(payload) != sum(sizes):
+            raise LinkError(f"{len(payload)} input bytes for inputs of {sum(sizes)} bytes")
+        cuts = list(itertools.accumulate(sizes, initial=0))
+        self.inputs = [payload[a:b] for a, b in zip(cuts, cuts[1:])]
+        self.streams = [i for i, s in enumerate(streamed) if s]
+        self.upfront = b"".join(x for i, x in enumerate(self.inputs) if i not in self.streams)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def answer(self, request: bytes) -> bytes:
+        """The DATA payload for one READ payload."""
+        try:
+            index, _, rows, offset, length, stride, start, prev_end = READ_REQUEST.unpack(request)
+        except struct.error:
+            raise LinkError(f"malformed READ ({len(request)} bytes)") from None
+        if index not in self.streams:
+            raise LinkError(f"the firmware asked for input {index}, which it does not stream")
+        data = self.inputs[index]
+        last = offset + (rows - 1) * stride + length if rows else offset
+        if last > len(data) or (rows > 1 and stride < length):
+            raise LinkError(f"READ of {rows} x {length} bytes at {offset} (stride {stride}) leaves input {index} "
+                            f"({len(data)} bytes)")
+        if self.starts:
+            self.ends.append(prev_end)
+        self.starts.append(start)
+        return b"".join(data[offset + r * stride:offset + r * stride + length] for r in range(rows))
+
+    def finish(self, read_end: bytes) -> list[tuple[int, int]]:
+        """The (start, end) counter spans of every read, from the READ_END payload."""
+        try:
+            last_end, reads, status = READ_END.unpack(read_end)
+        except struct.error:
+            raise LinkError(f"malformed READ_END ({len(read_end)} bytes)") from None
+        if status:
+            raise LinkError(f"streamed input reads failed on the device (status {status:#x})")
+        if reads != len(self.starts):
+            raise LinkError(f"the firmware counted {reads} reads, the host answered {len(self.starts)}")
+        if self.starts:
+            self.ends.append(last_end)
+        return list(zip(self.starts, self.ends))
 
 
 def counter_delta(before: int, after: int) -> int:

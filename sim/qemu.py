@@ -35,7 +35,7 @@ import numpy as np
 from tinyml.codegen.firmware import Firmware, Image
 from tinyml.errors import CheckFailed, ToolMissing
 from tinyml.sim.host import pack_inputs
-from tinyml.sim.measure import check_hello, run_result
+from tinyml.sim.measure import check_hello, leaving_out_io, run_result
 from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, counter_delta
 from tinyml.sim.runner import RunResult
 
@@ -211,7 +211,7 @@ class QemuRunner:
                 raise LinkError(f"{self.target}: the instruction-count plugin recorded no such mark")
             return marks[after - 1] - marks[before - 1]
 
-        return run_result(self.fw, self.image, hello, results, samples, self.target, ticks,
+        return run_result(self.fw, self.image, hello, results, samples, self.target, leaving_out_io(ticks, results),
                           {"machine": self.image.machine})
 
 

@@ -30,8 +30,8 @@ from tinyml.board import Board
 from tinyml.codegen.firmware import Firmware
 from tinyml.errors import CheckFailed, ToolMissing
 from tinyml.sim.host import pack_inputs
-from tinyml.sim.measure import check_hello, run_result
-from tinyml.sim.protocol import Link, LinkError, SerialTransport
+from tinyml.sim.measure import check_hello, leaving_out_io, run_result
+from tinyml.sim.protocol import Link, LinkError, SerialTransport, counter_delta
 from tinyml.sim.runner import RunResult
 
 GET_RENODE = "https://renode.io/#downloads (or https://github.com/renode/renode/releases)"
@@ -193,7 +193,8 @@ class RenodeRunner:
         finally:
             proc.kill()
             proc.wait()
-        return run_result(self.fw, self.fw.images["board"], hello, results, len(inputs), self.target)
+        return run_result(self.fw, self.fw.images["board"], hello, results, len(inputs), self.target,
+                          leaving_out_io(counter_delta, results))
 
     def _connect(self, serial, port: int):  # noqa: ANN001, ANN202 - pyserial module and port
         deadline = time.monotonic() + 60

@@ -18,8 +18,8 @@ from tinyml.codegen.firmware import Firmware, Image
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.sim.bootloader import flash_firmware, open_port
 from tinyml.sim.host import pack_inputs
-from tinyml.sim.measure import check_hello, run_result
-from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, SerialTransport
+from tinyml.sim.measure import check_hello, leaving_out_io, run_result
+from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, SerialTransport, counter_delta
 from tinyml.sim.runner import RunResult
 
 
@@ -61,7 +61,7 @@ def measured(fw: Firmware, image: Image, hello: Hello, results: list[Result], sa
     if hello.counter not in (Counter.DWT, Counter.TIM2):
         raise CheckFailed(f"{target}: the firmware counts with {hello.counter.name}, which a serial port cannot "
                           "measure (DWT on a board, TIM2 under QEMU -icount)")
-    return run_result(fw, image, hello, results, samples, target)
+    return run_result(fw, image, hello, results, samples, target, leaving_out_io(counter_delta, results))
 
 
 def serial_board_runner(board: str, compiled, work_dir: Path, port: str, *, flash: bool = True,  # noqa: ANN001

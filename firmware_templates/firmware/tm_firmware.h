@@ -33,9 +33,12 @@ uint32_t tm_now(void);
 
 /* protocol.c: framing (sync, type, seq, length, payload, CRC-32) */
 enum {
-    TM_MSG_HELLO_REQ = 0x01, TM_MSG_INFER = 0x02, TM_MSG_QUIT = 0x03,
-    TM_MSG_HELLO = 0x81, TM_MSG_RESULT = 0x82, TM_MSG_ERROR = 0xE0, TM_MSG_FAULT = 0xEF
+    TM_MSG_HELLO_REQ = 0x01, TM_MSG_INFER = 0x02, TM_MSG_QUIT = 0x03, TM_MSG_DATA = 0x04,
+    TM_MSG_HELLO = 0x81, TM_MSG_RESULT = 0x82, TM_MSG_READ = 0x83, TM_MSG_READ_END = 0x84,
+    TM_MSG_ERROR = 0xE0, TM_MSG_FAULT = 0xEF
 };
+/* READ_END status bits (streamed inputs) */
+enum { TM_READ_BAD_CRC = 1, TM_READ_BAD_LENGTH = 2, TM_READ_SKIPPED = 4 };
 enum { TM_ERR_LENGTH = 1, TM_ERR_CRC = 2, TM_ERR_TYPE = 3 };
 typedef struct { uint8_t type; uint8_t seq; uint32_t len; } tm_header_t;
 void tm_puts(const char *s);
