@@ -190,7 +190,7 @@ class Hello:
     input_bytes: list[int]
     output_bytes: list[int]
     board: str
-    streamed: list[bool]  # per input: the firmware asks for it window by window (READ) during inference
+    streamed: list[bool] = field(default_factory=list)  # per input: read window by window (READ)
 
     @classmethod
     def parse(cls, p: bytes) -> "Hello":
