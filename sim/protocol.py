@@ -398,10 +398,11 @@ class Link:
         waiting for them come back in Result.io_spans.
         """
         assert self.hello is not None, "handshake first"
+        if not any(self.hello.streamed):
+            seq = self.send(Msg.INFER, payload)
+            return Result.parse(self.expect(Msg.RESULT, seq, timeout_s).payload, self.hello)
         server = InputServer(payload, self.hello.input_bytes, self.hello.streamed)
         seq = self.send(Msg.INFER, server.upfront)
-        if not server.streams:
-            return Result.parse(self.expect(Msg.RESULT, seq, timeout_s).payload, self.hello)
         while True:
             f = self.expect((Msg.READ, Msg.RESULT), seq, timeout_s)
             if f.type == Msg.RESULT:
