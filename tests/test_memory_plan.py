@@ -22,6 +22,7 @@ from tinyml.schedule.memory import (
     Buffer,
     _Problem,
     _search,
+    _units,
     lower_bound,
     place,
     place_greedy_by_size,
@@ -34,8 +35,12 @@ def arena_of(buffers: list[Buffer]) -> int:
 
 
 def assert_disjoint(buffers: list[Buffer]) -> None:
+    """No two buffers live at one step overlap; a tail segment lies where its head says."""
+    heads = {b.key: b for b in buffers if b.base is None}
     for b in buffers:
         assert b.offset >= 0 and b.offset % ALIGN == 0, b
+        if b.base is not None:
+            assert b.offset == heads[b.base].offset + b.delta, b
     for a, b in itertools.combinations(buffers, 2):
         if a.first <= b.last and b.first <= a.last and a.size and b.size:
             assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, (a, b)
@@ -44,18 +49,24 @@ def assert_disjoint(buffers: list[Buffer]) -> None:
 @st.composite
 def instances(draw: Any, max_buffers: int = 24, max_units: int = 64) -> tuple[list[Buffer], int]:
     """Random buffers: sizes in ALIGN units, lifetimes inside `steps` steps."""
+    """Random buffers: sizes in ALIGN units, lifetimes inside `steps` steps; some shrink (a tail segment)."""
     steps = draw(st.integers(1, 20))
     n = draw(st.integers(1, max_buffers))
     buffers = []
     for k in range(n):
         first = draw(st.integers(0, steps - 1))
         last = draw(st.integers(first, min(steps - 1, first + draw(st.sampled_from([0, 1, 2, 4, 20])))))
-        buffers.append(Buffer(f"b{k}", ALIGN * draw(st.integers(0, max_units)), first, last))
+        head = Buffer(f"b{k}", ALIGN * draw(st.integers(0, max_units)), first, last)
+        buffers.append(head)
+        if last > first and draw(st.integers(0, 2)) == 0:  # shrinks after step `end`
+            end = draw(st.integers(first, last - 1))
+            buffers.append(Buffer(f"b{k}#1", ALIGN * draw(st.integers(1, max_units)), first, end,
+                                  base=head.key, delta=head.size))
     return buffers, steps
 
 
 def copies(buffers: list[Buffer]) -> list[Buffer]:
-    return [Buffer(b.key, b.size, b.first, b.last) for b in buffers]
+    return [Buffer(b.key, b.size, b.first, b.last, base=b.base, delta=b.delta) for b in buffers]
 
 
 @settings(max_examples=400, deadline=None)
@@ -74,23 +85,35 @@ def test_plan_is_valid_bounded_and_never_worse_than_greedy(inst: tuple[list[Buff
 
 
 def exhaustive_optimum(buffers: list[Buffer]) -> int:
-    """Smallest arena over every assignment of offsets (in ALIGN units), by backtracking."""
-    units = [b.size // ALIGN for b in buffers]
-    limit = sum(units)
+    """Smallest arena over every assignment of offsets (in ALIGN units) to heads, by backtracking.
+
+    Written from the definition, not from the planner's unit model: each
+    head takes an offset, its tails follow at their deltas, and no two
+    segments of different heads may overlap in time and in bytes.
+    """
+    heads = [b for b in buffers if b.base is None]
+    segs = [[(b.first, b.last, b.delta // ALIGN, b.size // ALIGN) for b in buffers if b.key == h.key or b.base == h.key]
+            for h in heads]
+    tops = [max(d + s for _, _, d, s in sg) for sg in segs]
+    limit = sum(tops)
     best = [limit]
     chosen: list[int] = []
+
+    def clear(k: int, off: int) -> bool:
+        return all(off + d + s <= chosen[j] + dj or chosen[j] + dj + sj <= off + d
+                   for j in range(k) for f, la, d, s in segs[k] for fj, lj, dj, sj in segs[j]
+                   if f <= lj and fj <= la and s and sj)
 
     def go(k: int, top: int) -> None:
         if top >= best[0]:
             return
-        if k == len(buffers):
+        if k == len(heads):
             best[0] = top
             return
-        for off in range(0, limit - units[k] + 1):
-            if all(off + units[k] <= chosen[j] or chosen[j] + units[j] <= off
-                   for j in range(k) if buffers[j].first <= buffers[k].last and buffers[k].first <= buffers[j].last):
+        for off in range(0, limit - tops[k] + 1):
+            if clear(k, off):
                 chosen.append(off)
-                go(k + 1, max(top, off + units[k]))
+                go(k + 1, max(top, off + tops[k]))
                 chosen.pop()
 
     go(0, 0)
@@ -106,10 +129,9 @@ def test_small_plans_are_optimal(inst: tuple[list[Buffer], int]) -> None:
     assert_disjoint(buffers)
     assert arena_of(buffers) == optimum
     # the branch and bound alone, from no upper bound at all, also finds it
-    live = [b for b in buffers if b.size]
-    if live:
-        p = _Problem(live, steps)
-        found = _search(p, 10**9, lower_bound(live, steps), 10**6)
+    units = _units(buffers)
+    if units:
+        found = _search(_Problem(units, steps), 10**9, lower_bound(buffers, steps), 10**6)
         assert found is not None and found[0] == optimum
 
 

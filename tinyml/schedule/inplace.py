@@ -21,14 +21,12 @@ from tinyml.ops import get_op
 def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]]:
     """(output, input) pairs that may share a buffer, given the alias groups `find` already forms.
 
-    Only outputs exactly as large as their input are merged. A merged buffer
-    keeps the input's size for the output's whole life, so a smaller output
-    (stride 2, a projecting 1x1) gets a buffer of its own instead: it costs
-    its few bytes during this one step, and the input's bytes are free from
-    the next. (Choosing per merge by the resulting peak couples distant
-    layers, which the patch search's lower bounds rely on not happening;
-    measured on the zoo with patch schedules, never merging them was never
-    worse.)
+    Every legal merge is taken: the output lies in the head of the input's
+    bytes and the rest is free from the next step (memory.py plans the
+    buffer as shrinking), so a merge never holds more bytes at any step than
+    two separate buffers would. Each decision is local to its node, so it
+    does not depend on distant layers (the patch search's lower bounds rely
+    on that).
     """
     merged: dict[str, str] = {}
 
@@ -63,7 +61,7 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
                 continue
             gx, gy = group(x), group(y)
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
-            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] != size[gx]:
+            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] > g[x].nbytes:
                 continue
             merged[gy] = gx
             last[gx] = last[gy]

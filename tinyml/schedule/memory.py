@@ -5,6 +5,15 @@ with a size and a lifetime [first step, last step]; buffers whose lifetimes
 overlap must not overlap in the arena. Alias ops (RESHAPE, SQUEEZE) make their
 input and output one buffer, and so do ops run in place (see inplace.py).
 
+An in-place output smaller than its input (a stride-2 depthwise, a projecting
+1x1 convolution) is written into the head of the dying input's bytes, and the
+tail is free from the next step: such a group's size shrinks over its life.
+It becomes a head buffer (the size it ends with, for the whole life) plus one
+tail segment per drop, each tied to the head's offset (`base`, `delta`), so
+every Buffer still has one size and one lifetime and the most bytes live at a
+step (the lower bound) is a plain sum. Placement moves a head and its tails
+as one unit.
+
 Placement is dynamic storage allocation (NP-hard in general). TFLite Micro's
 greedy-by-size is one candidate; other orderings (by start, by size x lifetime,
 by conflict pressure, by lifetime) often do better on branchy graphs; a seeded
@@ -27,7 +36,11 @@ ALIGN = 16
 
 @dataclass
 class Buffer:
-    """One arena allocation: a group of aliased tensors, or a layer's scratch."""
+    """One arena allocation: a group of aliased tensors, or a layer's scratch.
+
+    A tail segment of a shrinking group has `base` = its head's key and lies
+    `delta` bytes above the head's offset.
+    """
 
     key: str
     size: int
@@ -35,6 +48,8 @@ class Buffer:
     last: int
     tensors: list[str] = field(default_factory=list)
     offset: int = -1
+    base: str | None = None
+    delta: int = 0
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -58,7 +73,7 @@ def _align(n: int, a: int = ALIGN) -> int:
 
 
 def build_buffers(g: Graph) -> list[Buffer]:
-    """Lifetimes of every activation buffer and scratch area, in node steps."""
+    """Lifetimes of every activation buffer (and its tail segments) and scratch area, in node steps."""
     root: dict[str, str] = {}
 
     def find(t: str) -> str:
@@ -76,21 +91,13 @@ def build_buffers(g: Graph) -> list[Buffer]:
         root[find(out)] = find(inp)
 
     last_step = len(g.nodes)  # graph outputs stay live past the last node
-    groups: dict[str, Buffer] = {}
+    life: dict[str, list[int]] = {}  # tensor -> [first, last] step
 
     def touch(t: str, step: int) -> None:
         if g.tensors[t].streamed:  # read through the application's callback, never stored
             return
-        r = find(t)
-        size = _align(g.tensors[t].nbytes)
-        b = groups.get(r)
-        if b is None:
-            groups[r] = Buffer(r, size, step, step, [t])
-            return
-        b.size = max(b.size, size)
-        b.first, b.last = min(b.first, step), max(b.last, step)
-        if t not in b.tensors:
-            b.tensors.append(t)
+        span = life.setdefault(t, [step, step])
+        span[0], span[1] = min(span[0], step), max(span[1], step)
 
     for t in g.inputs:
         touch(t, 0)
@@ -102,12 +109,41 @@ def build_buffers(g: Graph) -> list[Buffer]:
         if not g.tensors[t].is_const:
             touch(t, last_step)
 
-    buffers = list(groups.values())
+    groups: dict[str, list[str]] = {}
+    for t in life:
+        groups.setdefault(find(t), []).append(t)
+    buffers = []
+    for r, members in groups.items():
+        first = min(life[t][0] for t in members)
+        level = [0] * (max(life[t][1] for t in members) - first + 1)  # bytes the group holds per step
+        for t in members:
+            for step in range(life[t][0], life[t][1] + 1):
+                level[step - first] = max(level[step - first], _align(g.tensors[t].nbytes))
+        buffers += _segments(r, members, first, level)
     for step, n in enumerate(g.nodes):
         size = get_op(n.op).scratch_bytes(g, n)
         if size:
             buffers.append(Buffer(f"@scratch{step}", _align(size), step, step))
     return buffers
+
+
+def _segments(key: str, tensors: list[str], first: int, level: list[int]) -> list[Buffer]:
+    """A group holding level[k] bytes at step first + k: its head, then a tail per drop.
+
+    The head keeps what the group ends with for its whole life; the bytes
+    between two levels are a tail that dies where the level drops below it.
+    A group that ever grows (not made by in-place merges) keeps its largest
+    size throughout.
+    """
+    last = first + len(level) - 1
+    if any(a < b for a, b in zip(level, level[1:])):
+        return [Buffer(key, max(level), first, last, tensors)]
+    out = [Buffer(key, level[-1], first, last, tensors)]
+    for k in range(len(level) - 1):
+        if level[k] > level[k + 1]:
+            out.append(Buffer(f"{key}#{len(out)}", level[k] - level[k + 1], first, first + k,
+                              base=key, delta=level[k + 1]))
+    return out
 
 
 def lower_bound(buffers: list[Buffer], steps: int) -> int:
@@ -119,32 +155,65 @@ def lower_bound(buffers: list[Buffer], steps: int) -> int:
     return max(live, default=0)
 
 
-class _Problem:
-    """Buffers as index arrays, with each one's time-overlapping neighbours."""
+def _units(buffers: list[Buffer]) -> list[list[Buffer]]:
+    """Buffers placed together: each head with its tail segments (head first); empty units left out."""
+    units: dict[str, list[Buffer]] = {b.key: [b] for b in buffers if b.base is None}
+    for b in buffers:
+        if b.base is not None:
+            units[b.base].append(b)
+    return [u for u in units.values() if any(b.size for b in u)]
 
-    def __init__(self, buffers: list[Buffer], steps: int):
-        self.sizes = [b.size for b in buffers]
-        self.firsts = [b.first for b in buffers]
-        self.lasts = [b.last for b in buffers]
-        self.steps = max(steps, max((b.last + 1 for b in buffers), default=1))
-        n = len(buffers)
-        self.conflicts: list[list[int]] = [[] for _ in range(n)]
+
+class _Problem:
+    """Units (a buffer and its tails) as index arrays, with each one's time-overlapping neighbours.
+
+    A unit's extent at a step is how far above its offset its live bytes
+    reach. Two units live at common steps must keep their extents apart at
+    each such step; every forbidden offset range contains the other's offset,
+    so this is one range: unit i must lie `need` bytes below j or `their`
+    bytes above it (the largest extents over their common steps).
+    """
+
+    def __init__(self, units: list[list[Buffer]], steps: int):
+        self.pieces = [[(b.first, b.last, b.delta + b.size) for b in u] for u in units]
+        self.sizes = [max(top for _, _, top in p) for p in self.pieces]
+        self.firsts = [min(f for f, _, _ in p) for p in self.pieces]
+        self.lasts = [max(la for _, la, _ in p) for p in self.pieces]
+        self.steps = max(steps, max((la + 1 for la in self.lasts), default=1))
+        n = len(units)
+        self.conflicts: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]  # (j, need, their)
         for i in range(n):
             for j in range(i + 1, n):
-                if buffers[i].overlaps_in_time(buffers[j]):
-                    self.conflicts[i].append(j)
-                    self.conflicts[j].append(i)
+                a, b = max(self.firsts[i], self.firsts[j]), min(self.lasts[i], self.lasts[j])
+                if a <= b:
+                    ei, ej = self.extent(i, a, b), self.extent(j, a, b)
+                    self.conflicts[i].append((j, ei, ej))
+                    self.conflicts[j].append((i, ej, ei))
+        # units that need their full size against every neighbour take the one-pass scan
+        self.uniform = [all(need == self.sizes[i] for _, need, _ in self.conflicts[i]) for i in range(n)]
+
+    def extent(self, i: int, a: int, b: int) -> int:
+        """How far above its offset unit i reaches at some step in [a, b]."""
+        return max((top for f, la, top in self.pieces[i] if f <= b and a <= la), default=0)
 
     def fit(self, i: int, offsets: list[int]) -> int:
-        """Lowest offset where buffer i clears every placed buffer live at the same time."""
-        size, sizes = self.sizes[i], self.sizes
-        busy = sorted((offsets[j], offsets[j] + sizes[j]) for j in self.conflicts[i] if offsets[j] >= 0)
+        """Lowest offset where unit i clears every placed unit live at the same time."""
+        if self.uniform[i]:
+            size = self.sizes[i]
+            off = 0
+            for lo, hi in sorted((offsets[j], offsets[j] + their) for j, _, their in self.conflicts[i] if offsets[j] >= 0):
+                if off + size <= lo:
+                    break
+                off = max(off, hi)
+            return off
+        busy = [(offsets[j], offsets[j] + their, need) for j, need, their in self.conflicts[i] if offsets[j] >= 0]
         off = 0
-        for lo, hi in busy:
-            if off + size <= lo:
-                break
-            off = max(off, hi)
-        return off
+        while True:
+            # every offset from here up to the highest clashing top still clashes with that unit
+            clash = max((hi for lo, hi, need in busy if off < hi and lo < off + need), default=-1)
+            if clash < 0:
+                return off
+            off = clash
 
     def first_fit(self, order: list[int]) -> tuple[int, list[int]]:
         """Place in `order`, each at its lowest fitting offset; (arena, offsets)."""
@@ -158,7 +227,7 @@ def _orderings(p: _Problem) -> dict[str, list[int]]:
     """Placement orders worth trying; greedy-by-size (TFLite Micro's) comes first."""
     n = len(p.sizes)
     span = [p.lasts[i] - p.firsts[i] + 1 for i in range(n)]
-    pressure = [p.sizes[i] + sum(p.sizes[j] for j in p.conflicts[i]) for i in range(n)]
+    pressure = [p.sizes[i] + sum(their for _, _, their in p.conflicts[i]) for i in range(n)]
     keys = {
         "greedy-by-size": lambda i: (-p.sizes[i], p.firsts[i], i),
         "by-start": lambda i: (p.firsts[i], -p.sizes[i], i),
@@ -185,13 +254,13 @@ def _search(p: _Problem, upper: int, lower: int, budget: int) -> tuple[int, list
     unplaced = [0] * p.steps
     for i in range(n):
         for t in range(p.firsts[i], p.lasts[i] + 1):
-            unplaced[t] += p.sizes[i]
+            unplaced[t] += p.extent(i, t, t)
     best: list = [upper, None]
     nodes = [0]
 
     def take(i: int, sign: int) -> None:
         for t in range(p.firsts[i], p.lasts[i] + 1):
-            unplaced[t] -= sign * p.sizes[i]
+            unplaced[t] -= sign * p.extent(i, t, t)
 
     def dfs(placed: int, last_off: int, last_i: int, peak: int) -> None:
         if placed == n:
@@ -253,6 +322,12 @@ SEARCH_MAX_BUFFERS = 16
 SEARCH_BUDGET = 20000
 
 
+def _set_offsets(units: list[list[Buffer]], offsets: list[int]) -> None:
+    for u, o in zip(units, offsets):
+        for b in u:
+            b.offset = o + b.delta
+
+
 def place(buffers: list[Buffer], steps: int) -> str:
     """Set every buffer's offset: several orderings, then local search, then an exact search.
 
@@ -261,12 +336,12 @@ def place(buffers: list[Buffer], steps: int) -> str:
     never worse than TFLite Micro's own strategy.
     """
     for b in buffers:
-        b.offset = 0
-    live = [b for b in buffers if b.size > 0]
-    if not live:
+        b.offset = b.delta
+    units = _units(buffers)
+    if not units:
         return "empty"
-    p = _Problem(live, steps)
-    lower = lower_bound(live, p.steps)
+    p = _Problem(units, steps)
+    lower = lower_bound(buffers, p.steps)
     best_name, best, offsets, best_order = "", None, None, None
     for name, order in _orderings(p).items():
         arena, offs = p.first_fit(order)
@@ -278,24 +353,22 @@ def place(buffers: list[Buffer], steps: int) -> str:
         arena, offs = _local_search(p, best_order, lower, LOCAL_MOVES)
         if arena < best:
             best_name, best, offsets = "local-search", arena, offs
-    if best > lower and len(live) <= SEARCH_MAX_BUFFERS:
+    if best > lower and len(units) <= SEARCH_MAX_BUFFERS:
         found = _search(p, best, lower, SEARCH_BUDGET)
         if found is not None and found[0] < best:
             best_name, (best, offsets) = "exact-search", found
-    for b, o in zip(live, offsets):
-        b.offset = o
+    _set_offsets(units, offsets)
     return best_name
 
 
 def place_greedy_by_size(buffers: list[Buffer]) -> int:
     """TFLite Micro's strategy: biggest first, each at the lowest free gap."""
     for b in buffers:
-        b.offset = 0
-    live = [b for b in buffers if b.size > 0]
-    p = _Problem(live, 0)
+        b.offset = b.delta
+    units = _units(buffers)
+    p = _Problem(units, 0)
     arena, offsets = p.first_fit(_orderings(p)["greedy-by-size"])
-    for b, o in zip(live, offsets):
-        b.offset = o
+    _set_offsets(units, offsets)
     return arena
 
 
@@ -306,6 +379,7 @@ def plan_memory(g: Graph) -> MemoryPlan:
     arena = max((b.offset + b.size for b in buffers), default=0)
     offsets = {t: b.offset for b in buffers for t in b.tensors}
     scratch = {
-        int(b.key[len("@scratch"):]): (b.offset, b.size) for b in buffers if b.key.startswith("@scratch")
+        int(b.key[len("@scratch"):]): (b.offset, b.size)
+        for b in buffers if b.base is None and b.key.startswith("@scratch")
     }
     return MemoryPlan(buffers, offsets, scratch, arena, lower_bound(buffers, steps), strategy)
