@@ -172,7 +172,7 @@ STAGES = {
 
 
 @pytest.mark.parametrize("grid", [(1, 2), (2, 1), (2, 2), (3, 2), (2, 3), (4, 4), (1, 3, True), (2, 4, True),
-                                  (3, 3, True)])
+                                  (3, 3, True), (2, 1, True), (4, 1, True), (7, 1, True)])
 @pytest.mark.parametrize("case", sorted(STAGES))
 def test_patched_graph_equals_layer_by_layer(case: str, grid: tuple) -> None:
     h, w, c, layers = STAGES[case]
@@ -182,7 +182,7 @@ def test_patched_graph_equals_layer_by_layer(case: str, grid: tuple) -> None:
     try:
         ps = apply_patches(g, PatchSpec(split, rows, cols, len(grid) > 2))
     except NotPatchable:
-        assert len(grid) > 2  # column reuse may find a band with nothing new to compute
+        assert len(grid) > 2  # reuse may find a band with nothing new to compute
         return
     check_supported(ps.graph)
     verify_shapes(ps.graph)
@@ -219,6 +219,16 @@ def test_extra_macs_hand_case() -> None:
     per_pixel = 3 * 3 * 3 * 2  # first conv: cout * k * k * cin
     assert ps.extra_macs == 2 * 8 * per_pixel
     assert ps.macs == graph_macs(ps.graph)
+
+
+def test_row_reuse_recomputes_nothing_and_joins_rows() -> None:
+    """Full-width bands that keep the rows the band above computed: no extra MACs at all."""
+    c = compile_model(zoo.path("mobilenet_v1_025_vww"))
+    ps = apply_patches(c.graph, PatchSpec(c.graph.nodes[7].outputs[0], 12, 1, True))
+    assert ps.extra_macs == 0 and ps.macs == graph_macs(ps.graph)
+    joins = [n for n in ps.graph.nodes if n.op == "CONCATENATION"]
+    assert joins and all(n.attrs["axis"] == 1 for n in joins)
+    assert ps.stages[0].describe(ps.graph)["reuse_rows"]
 
 
 def test_search_macs_equal_the_rewritten_graphs() -> None:
@@ -260,6 +270,10 @@ FIXED = [
     ("op_conv_dilation2", 0, (2, 3, True)), ("edge_dw5x5_c10_s2_valid", 0, (1, 2, True)),
     ("op_maxpool_3x3_s2_same", 0, (2, 3, True)), ("resnet8", 7, (2, 4, True)),
     ("mobilenet_v1_025_vww", 7, (3, 6, True)), ("io_pytorch_nchw", 3, (2, 2, True)),
+    # row reuse: full-width bands
+    ("op_conv_dilation2", 0, (3, 1, True)), ("edge_dw5x5_c10_s2_valid", 0, (2, 1, True)),
+    ("op_maxpool_3x3_s2_same", 0, (4, 1, True)), ("io_pytorch_nchw", 3, (3, 1, True)),
+    ("resnet8", 7, (4, 1, True)), ("mobilenet_v1_025_vww", 7, (12, 1, True)),
 ]
 
 

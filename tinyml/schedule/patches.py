@@ -42,6 +42,7 @@ POINTWISE_OPS = (
     "QUANTIZE", "DEQUANTIZE",
 )
 MAX_GRID = 8  # rows and columns searched: 1..8 each (1x1 excluded)
+MAX_BANDS = 16  # full-width bands reusing rows (no recomputation): up to this many
 
 
 class NotPatchable(BadModel):
@@ -220,9 +221,9 @@ class AxisPlan:
 def axis_plan(g: Graph, stage: Stage, axis: int, out: Span, done: dict[str, int] | None = None) -> AxisPlan:
     """Backwards from the split tensor's span `out` on `axis` (0 rows, 1 columns).
 
-    `done` (column reuse): per stage tensor, the end of what the previous
-    patch in the row computed; only the part right of it is computed here,
-    so only that part's receptive field is read.
+    `done` (reuse): per stage tensor, the end of what the previous patch
+    along this axis computed; only the part after it is computed here, so
+    only that part's receptive field is read.
     """
     provide: dict[str, Span] = {stage.split: out}
     computed: dict[str, Span] = {}
@@ -231,7 +232,9 @@ def axis_plan(g: Graph, stage: Stage, axis: int, out: Span, done: dict[str, int]
     for i in reversed(stage.nodes):
         n = g.nodes[i]
         if n.outputs[0] not in provide:  # only with reuse: its readers take everything from the halo
-            raise NotPatchable("column reuse: a patch would compute nothing of a stage tensor")
+            end = done.get(n.outputs[0], 0) if done is not None else 0
+            computed[n.outputs[0]] = (end, end)  # nothing of it is needed here (see _Builder.patch)
+            continue
         o0, o1 = provide[n.outputs[0]]
         if done is not None:
             o0 = max(o0, min(done.get(n.outputs[0], o0), o1))
@@ -278,7 +281,7 @@ class PatchRegions:
         return PatchRegions(
             cell,
             {t: region(r, cols.provide[t]) for t, r in rows.provide.items() if t in cols.provide},
-            {t: region(rows.provide[t], c) for t, c in cols.computed.items()},
+            {t: region(rows.computed[t], c) for t, c in cols.computed.items()},
             {k: region(r, cols.need[k]) for k, r in rows.need.items() if k in cols.need},
             {i: rows.pads[i] + cols.pads[i] for i in rows.pads if i in cols.pads},
         )
@@ -299,20 +302,26 @@ def bands(size: int, parts: int) -> list[Span]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def column_plans(g: Graph, stage: Stage, cols: int, reuse: bool) -> list[AxisPlan]:
-    """The column plan of each band, left to right; with `reuse` each starts where the previous one ended."""
+def axis_plans(g: Graph, stage: Stage, axis: int, parts: int, reuse: bool) -> list[AxisPlan]:
+    """The plan of each band along `axis`, in order; with `reuse` each starts where the previous one ended."""
     plans: list[AxisPlan] = []
-    for b in bands(g[stage.split].shape[2], cols):
+    for b in bands(g[stage.split].shape[1 + axis], parts):
         done = {t: span[1] for t, span in plans[-1].computed.items()} if reuse and plans else None
-        plans.append(axis_plan(g, stage, 1, b, done))
+        plans.append(axis_plan(g, stage, axis, b, done))
     return plans
+
+
+def reuse_axis(cols: int) -> int:
+    """The axis a reusing grid carries overlaps along: columns within a row of patches, or, for
+    a grid of full-width bands (one column), rows from one band to the next (a line buffer)."""
+    return 1 if cols > 1 else 0
 
 
 def grid_regions(g: Graph, stage: Stage, rows: int, cols: int, reuse: bool = False) -> list[PatchRegions]:
     """Every patch of a rows x cols grid over the split tensor, row-major."""
-    s = g[stage.split]
-    row_plans = [axis_plan(g, stage, 0, b) for b in bands(s.shape[1], rows)]
-    col_plans = column_plans(g, stage, cols, reuse)
+    ax = reuse_axis(cols) if reuse else None
+    row_plans = axis_plans(g, stage, 0, rows, ax == 0)
+    col_plans = axis_plans(g, stage, 1, cols, ax == 1)
     return [PatchRegions.combine((i, j), rp, cp) for i, rp in enumerate(row_plans) for j, cp in enumerate(col_plans)]
 
 
@@ -324,7 +333,9 @@ class PatchSpec:
     split: str
     rows: int
     cols: int
-    reuse: bool = False  # keep the overlapping columns of the previous patch in a row instead of recomputing
+    # keep what a patch shares with the previous one instead of recomputing it: the overlapping columns
+    # of the previous patch in the row, or with one column, the overlapping rows of the band above
+    reuse: bool = False
 
 
 @dataclass
@@ -348,7 +359,8 @@ class StageReport:
             "split_shape": list(g[self.spec.split].shape),
             "grid": [self.spec.rows, self.spec.cols],
             "patches": self.spec.rows * self.spec.cols,
-            "reuse_columns": self.spec.reuse,
+            "reuse_columns": self.spec.reuse and reuse_axis(self.spec.cols) == 1,
+            "reuse_rows": self.spec.reuse and reuse_axis(self.spec.cols) == 0,
             "stage_layers": self.stage_layers,
             "stage_span": list(self.span),
         }
@@ -414,9 +426,10 @@ class _Builder:
     """Appends one patch's nodes and tensors to a new graph."""
 
     def __init__(self, g: Graph, out: Graph, stage: Stage, streamed: set[str], stage_id: int,
-                 origin: dict[int, int]):
+                 origin: dict[int, int], axis: int = 1):
         self.g, self.out, self.stage, self.streamed, self.stage_id = g, out, stage, streamed, stage_id
         self.origin = origin
+        self.axis = axis  # along which halos are carried over (1 columns, 0 rows)
 
     def tensor(self, like: str, r: Region, tag: str) -> str:
         t = self.g[like]
@@ -431,11 +444,20 @@ class _Builder:
         """Emit the nodes of one patch; returns the updated split accumulator and the next patch's halos.
 
         `halos` holds, per stage tensor, the columns this patch shares with
-        the previous one in its row (cropped there): only the columns right
-        of them are computed, and a reader gets its window cut (and, if it
-        straddles, joined) from those pieces, so no tensor is assembled
-        whole. When `nxt` is given, its halos are cut here.
+        the previous one in its row (rows, with the band above, when
+        self.axis is 0), cropped there: only the part after them is
+        computed, and a reader gets its window cut (and, if it straddles,
+        joined) from those pieces, so no tensor is assembled whole. When
+        `nxt` is given, its halos are cut here.
         """
+        along = self.axis
+
+        def extent(r: Region) -> tuple[int, int]:
+            return (r.c0, r.c1) if along == 1 else (r.r0, r.r1)
+
+        def with_extent(r: Region, lo: int, hi: int) -> Region:
+            return Region(r.r0, r.r1, lo, hi) if along == 1 else Region(lo, hi, r.c0, r.c1)
+
         g, (pi, pj) = self.g, pr.cell
         tag = f"s{self.stage_id}p{pi}.{pj}"
         mark = {"patch": (pi, pj), "stage": self.stage_id}
@@ -461,8 +483,8 @@ class _Builder:
                 name = parts[0]
             else:
                 name = self.tensor(t, r, f"{tag}:{r.r0},{r.c0}+{r.h}x{r.w}")
-                self.node("CONCATENATION", parts, name, {"axis": 2, "fused_activation_function": "NONE", **mark},
-                          f"{t}@{tag}:join")
+                self.node("CONCATENATION", parts, name,
+                          {"axis": 1 + along, "fused_activation_function": "NONE", **mark}, f"{t}@{tag}:join")
             cut[(t, r)] = name
             return name
 
@@ -484,17 +506,23 @@ class _Builder:
         handed: dict[str, str] = {}
         for i in self.stage.nodes:
             o = g.nodes[i].outputs[0]
+            if o not in pr.provide:  # with reuse, near the far border: every reader took its halo
+                if nxt is not None and o in nxt.provide:
+                    raise NotPatchable("reuse: a patch needs a halo the previous one did not compute")
+                continue
             full, fresh = pr.provide[o], pr.computed[o]
             have = []
+            lo, hi = extent(full)
             if o in halos:
-                have.append((Region(full.r0, full.r1, full.c0, full.c0 + self.out[halos[o]].shape[2]), halos[o]))
-            if fresh.w > 0:
+                have.append((with_extent(full, lo, lo + self.out[halos[o]].shape[1 + along]), halos[o]))
+            if fresh.w > 0 and fresh.h > 0:
                 have.append((fresh, compute(i, fresh)))
-            assert sum(r.w for r, _ in have) >= full.w, "a halo and the fresh part must cover the patch"
+            assert sum(extent(r)[1] - extent(r)[0] for r, _ in have) >= hi - lo, \
+                "a halo and the fresh part must cover the patch"
             pieces[o] = have
-            ahead = nxt.provide[o] if nxt is not None and o != self.stage.split else None
-            if ahead is not None and full.c0 <= ahead.c0 < full.c1:
-                handed[o] = window_of(o, Region(full.r0, full.r1, ahead.c0, min(full.c1, ahead.c1)))
+            ahead = nxt.provide.get(o) if nxt is not None and o != self.stage.split else None
+            if ahead is not None and lo <= extent(ahead)[0] < hi:
+                handed[o] = window_of(o, with_extent(full, extent(ahead)[0], min(hi, extent(ahead)[1])))
         r = pr.provide[self.stage.split]
         s = self.g[self.stage.split]
         self.out.tensors.setdefault(acc_name, Tensor(acc_name, s.shape, s.dtype, s.quant, None, s.bits))
@@ -531,10 +559,12 @@ def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: in
     streamed = set(streamable(g, stage)) if stream else set()
     for t in streamed:
         out.tensors[t] = replace(g[t], streamed=True)
-    builder = _Builder(g, out, stage, streamed, stage_id, origin)
+    along = reuse_axis(spec.cols)
+    builder = _Builder(g, out, stage, streamed, stage_id, origin, along)
     acc, halos = None, {}
     for k, pr in enumerate(regions):
-        nxt = regions[k + 1] if spec.reuse and k + 1 < len(regions) and regions[k + 1].cell[0] == pr.cell[0] else None
+        chained = k + 1 < len(regions) and (along == 0 or regions[k + 1].cell[0] == pr.cell[0])
+        nxt = regions[k + 1] if spec.reuse and chained else None
         name = spec.split if k == len(regions) - 1 else f"{spec.split}@s{stage_id}acc{k}"
         acc, halos = builder.patch(pr, acc, name, halos, nxt)
     out.nodes.extend(g.nodes[last + 1:])
@@ -740,9 +770,14 @@ class _Searcher:
             self._axis[key] = axis_plan(self.g, stage, axis, band)
         return self._axis[key]
 
+    def grid_extents(self, stage: Stage, rows: int, cols: int, reuse: bool) -> tuple[dict, dict]:
+        """extents() of the row bands and of the column bands of a grid."""
+        ax = reuse_axis(cols) if reuse else None
+        return self.extents(stage, 0, rows, ax == 0), self.extents(stage, 1, cols, ax == 1)
+
     def candidate(self, k: int, stage: Stage, rows: int, cols: int, reuse: bool) -> _Candidate:
         g = self.g
-        hs, ws = self.extents(stage, 0, rows, False), self.extents(stage, 1, cols, reuse)
+        hs, ws = self.grid_extents(stage, rows, cols, reuse)
         macs, cost = self.base_macs, self.base_cost
         for i in stage.nodes:
             n = g.nodes[i]
@@ -762,10 +797,10 @@ class _Searcher:
         """Per band: each stage node's computed output extent (by tensor name) and input extent read (by key)."""
         key = (stage.split, axis, parts, reuse)
         if key not in self._extents:
-            if axis == 0:
-                plans = [self.axis(stage, 0, b) for b in bands(self.g[stage.split].shape[1], parts)]
+            if reuse:
+                plans = axis_plans(self.g, stage, axis, parts, True)
             else:
-                plans = column_plans(self.g, stage, parts, reuse)
+                plans = [self.axis(stage, axis, b) for b in bands(self.g[stage.split].shape[1 + axis], parts)]
 
             def width(spans: dict, k: object) -> int:
                 return spans[k][1] - spans[k][0] if k in spans else 0
@@ -775,9 +810,12 @@ class _Searcher:
                 ext[name] = np.array([width(p.computed, name) for p in plans], np.int64)
                 if reuse:
                     # halo taken from the previous patch, and handed to the next one
-                    ext[("in", name)] = np.array([p.computed[name][0] - p.provide[name][0] for p in plans], np.int64)
+                    def span(p: AxisPlan) -> Span:  # absent: nothing of it needed in that band
+                        return p.provide.get(name, p.computed[name])
+
+                    ext[("in", name)] = np.array([p.computed[name][0] - span(p)[0] for p in plans], np.int64)
                     ext[("out", name)] = np.array(
-                        [max(0, min(a.provide[name][1], b.provide[name][1]) - b.provide[name][0])
+                        [max(0, min(span(a)[1], span(b)[1]) - span(b)[0])
                          if name != stage.split else 0 for a, b in zip(plans, plans[1:])] + [0], np.int64)
             for need in plans[0].need:
                 ext[need] = np.array([width(p.need, need) for p in plans], np.int64)
@@ -796,14 +834,16 @@ class _Searcher:
         if c.lower >= 0:
             return c.lower
         info = self._stage_info(c.stage)
-        hs, ws = self.extents(c.stage, 0, c.rows, False), self.extents(c.stage, 1, c.cols, c.reuse)
+        hs, ws = self.grid_extents(c.stage, c.rows, c.cols, c.reuse)
         # extra[p]: bytes live during every node of patch p besides the node's own tensors
         extra = np.full((c.rows, c.cols), info.split_bytes + info.source_bytes, np.int64)
         extra[0, 0] -= info.split_bytes
         extra[-1, -1] -= info.source_bytes
 
-        def aligned(key: tuple[int, int] | str, per_px: int, rows: object = None) -> np.ndarray:
-            return (np.outer(hs[rows or key], ws[key]) * per_px + ALIGN - 1) // ALIGN * ALIGN
+        def aligned(key: tuple[int, int] | str, per_px: int, base: object = None) -> np.ndarray:
+            """Bytes per patch of `key`; a halo key exists along the reuse axis only: `base` gives the other."""
+            h, w = hs[key] if key in hs else hs[base], ws[key] if key in ws else ws[base]
+            return (np.outer(h, w) * per_px + ALIGN - 1) // ALIGN * ALIGN
 
         # With column reuse, halos stay live across nodes: those handed on from tensors made
         # before a node, and those received for tensors made at or after it.
@@ -874,8 +914,11 @@ class _Searcher:
         out = []
         for k, stage in self.stages(target):
             s = self.g[stage.split]
-            for rows, cols, reuse in itertools.product(range(1, MAX_GRID + 1), range(1, MAX_GRID + 1), (False, True)):
-                if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2] or (reuse and cols == 1):
+            grids = [(r, c, reuse) for r, c, reuse in itertools.product(range(1, MAX_GRID + 1), range(1, MAX_GRID + 1),
+                                                                        (False, True))]
+            grids += [(r, 1, True) for r in range(MAX_GRID + 1, MAX_BANDS + 1)]
+            for rows, cols, reuse in grids:
+                if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2]:
                     continue
                 try:
                     c = self.candidate(k, stage, rows, cols, reuse)
