@@ -18,7 +18,7 @@ import pytest
 
 from tinyml import zoo
 from tinyml.fixedpoint import multiply_by_quantized_multiplier
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows
 from tinyml.ops.quantized import Requant
 
 
@@ -41,6 +41,50 @@ def test_packed_rows_feed_smlad_the_pairs_sxtab16_makes(rows: int, depth: int, b
     acc = np.einsum("bgrwh,gwh->br", halves, xs).reshape(-1)[:rows]  # SMLAD sums both halves
     np.testing.assert_array_equal(acc, w.astype(np.int64) @ x.astype(np.int64))
     assert words.size == -(-rows // block) * block * depth // 2
+
+
+def _halves(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed low and high int16 halves of int32 words."""
+    u = words.view(np.uint32).astype(np.int64)
+    return ((u & 0xFFFF) ^ 0x8000) - 0x8000, ((u >> 16) ^ 0x8000) - 0x8000
+
+
+def _sxtb16(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SXTB16: bytes 0 and 2 of each word, sign-extended."""
+    b = words.view(np.int8).reshape(-1, 4).astype(np.int64)
+    return b[:, 0], b[:, 2]
+
+
+@pytest.mark.parametrize("rows,depth,block,xmax", [(5, 12, 2, 255), (3, 8, 4, 128), (8, 20, 4, 128), (2, 4, 2, 255)])
+def test_row_pairs_give_both_rows_from_raw_and_sign_extended_smlad(rows: int, depth: int, block: int, xmax: int) -> None:
+    """S = SMLAD(x pairs, raw word), A = SMLAD(x pairs, SXTB16(word)): A is the even row's sum and
+    (S - A) / 256, from S wrapped to 32 bits, the odd row's, with one byte of flash per weight."""
+    rng = np.random.default_rng(rows * 100 + depth)
+    w = rng.integers(-127, 128, (rows, depth), dtype=np.int8)
+    x = rng.integers(-xmax, xmax + 1, depth).astype(np.int64)
+    words = pack_row_pairs(w, block, xmax)
+    assert words is not None and words.nbytes == -(-rows // block) * block * depth  # int8: 1 byte per weight
+    pairs = block // 2
+    lo, hi = _halves(words)
+    slo, shi = _sxtb16(words)
+    xs = np.stack([x.reshape(-1, 4)[:, [0, 2]], x.reshape(-1, 4)[:, [1, 3]]], axis=1)  # group, word, half
+    raw = np.stack([lo, hi], axis=1).reshape(-1, depth // 4, pairs, 2, 2)  # block, group, pair, word, half
+    ext = np.stack([slo, shi], axis=1).reshape(raw.shape)
+    s = np.einsum("bgpwh,gwh->bp", raw, xs).reshape(-1)
+    a = np.einsum("bgpwh,gwh->bp", ext, xs).reshape(-1)
+    s32 = ((s + 2**31) % 2**32) - 2**31  # SMLAD wraps
+    odd = (((s32 - a) % 2**32 + 2**31) % 2**32 - 2**31) >> 8
+    want = w.astype(np.int64) @ x
+    np.testing.assert_array_equal(a[: -(-rows // 2)][: (rows + 1) // 2], want[0::2])
+    np.testing.assert_array_equal(odd[: rows // 2], want[1::2])
+
+
+def test_row_pairs_refuse_what_they_cannot_recover() -> None:
+    w = np.array([[-1, 0, 0, 0], [-128, 0, 0, 0]], np.int8)  # -1 + 256 * -128 leaves int16
+    assert pack_row_pairs(w, 2, 128) is None
+    assert pack_row_pairs(w[::-1].copy(), 2, 128) is not None  # -128 + 256 * -1 fits
+    deep = np.full((2, 512), 127, np.int8)  # odd row reaches 512 * 127 * 255 >= 2^23
+    assert pack_row_pairs(deep, 2, 255) is None and pack_row_pairs(deep, 2, 128) is not None
 
 
 def _requant_cases() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,16 +186,6 @@ def test_dsp_kernels_bit_exact_on_networks(name: str, board: str, tmp_path: Path
     _run_on_board(name, board, tmp_path, 4)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["ds_cnn_kws", "edge_conv_cin2_s2_odd", "edge_pw_c17_to_c6"])
-def test_dsp_conv_loop_form_bit_exact(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The looped GEMM that layers deeper than FULL_UNROLL_GROUPS get (none in the zoo) stays exact."""
-    from tinyml.ops import conv
-
-    monkeypatch.setattr(conv, "FULL_UNROLL_GROUPS", 0)
-    _run_on_board(name, "stm32f405", tmp_path, 10)
-
-
 def test_host_keeps_plain_c(tmp_path: Path) -> None:
     """The host (and any core without the DSP extension) gets portable C, no ARM intrinsics."""
     from tinyml.codegen.emit import emit_model
@@ -161,6 +195,35 @@ def test_host_keeps_plain_c(tmp_path: Path) -> None:
     text = emit_model(c.graph, c.plan).texts["tinyml_model.c"]
     assert "smlad" not in text and "tinyml_dsp.h" not in text
 
+
+
+@pytest.mark.parametrize("name", ["resnet8", "fc_autoencoder_ad", "ds_cnn_kws"])
+def test_dsp_layers_store_weights_as_int8(name: str) -> None:
+    """Flash: every DSP CONV_2D / FULLY_CONNECTED of a benchmark network stores one byte per
+    weight (depth padded to 4, rows to the block) plus at most 16 bytes per output channel
+    (bias and requantization constants) -- never the weights widened to int16."""
+    from tinyml.codegen.context import EmitContext, Target
+    from tinyml.ops.base import get_op
+    from tinyml.pipeline import compile_model
+
+    c = compile_model(zoo.path(name))
+    g = c.graph
+    checked = 0
+    for i, n in enumerate(g.nodes):
+        if n.op not in ("CONV_2D", "FULLY_CONNECTED"):
+            continue
+        ctx = EmitContext(g, c.plan.offsets, c.plan.scratch, Target("cortex-m4", dsp=True))
+        ctx.node, ctx.layer = n, i
+        get_op(n.op).emit(g, n, ctx)
+        assert "smlad" in "".join(ctx.kernels), f"{n.name}: not on the DSP path"
+        w = g[n.inputs[1]].data
+        rows, depth = w.shape[0], int(np.prod(w.shape[1:]))
+        block = 2 if n.op == "CONV_2D" else 4
+        weight_bytes = -(-rows // block) * block * -(-depth // 4) * 4
+        const_bytes = sum(a.values.nbytes for a in ctx.consts)
+        assert weight_bytes <= const_bytes <= weight_bytes + 16 * -(-rows // block) * block, n.name
+        checked += 1
+    assert checked >= 3
 
 
 # -- hand-built layers for the requantization and fallback paths no zoo model takes --
@@ -189,9 +252,11 @@ def _layer(op: str, x_shape: tuple[int, ...], y_shape: tuple[int, ...], w: np.nd
 
 def _layers() -> dict[str, object]:
     rng = np.random.default_rng(9)
-    w3 = rng.integers(-128, 128, (6, 3, 3, 8), dtype=np.int8)
+    w3 = rng.integers(-127, 128, (6, 3, 3, 8), dtype=np.int8)  # packable in row pairs
+    unpackable = w3.copy()
+    unpackable[1, 0, 0, 0], unpackable[0, 0, 0, 0] = -128, -5  # -5 + 256 * -128 leaves int16
     b6 = rng.integers(-3000, 3000, 6, dtype=np.int32)
-    wf = rng.integers(-128, 128, (7, 13), dtype=np.int8)
+    wf = rng.integers(-127, 128, (7, 13), dtype=np.int8)
     hostile = np.full((2, 3, 3, 64), 127, np.int8)
     hostile[1] = -128
     return {
@@ -207,6 +272,8 @@ def _layers() -> dict[str, object]:
         # explicit padding past the kernel: windows entirely in the padding give requant(bias)
         "beyond_pad": _layer("CONV_2D", (1, 2, 2, 8), (1, 6, 6, 6), w3, b6,
                              dict(CONV, padding="VALID", explicit_padding=(3, 3, 3, 3)), 0.3, 0),
+        # weights that cannot share int16 halves: the DSP target keeps the plain kernel
+        "unpackable": _layer("CONV_2D", (1, 5, 6, 8), (1, 5, 6, 6), unpackable, b6, CONV, 0.4, 2),
         "fc_relu6": _layer("FULLY_CONNECTED", (2, 13), (2, 7), wf, b6[:1].repeat(7), dict(act="RELU6"), 0.02, -20),
         # sums that leave int32: the DSP target keeps the plain, wrapping kernel
         "overflow": _layer("CONV_2D", (1, 4, 4, 64), (1, 4, 4, 2), hostile,

@@ -34,6 +34,14 @@ static inline int32_t tm_requant_dsp2p(int32_t x2, int32_t q, int32_t p, int e)
     return (r + ((p + (r >> 31)) >> 1)) >> e;
 }
 
+/* The odd row of a packed row pair (tinyml/ops/dsp_pack.py): S = A_lo + 256 A_hi
+ * modulo 2^32 and A_lo give A_hi * 2^(8 - sh), exact while |A_hi| < 2^23 (the
+ * generator checks), whatever S wrapped to. */
+static inline int32_t tm_pair_hi(int32_t s, int32_t a_lo, int sh)
+{
+    return (int32_t)((uint32_t)s - (uint32_t)a_lo) >> sh;
+}
+
 #if defined(__ARM_FEATURE_DSP)
 #include <string.h>
 #include <arm_acle.h>

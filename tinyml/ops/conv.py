@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows, padded, padded_bias
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pair_bias, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
@@ -101,8 +101,8 @@ class Conv2D(Op):
         w = window(g, n, k_h, k_w)
         in_off = -x.quant.zp
         bias = bias_of(g, n)
-        if ctx.target.dsp and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)):
-            emit_dsp(g, n, ctx, wt, w, in_off, bias)
+        if ctx.target.dsp and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+                and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=(1, 2, 3)), bias, in_off, conv_requant(g, n, cout),
@@ -116,12 +116,6 @@ class Conv2D(Op):
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
-
-
-# Deepest GEMM (in groups of 4 taps) unrolled completely: no loop counter frees
-# the registers for one LDM of both rows' weights (10 instead of 11.5
-# instructions per 16 MACs), at ~40 bytes of code per group.
-FULL_UNROLL_GROUPS = 160
 
 
 def dsp_shape(g: Graph, n: Node) -> bool:
@@ -139,31 +133,39 @@ def in_place_shape(g: Graph, n: Node) -> bool:
         and dsp_shape(g, n) and y.shape[3] <= x.shape[3]
 
 
-def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.ndarray | None) -> None:
+def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.ndarray | None) -> bool:
     """Windows widened to int16 with the input offset added (so no bias fold and no border
-    path), weights packed for SMLAD in blocks of two output rows."""
+    path), int8 weights packed for SMLAD in pairs of output rows (dsp_pack.pack_row_pairs).
+    False (nothing emitted) when the weights cannot be packed exactly."""
     cout = wt.shape[0]
     depth = int(np.prod(wt.shape[1:]))
     rows = wt.reshape(cout, depth)
     xmax = max(abs(-128 + in_off), abs(127 + in_off))
+    packed = pack_row_pairs(rows, 2, xmax)
+    if packed is None:
+        return False
     r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
-    args = [ctx.const(pack_rows(rows.astype(np.int16) * r.scale, 2), "w", "int32_t")]
+    args = [ctx.const(packed, "w", "int32_t")]
     has_bias = bias is not None and bool(np.any(bias != 0))
     pairs = padded(cout, 2)
+    biases = pair_bias(bias, pairs, r.scale)
     if r.per_channel and r.fold:  # one table walked per pair of channels: bias, q, p, e, two of each
-        cols = [padded_bias(bias * r.scale if bias is not None else np.zeros(cout, np.int32), pairs),
-                padded_bias(r.mult, pairs), padded_bias(r.pz(), pairs), padded_bias(r.shift, pairs)]
+        cols = [biases, padded_bias(r.mult, pairs), padded_bias(r.pz(), pairs), padded_bias(r.shift, pairs)]
         table = np.stack([c.reshape(-1, 2) for c in cols], axis=1)  # pair, quantity, channel
         args.append(ctx.const(table.reshape(-1), "rq", "int32_t"))
     else:
         if has_bias:
-            args.append(ctx.const(padded_bias(bias * r.scale, pairs), "bias", "int32_t"))
+            args.append(ctx.const(biases, "bias", "int32_t"))
         if r.per_channel:
             args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.tflite_shift(), "shift", "int8_t")]
-    nbytes = Conv2D().scratch_bytes(g, n)
+    k_h, k_w = wt.shape[1], wt.shape[2]
+    pointwise = (k_h, k_w, w.stride_h, w.stride_w) == (1, 1, 1, 1) and not w.has_padding and wt.shape[3] % 4 == 0
     fn = ctx.kernel(
-        "conv2d.c.j2", dsp=True, win=w, cin=wt.shape[3], cout=cout, cout_pad=padded(cout, 2),
-        groups4=padded(depth, 4) // 4, in_offset=in_off, r=r.params(), has_bias=has_bias,
-        unroll_limit=FULL_UNROLL_GROUPS,
+        "conv2d.c.j2", dsp=True, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
+        cin=wt.shape[3], cout=cout, cout_pad=pairs, groups4=padded(depth, 4) // 4, in_offset=in_off,
+        pointwise=pointwise, r=r.params(), has_bias=has_bias,
     )
-    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args, ctx.scratch(nbytes))
+    geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
+    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args,
+             ctx.scratch(Conv2D().scratch_bytes(g, n)), *geometry)
+    return True

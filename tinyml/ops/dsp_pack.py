@@ -4,8 +4,12 @@ SMLAD multiplies two int16 halves of one register by the two halves of
 another and adds both products. The kernels feed it activations widened by
 SXTAB16, which takes bytes 0 and 2 of a word (and, rotated by 8, bytes 1 and
 3): so four consecutive activations x0..x3 arrive as the pairs (x0, x2) and
-(x1, x3). Rather than reshuffle them at run time, the weights are stored
-pre-widened to int16 in that same order, and interleaved so that one block of
+(x1, x3). The weights stay one byte each (flash), two output rows per int16
+half: h = w_lo + 256 * w_hi (`pack_row_pairs`). SMLAD on the raw word gives
+S = A_lo + 256 * A_hi, SMLAD on its SXTB16 (the low bytes, w_lo) gives A_lo,
+and A_hi = (S - A_lo) >> 8, exact while |A_hi| < 2^23 even if S wraps: two
+SMLAD per four MACs as with int16 weights, plus one SXTB16 per weight word,
+shared by every pixel of a block. Words are interleaved so that one block of
 output rows is read with one walking pointer.
 """
 from __future__ import annotations
@@ -40,6 +44,33 @@ def pack_rows(w: np.ndarray, rows_per_block: int) -> np.ndarray:
     return np.ascontiguousarray(halves.astype("<i2")).view("<i4").astype(np.int32)  # low half first
 
 
+def pack_row_pairs(w: np.ndarray, rows_per_block: int, xmax: int) -> np.ndarray | None:
+    """[rows, depth] int8 weights -> int32 words of row pairs (see the module docstring), or None.
+
+    Rows 2k and 2k+1 share the halves h = w[2k] + 256 * w[2k+1], laid out by
+    pack_rows in blocks of rows_per_block rows (rows_per_block / 2 pairs).
+    None when some h leaves int16 (w_hi = -128 with w_lo < 0) or some odd
+    row's sum could reach 2^23 with inputs of magnitude <= xmax: the kernel
+    could then not recover it exactly.
+    """
+    rows, depth = w.shape
+    full = np.zeros((padded(rows, rows_per_block), depth), np.int64)
+    full[:rows] = w
+    lo, hi = full[0::2], full[1::2]
+    h = lo + 256 * hi
+    if h.size and (h.min() < -(1 << 15) or h.max() >= 1 << 15 or int(np.abs(hi).sum(axis=1).max()) * xmax >= 1 << 23):
+        return None
+    return pack_rows(h, rows_per_block // 2)
+
+
+def pair_bias(bias: np.ndarray | None, rows: int, scale: int) -> np.ndarray:
+    """Bias padded to `rows`, odd rows times `scale`: even rows start their accumulator
+    (scaled once at the end), odd rows are added after (S - A_lo) >> (8 - log2 scale)."""
+    out = padded_bias(np.zeros(0, np.int32) if bias is None else bias, rows)
+    out[1::2] *= scale
+    return out
+
+
 def padded_bias(bias: np.ndarray, rows: int) -> np.ndarray:
     out = np.zeros(rows, np.int32)
     out[:bias.size] = bias
@@ -56,7 +87,7 @@ class DspRequant:
     weights and bias, so this is decided per layer (acc_bound < 2^30 covers all).
     """
 
-    fast: bool  # tm_requant_dsp2 on an accumulator doubled by packing weights and bias x2
+    fast: bool  # tm_requant_dsp2 on an accumulator the kernel doubles
     per_channel: bool
     mult: np.ndarray  # int32 per channel
     shift: np.ndarray  # int8 per channel: -shift (right shift e >= 0) when fast, else TFLite's shift
@@ -72,7 +103,7 @@ class DspRequant:
 
     @property
     def scale(self) -> int:
-        """Factor the kernel's weights and bias are packed with (tm_requant_dsp2p takes 2 * acc)."""
+        """Factor the kernel multiplies its accumulators by before requantizing (tm_requant_dsp2p takes 2 * acc)."""
         return 2 if self.fold else 1
 
     def pz(self) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_rows, padded, padded_bias
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, padded, padded_bias
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
@@ -71,8 +71,8 @@ class FullyConnected(Op):
         units, depth = wt.shape
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
-        if ctx.target.dsp and not accumulator_may_overflow(wt, bias, in_off, (1,)):
-            emit_dsp(g, n, ctx, wt, in_off, bias)
+        if ctx.target.dsp and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
+                and emit_dsp(g, n, ctx, wt, in_off, bias):
             return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=1), bias, in_off, conv_requant(g, n, g[n.inputs[1]].shape[0]),
@@ -85,19 +85,22 @@ class FullyConnected(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
 
-def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarray | None) -> None:
+def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarray | None) -> bool:
     """Rows in blocks of four on SMLAD; raw int8 inputs with the offset folded into the bias
-    (no scratch: the input is widened in registers)."""
+    (no scratch: the input is widened in registers), int8 weights in row pairs
+    (dsp_pack.pack_row_pairs). False (nothing emitted) when they cannot be packed exactly."""
     units, depth = wt.shape
     raw = np.zeros(units, np.int64) if bias is None else bias.astype(np.int64)
     full = wrap_int32(raw + in_off * wt.astype(np.int64).sum(axis=1)).astype(np.int32)
+    packed = pack_row_pairs(wt[:, :depth - depth % 4], 4, 128)
+    if packed is None:
+        return False
     r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
     rows = padded(units, 4)
-    packed = pack_rows(wt[:, :depth - depth % 4].astype(np.int16) * r.scale, 4)
     args = [ctx.const(packed, "w", "int32_t")] if depth >= 4 else []
     has_bias = bool(np.any(full != 0))
     if has_bias:
-        args.append(ctx.const(padded_bias(full * r.scale, rows), "bias", "int32_t"))
+        args.append(ctx.const(padded_bias(full, rows), "bias", "int32_t"))
     if r.per_channel:
         args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift if r.fold else r.tflite_shift(), "shift", "int8_t")]
         if r.fold:
@@ -111,3 +114,4 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale,
     )
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args)
+    return True
