@@ -17,6 +17,10 @@ READ_WINDOW / WRITE_WINDOW copies (tinyml/ops/window.py). The memory planner,
 emitter, reference interpreter and runners need no special case, and the
 reference interpreter on the rewritten graph is the patch oracle.
 
+With `reuse`, what a patch shares with the previous one is kept rather
+than recomputed: columns within a row of patches, or rows from one
+full-width band to the next (then no MAC is repeated at all).
+
 `choose_schedule` searches split points and grids with the real planner,
 pruned by lower bounds, and never returns a schedule whose arena is not
 strictly below layer by layer.
@@ -1037,7 +1041,9 @@ class PatchOptions:
     """`--patch auto|off|SPLIT:ROWSxCOLS[r][+...]`, `--max-overhead`, `--sram-budget`, `--input`.
 
     A trailing `r` reuses the columns a patch shares with the previous one
-    in its row instead of recomputing them.
+    in its row instead of recomputing them; on a one-column grid (full-width
+    bands, `7:12x1r`) it reuses the rows the band above computed, so nothing
+    is recomputed and each input row is read about once (a line buffer).
 
     `max_overhead` None means the default: 20% in auto mode, no bound with a
     budget (the budget is the constraint there and the cheapest fit wins).
