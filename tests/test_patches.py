@@ -231,6 +231,16 @@ def test_row_reuse_recomputes_nothing_and_joins_rows() -> None:
     assert ps.stages[0].describe(ps.graph)["reuse_rows"]
 
 
+def test_streamed_budget_is_met_by_full_width_bands_without_recomputation() -> None:
+    """A third of VWW's layer-by-layer arena, input streamed: bands reusing rows fit with no extra MAC."""
+    c = compile_model(zoo.path("mobilenet_v1_025_vww"))
+    budget = c.plan.arena_bytes // 3
+    r = schedule_patches(c.graph, PatchOptions("auto", sram_budget=budget, stream=True))
+    ps = r.chosen
+    assert ps is not None and ps.plan.arena_bytes <= budget and ps.streamed
+    assert ps.extra_macs == 0 and ps.stages[0].spec.cols == 1 and ps.stages[0].spec.reuse
+
+
 def test_search_macs_equal_the_rewritten_graphs() -> None:
     c = compile_model(zoo.path("mobilenet_v2_035_96"))
     s = _Searcher(PatchSchedule.layer_by_layer(c.graph, c.plan))
