@@ -77,20 +77,20 @@ class Conv2D(Op):
         return int(np.prod(y.shape)) * int(np.prod(wt.shape[1:]))
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
-        """The DSP GEMM's widened windows: 2 pixels x depth padded to 4, int16.
+        """The DSP GEMM's widened windows: GEMM_PIXELS pixels x depth padded to 4, int16.
 
         Reserved whatever the target (the plan does not depend on it); cores
         without the DSP extension leave it unused.
         """
         if not dsp_shape(g, n):
             return 0
-        return 2 * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
+        return GEMM_PIXELS * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
 
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         """A pointwise convolution that does not widen its pixels writes over its input.
 
         Output pixel p then covers only input bytes of pixels <= p: the DSP GEMM
-        widens both pixels of a pair before writing either, and the plain kernel
+        widens all pixels of a block before writing any, and the plain kernel
         reads each pixel from a scratch copy (`stash`)."""
         return (0,) if in_place_shape(g, n) else ()
 
@@ -116,6 +116,11 @@ class Conv2D(Op):
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
+
+
+# Output pixels per DSP GEMM block: the most whose accumulators (two per row
+# pair) fit the registers beside the weights, columns, pointers and counter.
+GEMM_PIXELS = 3
 
 
 def dsp_shape(g: Graph, n: Node) -> bool:
@@ -145,27 +150,24 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     if packed is None:
         return False
     r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
-    args = [ctx.const(packed, "w", "int32_t")]
-    has_bias = bias is not None and bool(np.any(bias != 0))
-    pairs = padded(cout, 2)
-    biases = pair_bias(bias, pairs, r.scale)
-    if r.per_channel and r.fold:  # one table walked per pair of channels: bias, q, p, e, two of each
-        cols = [biases, padded_bias(r.mult, pairs), padded_bias(r.pz(), pairs), padded_bias(r.shift, pairs)]
-        table = np.stack([c.reshape(-1, 2) for c in cols], axis=1)  # pair, quantity, channel
-        args.append(ctx.const(table.reshape(-1), "rq", "int32_t"))
-    else:
-        if has_bias:
-            args.append(ctx.const(biases, "bias", "int32_t"))
-        if r.per_channel:
-            args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.tflite_shift(), "shift", "int8_t")]
+    groups4 = padded(depth, 4) // 4
+    cin = wt.shape[3]
+    pairs = padded(cout, 2) // 2
+    biases = pair_bias(bias, 2 * pairs, r.scale).reshape(pairs, 2)
+    trailer = [biases[:, 1:]]  # the odd row's bias (scaled), then q, p, e of both rows
+    if r.per_channel:
+        q, e = r.mult, (r.shift if r.fold else r.tflite_shift())
+        pz = r.pz() if r.fold else np.zeros(cout, np.int32)
+        trailer += [padded_bias(v.astype(np.int32), 2 * pairs).reshape(pairs, 2) for v in (q, pz, e)]
+    stream = np.hstack([biases[:, :1], packed.reshape(pairs, -1), *trailer]).astype(np.int32)
     k_h, k_w = wt.shape[1], wt.shape[2]
     pointwise = (k_h, k_w, w.stride_h, w.stride_w) == (1, 1, 1, 1) and not w.has_padding and wt.shape[3] % 4 == 0
     fn = ctx.kernel(
-        "conv2d.c.j2", dsp=True, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
-        cin=wt.shape[3], cout=cout, cout_pad=pairs, groups4=padded(depth, 4) // 4, in_offset=in_off,
-        pointwise=pointwise, r=r.params(), has_bias=has_bias,
+        "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
+        cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
+        pointwise=pointwise, r=r.params(),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
-    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args,
+    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),
              ctx.scratch(Conv2D().scratch_bytes(g, n)), *geometry)
     return True

@@ -102,9 +102,11 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     if has_bias:
         args.append(ctx.const(padded_bias(full, rows), "bias", "int32_t"))
     if r.per_channel:
-        args += [ctx.const(r.mult, "mult", "int32_t"), ctx.const(r.shift if r.fold else r.tflite_shift(), "shift", "int8_t")]
+        shift = r.shift if r.fold else r.tflite_shift()
+        args += [ctx.const(padded_bias(r.mult, rows), "mult", "int32_t"),
+                 ctx.const(padded_bias(shift, rows).astype(np.int8), "shift", "int8_t")]
         if r.fold:
-            args.append(ctx.const(r.pz(), "pz", "int32_t"))
+            args.append(ctx.const(padded_bias(r.pz(), rows), "pz", "int32_t"))
     if depth % 4:
         tail = np.zeros((rows, depth % 4), np.int8)
         tail[:units] = wt[:, depth - depth % 4:]
