@@ -263,3 +263,99 @@ def test_zoo_plans_are_valid_and_near_the_lower_bound(name: str) -> None:
     greedy = place_greedy_by_size(build_buffers(c.graph))
     assert c.plan.arena_bytes <= greedy
     assert c.plan.arena_bytes <= 1.05 * c.plan.lower_bound, (c.plan.arena_bytes, c.plan.lower_bound)
+
+
+# -- execution order ----------------------------------------------------------------
+
+def _two_branches(transpose_first: bool) -> Graph:
+    """x feeds a PAD -> STRIDED_SLICE branch (576 B, then 64 B) and a TRANSPOSE (256 B), joined by a concat.
+
+    By hand (ALIGN 16, x 256 B, nothing in place): PAD branch first, the
+    peak is the slice step, x 256 + padded 576 + small 64 = 896; TRANSPOSE
+    first, its 256 B output is live across the PAD: 256 + 256 + 576 = 1088.
+    """
+    g = Graph()
+    q = Quant([0.1], [0])
+
+    def t(name: str, shape: tuple[int, ...], data: np.ndarray | None = None) -> str:
+        return g.add_tensor(Tensor(name, shape, "int8" if data is None else str(data.dtype), q if data is None else None,
+                                   data)).name
+
+    x = t("x", (1, 8, 8, 4))
+    perm = t("perm", (4,), np.array([0, 2, 1, 3], np.int32))
+    pads = t("pads", (4, 2), np.array([[0, 0], [2, 2], [2, 2], [0, 0]], np.int32))
+    b, e, s = (t(k, (4,), np.array(v, np.int32)) for k, v in
+               (("b", [0, 0, 0, 0]), ("e", [1, 12, 12, 4]), ("s", [1, 3, 3, 1])))
+    shape_small, shape_big = t("shape_small", (2,), np.array([1, 64], np.int32)), t("shape_big", (2,), np.array([1, 256], np.int32))
+    nodes = {
+        "transpose": Node("TRANSPOSE", [x, perm], [t("tr", (1, 8, 8, 4))], name="transpose"),
+        "pad": Node("PAD", [x, pads], [t("padded", (1, 12, 12, 4))], name="pad"),
+        "slice": Node("STRIDED_SLICE", ["padded", b, e, s], [t("small", (1, 4, 4, 4))], name="slice"),
+    }
+    tail = [
+        Node("RESHAPE", ["small", shape_small], [t("small_flat", (1, 64))], name="flat_small"),
+        Node("RESHAPE", ["tr", shape_big], [t("tr_flat", (1, 256))], name="flat_tr"),
+        Node("CONCATENATION", ["small_flat", "tr_flat"], [t("out", (1, 320))], {"axis": 1}, name="concat"),
+    ]
+    first = ["transpose", "pad", "slice"] if transpose_first else ["pad", "slice", "transpose"]
+    g.nodes = [nodes[k] for k in first] + tail
+    g.inputs, g.outputs = [x], ["out"]
+    for n in g.nodes:
+        assert get_op(n.op).check(g, n) is None
+    return g
+
+
+def assert_topological(g: Graph) -> None:
+    made = set(g.inputs) | {t for t in g.tensors if g[t].is_const}
+    for n in g.nodes:
+        assert all(t is None or t in made for t in n.inputs), n.name
+        made.update(n.outputs)
+
+
+def test_branch_order_with_the_smaller_peak_is_chosen() -> None:
+    assert plan_memory(_two_branches(True), reorder=False).lower_bound == 1088
+    assert plan_memory(_two_branches(False), reorder=False).lower_bound == 896
+    g = _two_branches(True)
+    given = list(g.nodes)
+    plan = plan_memory(g)
+    assert plan.lower_bound == plan.arena_bytes == 896
+    assert plan.order is not None and plan.moved > 0
+    assert g.nodes == [given[i] for i in plan.order]  # the graph now runs in the planned order
+    assert_topological(g)
+    assert [n.name for n in g.nodes].index("transpose") > [n.name for n in g.nodes].index("slice")
+    assert_graph_plan_valid(g)
+    # the order already best is kept as it is
+    kept = _two_branches(False)
+    assert plan_memory(kept).order is None and kept.nodes[2].name == "transpose"
+
+
+def test_reorder_keeps_patch_stage_spans_and_in_place_updates() -> None:
+    """Nodes move only inside their stage's span or between spans; WRITE_WINDOW after the other readers."""
+    from tinyml import zoo
+    from tinyml.pipeline import load_graph, read_model_bytes
+    from tinyml.schedule.order import dependencies
+    from tinyml.schedule.patches import PatchSchedule, PatchSpec, apply_patches, resolve_split, stage_spans
+
+    g0 = load_graph(read_model_bytes(zoo.path("resnet8")))
+
+    def rewrite() -> PatchSchedule:
+        return apply_patches(g0, PatchSpec(resolve_split(PatchSchedule.layer_by_layer(g0), "7"), 2, 2))
+
+    ps = rewrite()
+    g = ps.graph
+    given = list(g.nodes)
+    preds = dependencies(g)
+    plan = plan_memory(g)
+    # the patches hold residual blocks whose shortcut can run earlier: a smaller arena
+    assert plan.moved > 0 and plan.arena_bytes < plan_memory(rewrite().graph, reorder=False).arena_bytes
+    assert g.nodes == [given[i] for i in plan.order]
+    spans = stage_spans(g, len(ps.stages))
+    assert spans == [st.span for st in ps.stages]
+    for k, i in enumerate(plan.order):
+        assert [lo <= k <= hi for lo, hi in spans] == [lo <= i <= hi for lo, hi in spans], g.nodes[k].name
+    pos = {i: k for k, i in enumerate(plan.order)}
+    for i, ps_ in enumerate(preds):
+        assert all(pos[p] < pos[i] for p in ps_), given[i].name
+    assert any(get_op(n.op).updates_input for n in g.nodes)
+    assert_topological(g)
+    assert plan.lower_bound <= plan.arena_bytes

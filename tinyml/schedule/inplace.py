@@ -40,12 +40,15 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
     last: dict[str, int] = {}
     size: dict[str, int] = {}
     pinned = {find(t) for t in g.inputs}
+    nbytes: dict[str, int] = {}
     for step, n in enumerate(g.nodes):
         for t in list(n.inputs) + list(n.outputs):
             if t is not None and not g[t].is_const:
                 r = find(t)
                 last[r] = max(last.get(r, step), step)
-                size[r] = max(size.get(r, 0), g[t].nbytes)
+                if t not in nbytes:
+                    nbytes[t] = g[t].nbytes
+                size[r] = max(size.get(r, 0), nbytes[t])
     for t in g.outputs:
         if not g[t].is_const:
             last[find(t)] = end
@@ -61,7 +64,7 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
                 continue
             gx, gy = group(x), group(y)
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
-            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] > g[x].nbytes:
+            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] > nbytes[x]:
                 continue
             merged[gy] = gx
             last[gx] = last[gy]

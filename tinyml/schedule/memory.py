@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from tinyml.ir import Graph
 from tinyml.ops import get_op
 from tinyml.schedule.inplace import inplace_merges
+from tinyml.schedule.order import reordered, search_order
 
 ALIGN = 16
 
@@ -63,6 +64,14 @@ class MemoryPlan:
     arena_bytes: int
     lower_bound: int  # max over steps of the bytes live at that step
     strategy: str = "greedy-by-size"  # which placement produced the offsets
+    # the execution order planned, as indices into the node list plan_memory was given;
+    # None when that order was kept
+    order: list[int] | None = None
+
+    @property
+    def moved(self) -> int:
+        """How many nodes run at another step than in the order given."""
+        return 0 if self.order is None else sum(i != k for k, i in enumerate(self.order))
 
     def live_bytes(self, step: int) -> int:
         return sum(b.size for b in self.buffers if b.first <= step <= b.last)
@@ -117,8 +126,9 @@ def build_buffers(g: Graph) -> list[Buffer]:
         first = min(life[t][0] for t in members)
         level = [0] * (max(life[t][1] for t in members) - first + 1)  # bytes the group holds per step
         for t in members:
+            size = _align(g.tensors[t].nbytes)
             for step in range(life[t][0], life[t][1] + 1):
-                level[step - first] = max(level[step - first], _align(g.tensors[t].nbytes))
+                level[step - first] = max(level[step - first], size)
         buffers += _segments(r, members, first, level)
     for step, n in enumerate(g.nodes):
         size = get_op(n.op).scratch_bytes(g, n)
@@ -292,32 +302,53 @@ def _search(p: _Problem, upper: int, lower: int, budget: int) -> tuple[int, list
     return None if best[1] is None else (best[0], best[1])
 
 
-def _local_search(p: _Problem, order: list[int], lower: int, moves: int) -> tuple[int, list[int]]:
-    """Move one buffer elsewhere in the placement order; keep moves that do not grow the arena.
+def _crowding(p: _Problem, offsets: list[int]) -> tuple[int, int]:
+    """(arena, bytes of units reaching into the top sixteenth): what local search lowers."""
+    tops = [o + s for o, s in zip(offsets, p.sizes)]
+    arena = max(tops, default=0)
+    near = arena - arena // 16
+    return arena, sum(t - near for t in tops if t > near)
 
-    Accepting sideways moves lets the order drift across plateaus, which is
-    what first-fit arenas mostly are. Seeded, so plans are reproducible.
+
+def _local_search(p: _Problem, order: list[int], lower: int, moves: int) -> tuple[int, list[int]]:
+    """Move one unit elsewhere in the placement order; keep moves that do not crowd the top more.
+
+    Most moves are aimed: a unit reaching the arena's top goes to a random
+    earlier place in the order, where first-fit tends to put it lower; the
+    rest move any unit anywhere. Sideways moves are accepted so the order
+    drifts across plateaus, which is what first-fit arenas mostly are; the
+    second key (how far units reach into the top sixteenth) rewards moves
+    that thin the top out before the arena itself can drop. Seeded, so plans
+    are reproducible.
     """
     rng = random.Random(0)
     current = order[:]
-    cur_arena, cur_offsets = p.first_fit(current)
-    best = (cur_arena, cur_offsets)
+    arena, offsets = p.first_fit(current)
+    score = _crowding(p, offsets)
+    best = (arena, offsets)
     for _ in range(moves):
         if best[0] <= lower or len(current) < 2:
             break
         trial = current[:]
-        trial.insert(rng.randrange(len(trial)), trial.pop(rng.randrange(len(trial))))
-        arena, offsets = p.first_fit(trial)
-        if arena <= cur_arena:
-            current, cur_arena = trial, arena
-            if arena < best[0]:
-                best = (arena, offsets)
+        if rng.random() < AIMED:
+            i = rng.choice([i for i, o in enumerate(offsets) if o + p.sizes[i] == arena])
+            k = trial.index(i)
+            trial.insert(rng.randrange(k + 1), trial.pop(k))
+        else:
+            trial.insert(rng.randrange(len(trial)), trial.pop(rng.randrange(len(trial))))
+        a, offs = p.first_fit(trial)
+        s = _crowding(p, offs)
+        if s <= score:
+            current, score, arena, offsets = trial, s, a, offs
+            if a < best[0]:
+                best = (a, offs)
     return best
 
 
 # Local search tries this many order changes; the exact search runs on graphs
 # up to this many buffers, for at most this many search nodes.
 LOCAL_MOVES = 1000
+AIMED = 0.7  # share of local-search moves that lift a unit at the arena's top
 SEARCH_MAX_BUFFERS = 16
 SEARCH_BUDGET = 20000
 
@@ -372,7 +403,7 @@ def place_greedy_by_size(buffers: list[Buffer]) -> int:
     return arena
 
 
-def plan_memory(g: Graph) -> MemoryPlan:
+def _plan(g: Graph) -> MemoryPlan:
     buffers = build_buffers(g)
     steps = len(g.nodes) + 1
     strategy = place(buffers, steps)
@@ -383,3 +414,24 @@ def plan_memory(g: Graph) -> MemoryPlan:
         for b in buffers if b.base is None and b.key.startswith("@scratch")
     }
     return MemoryPlan(buffers, offsets, scratch, arena, lower_bound(buffers, steps), strategy)
+
+
+def plan_memory(g: Graph, reorder: bool = True) -> MemoryPlan:
+    """Offsets for every activation and scratch area of `g`.
+
+    With `reorder`, other valid node orders are searched (tinyml/schedule/order.py);
+    when one gives a strictly smaller arena, g.nodes is put in that order
+    (in place, so the caller emits what was planned) and plan.order says
+    where each node came from.
+    """
+    plan = _plan(g)
+    if not reorder:
+        return plan
+    order = search_order(g)
+    if order != sorted(order):
+        trial = _plan(reordered(g, order))
+        if trial.arena_bytes < plan.arena_bytes:
+            g.nodes[:] = [g.nodes[i] for i in order]
+            trial.order = order
+            return trial
+    return plan
