@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pair_bias, padded, padded_bias
+from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
@@ -123,6 +123,14 @@ class Conv2D(Op):
 GEMM_PIXELS = 3
 
 
+# Layers with at most this many weight bytes keep them widened to int16 (times
+# the requantization scale): for such small layers -- first convolutions,
+# early pointwise ones, run once per patch -- the per-output work of the int8
+# row pairs costs up to a fifth of their instructions, for at most this many
+# bytes of flash each.
+WIDE_MAX_BYTES = 2048
+
+
 def dsp_shape(g: Graph, n: Node) -> bool:
     """Whether the layer's shape suits the DSP GEMM: one group, no dilation."""
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
@@ -146,26 +154,32 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     depth = int(np.prod(wt.shape[1:]))
     rows = wt.reshape(cout, depth)
     xmax = max(abs(-128 + in_off), abs(127 + in_off))
-    packed = pack_row_pairs(rows, 2, xmax)
-    if packed is None:
-        return False
     r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
     pairs = padded(cout, 2) // 2
-    biases = pair_bias(bias, 2 * pairs, r.scale).reshape(pairs, 2)
-    trailer = [biases[:, 1:]]  # the odd row's bias (scaled), then q, p, e of both rows
+    wide = rows.size <= WIDE_MAX_BYTES
+    if wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
+        packed = pack_rows(rows.astype(np.int16) * r.scale, 2).reshape(pairs, groups4, 2, 2).transpose(0, 1, 3, 2)
+        biases = padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale, 2 * pairs).reshape(pairs, 2)
+        head, trailer = [biases], []
+    else:
+        packed = pack_row_pairs(rows, 2, xmax)
+        if packed is None:
+            return False
+        biases = pair_bias(bias, 2 * pairs, r.scale).reshape(pairs, 2)
+        head, trailer = [biases[:, :1]], [biases[:, 1:]]  # the odd row's bias (scaled) after the words
     if r.per_channel:
         q, e = r.mult, (r.shift if r.fold else r.tflite_shift())
         pz = r.pz() if r.fold else np.zeros(cout, np.int32)
         trailer += [padded_bias(v.astype(np.int32), 2 * pairs).reshape(pairs, 2) for v in (q, pz, e)]
-    stream = np.hstack([biases[:, :1], packed.reshape(pairs, -1), *trailer]).astype(np.int32)
+    stream = np.hstack([*head, packed.reshape(pairs, -1), *trailer]).astype(np.int32)
     k_h, k_w = wt.shape[1], wt.shape[2]
     pointwise = (k_h, k_w, w.stride_h, w.stride_w) == (1, 1, 1, 1) and not w.has_padding and wt.shape[3] % 4 == 0
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
-        pointwise=pointwise, r=r.params(),
+        pointwise=pointwise, wide=wide, r=r.params(),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),
