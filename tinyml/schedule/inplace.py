@@ -14,11 +14,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tinyml.ir import Graph
+from tinyml.ir import Graph, Node
 from tinyml.ops import get_op
 
 
-def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]]:
+class Facts:
+    """What the planner asks of nodes and tensors, remembered: none of it depends on the node order,
+    and the order search (tinyml/schedule/order.py) plans many orders of one graph."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self._inplace: dict[int, tuple[int, ...]] = {}
+        self._scratch: dict[int, int] = {}
+        self._nbytes: dict[str, int] = {}
+
+    def inplace_inputs(self, n: Node) -> tuple[int, ...]:
+        if id(n) not in self._inplace:
+            self._inplace[id(n)] = tuple(get_op(n.op).inplace_inputs(self.g, n))
+        return self._inplace[id(n)]
+
+    def scratch_bytes(self, n: Node) -> int:
+        if id(n) not in self._scratch:
+            self._scratch[id(n)] = get_op(n.op).scratch_bytes(self.g, n)
+        return self._scratch[id(n)]
+
+    def nbytes(self, t: str) -> int:
+        if t not in self._nbytes:
+            self._nbytes[t] = self.g[t].nbytes
+        return self._nbytes[t]
+
+
+def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = None) -> list[tuple[str, str]]:
     """(output, input) pairs that may share a buffer, given the alias groups `find` already forms.
 
     Every legal merge is taken: the output lies in the head of the input's
@@ -40,15 +66,13 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
     last: dict[str, int] = {}
     size: dict[str, int] = {}
     pinned = {find(t) for t in g.inputs}
-    nbytes: dict[str, int] = {}
+    facts = facts or Facts(g)
     for step, n in enumerate(g.nodes):
         for t in list(n.inputs) + list(n.outputs):
             if t is not None and not g[t].is_const:
                 r = find(t)
                 last[r] = max(last.get(r, step), step)
-                if t not in nbytes:
-                    nbytes[t] = g[t].nbytes
-                size[r] = max(size.get(r, 0), nbytes[t])
+                size[r] = max(size.get(r, 0), facts.nbytes(t))
     for t in g.outputs:
         if not g[t].is_const:
             last[find(t)] = end
@@ -58,13 +82,13 @@ def inplace_merges(g: Graph, find: Callable[[str], str]) -> list[tuple[str, str]
         if len(n.outputs) != 1:
             continue
         y = n.outputs[0]
-        for idx in get_op(n.op).inplace_inputs(g, n):
+        for idx in facts.inplace_inputs(n):
             x = n.inputs[idx]
             if x is None or g[x].is_const:
                 continue
             gx, gy = group(x), group(y)
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
-            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] > nbytes[x]:
+            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] > facts.nbytes(x):
                 continue
             merged[gy] = gx
             last[gx] = last[gy]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from tinyml.ir import Graph
 from tinyml.ops import get_op
-from tinyml.schedule.inplace import inplace_merges
+from tinyml.schedule.inplace import Facts, inplace_merges
 from tinyml.schedule.order import reordered, search_order
 
 ALIGN = 16
@@ -81,8 +81,12 @@ def _align(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
-def build_buffers(g: Graph) -> list[Buffer]:
-    """Lifetimes of every activation buffer (and its tail segments) and scratch area, in node steps."""
+def build_buffers(g: Graph, facts: Facts | None = None) -> list[Buffer]:
+    """Lifetimes of every activation buffer (and its tail segments) and scratch area, in node steps.
+
+    `facts`: figures of g's nodes and tensors already asked (for another order of the same nodes).
+    """
+    facts = facts or Facts(g)
     root: dict[str, str] = {}
 
     def find(t: str) -> str:
@@ -96,7 +100,7 @@ def build_buffers(g: Graph) -> list[Buffer]:
             src = g.tensors[n.inputs[0]]
             if not src.is_const:
                 root[find(n.outputs[0])] = find(n.inputs[0])
-    for out, inp in inplace_merges(g, find):  # outputs written over a dying input (tinyml/schedule/inplace.py)
+    for out, inp in inplace_merges(g, find, facts):  # outputs written over a dying input (tinyml/schedule/inplace.py)
         root[find(out)] = find(inp)
 
     last_step = len(g.nodes)  # graph outputs stay live past the last node
@@ -126,12 +130,12 @@ def build_buffers(g: Graph) -> list[Buffer]:
         first = min(life[t][0] for t in members)
         level = [0] * (max(life[t][1] for t in members) - first + 1)  # bytes the group holds per step
         for t in members:
-            size = _align(g.tensors[t].nbytes)
+            size = _align(facts.nbytes(t))
             for step in range(life[t][0], life[t][1] + 1):
                 level[step - first] = max(level[step - first], size)
         buffers += _segments(r, members, first, level)
     for step, n in enumerate(g.nodes):
-        size = get_op(n.op).scratch_bytes(g, n)
+        size = facts.scratch_bytes(n)
         if size:
             buffers.append(Buffer(f"@scratch{step}", _align(size), step, step))
     return buffers
@@ -326,9 +330,11 @@ def _local_search(p: _Problem, order: list[int], lower: int, moves: int) -> tupl
     arena, offsets = p.first_fit(current)
     score = _crowding(p, offsets)
     best = (arena, offsets)
+    since = 0  # moves since the best arena last dropped
     for _ in range(moves):
-        if best[0] <= lower or len(current) < 2:
+        if best[0] <= lower or len(current) < 2 or since >= LOCAL_PATIENCE:
             break
+        since += 1
         trial = current[:]
         if rng.random() < AIMED:
             i = rng.choice([i for i, o in enumerate(offsets) if o + p.sizes[i] == arena])
@@ -341,13 +347,15 @@ def _local_search(p: _Problem, order: list[int], lower: int, moves: int) -> tupl
         if s <= score:
             current, score, arena, offsets = trial, s, a, offs
             if a < best[0]:
-                best = (a, offs)
+                best, since = (a, offs), 0
     return best
 
 
-# Local search tries this many order changes; the exact search runs on graphs
-# up to this many buffers, for at most this many search nodes.
+# Local search tries this many order changes, and stops after LOCAL_PATIENCE
+# without a smaller arena; the exact search runs on graphs up to this many
+# buffers, for at most this many search nodes.
 LOCAL_MOVES = 1000
+LOCAL_PATIENCE = 400
 AIMED = 0.7  # share of local-search moves that lift a unit at the arena's top
 SEARCH_MAX_BUFFERS = 16
 SEARCH_BUDGET = 20000

@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from tinyml.ir import Graph
 from tinyml.ops import get_op
+from tinyml.schedule.inplace import Facts
 
 # At most this many candidate orders are scored per graph.
 ORDER_EVALS = 400
@@ -85,12 +86,12 @@ def dependencies(g: Graph) -> list[set[int]]:
     return preds
 
 
-def live_bytes(g: Graph) -> list[int]:
+def live_bytes(g: Graph, facts: Facts | None = None) -> list[int]:
     """Bytes of g's plan buffers live at each step."""
     from tinyml.schedule.memory import build_buffers  # memory.py imports this module
 
     live = [0] * (len(g.nodes) + 1)
-    for b in build_buffers(g):
+    for b in build_buffers(g, facts):
         for t in range(b.first, b.last + 1):
             live[t] += b.size
     return live
@@ -110,7 +111,8 @@ def search_order(g: Graph, evals: int = ORDER_EVALS) -> list[int]:
         lo, hi = bounds.get(r, (i, i))
         bounds[r] = (min(lo, i), max(hi, i))
     order = list(range(n))
-    live = live_bytes(g)
+    facts = Facts(g)
+    live = live_bytes(g, facts)
     best = (max(live), sum(live))
     used, improved = 1, True
     while improved and used < evals:
@@ -127,7 +129,7 @@ def search_order(g: Graph, evals: int = ORDER_EVALS) -> list[int]:
                     continue
                 trial = order[:]
                 trial.insert(target, trial.pop(pos[node]))
-                trial_live = live_bytes(reordered(g, trial))
+                trial_live = live_bytes(reordered(g, trial), facts)
                 used += 1
                 if (max(trial_live), sum(trial_live)) < best:
                     order, live, best, improved = trial, trial_live, (max(trial_live), sum(trial_live)), True
