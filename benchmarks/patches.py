@@ -49,7 +49,8 @@ def measure(c: Compiled, board: str, inputs: list, expected: list) -> dict:
         "arena_bytes": arena,
         "stack_bytes": result.stack_bytes,
         "peak_sram_bytes": arena + (result.stack_bytes or 0),  # arena + stack
-        "ram_bytes": result.extra.get("ram_bytes"),
+        "ram_bytes": result.extra.get("firmware_ram_bytes"),  # everything: arena, stack, all .data/.bss
+        "model_ram_bytes": result.extra.get("ram_bytes"),  # the library's .data/.bss + stack (validate's ram_bytes)
         "flash_bytes": result.extra.get("flash_bytes"),
         "layers": len(c.graph.nodes),
     }
