@@ -66,6 +66,13 @@ class FullyConnected(Op):
     def macs(self, g: Graph, n: Node) -> int:
         return g[n.inputs[0]].size * g[n.inputs[1]].shape[0]
 
+    def scratch_bytes(self, g: Graph, n: Node) -> int:
+        """The DSP kernel's input widened once to int16 pairs (depth % 4 tail excluded), for
+        depths up to WIDEN_MAX_DEPTH: otherwise every block of 4 rows widens it again (3 of its
+        16 instructions per 16 MACs). Reserved whatever the target, as for CONV_2D."""
+        depth = g[n.inputs[1]].shape[1]
+        return 2 * (depth - depth % 4) if depth <= WIDEN_MAX_DEPTH else 0
+
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         units, depth = wt.shape
@@ -85,10 +92,16 @@ class FullyConnected(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
 
+# Deepest input widened once into scratch (2 bytes per input); deeper layers widen it in
+# registers per block of rows rather than hold that much more RAM.
+WIDEN_MAX_DEPTH = 128
+
+
 def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarray | None) -> bool:
     """Rows in blocks of four on SMLAD; raw int8 inputs with the offset folded into the bias
-    (no scratch: the input is widened in registers), int8 weights in row pairs
-    (dsp_pack.pack_row_pairs). False (nothing emitted) when they cannot be packed exactly."""
+    (widened once into scratch up to WIDEN_MAX_DEPTH, else in registers per block), int8
+    weights in row pairs (dsp_pack.pack_row_pairs). False (nothing emitted) when they cannot
+    be packed exactly."""
     units, depth = wt.shape
     raw = np.zeros(units, np.int64) if bias is None else bias.astype(np.int64)
     full = wrap_int32(raw + in_off * wt.astype(np.int64).sum(axis=1)).astype(np.int32)
@@ -111,9 +124,10 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         tail = np.zeros((rows, depth % 4), np.int8)
         tail[:units] = wt[:, depth - depth % 4:]
         args.append(ctx.const(tail, "w", "int8_t"))
+    xw = FullyConnected().scratch_bytes(g, n)
     fn = ctx.kernel(
         "fully_connected.c.j2", dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-        units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale,
+        units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale, xw=xw > 0,
     )
-    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args)
+    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args, *([ctx.scratch(xw)] if xw else []))
     return True
