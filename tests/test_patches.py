@@ -172,7 +172,8 @@ STAGES = {
 
 
 @pytest.mark.parametrize("grid", [(1, 2), (2, 1), (2, 2), (3, 2), (2, 3), (4, 4), (1, 3, True), (2, 4, True),
-                                  (3, 3, True), (2, 1, True), (4, 1, True), (7, 1, True)])
+                                  (3, 3, True), (2, 1, True), (4, 1, True), (7, 1, True), (3, 2, True, True),
+                                  (5, 3, True, True)])
 @pytest.mark.parametrize("case", sorted(STAGES))
 def test_patched_graph_equals_layer_by_layer(case: str, grid: tuple) -> None:
     h, w, c, layers = STAGES[case]
@@ -180,7 +181,7 @@ def test_patched_graph_equals_layer_by_layer(case: str, grid: tuple) -> None:
     split = g.outputs[0]
     rows, cols = min(grid[0], g[split].shape[1]), min(grid[1], g[split].shape[2])
     try:
-        ps = apply_patches(g, PatchSpec(split, rows, cols, len(grid) > 2))
+        ps = apply_patches(g, PatchSpec(split, rows, cols, *grid[2:]))
     except NotPatchable:
         assert len(grid) > 2  # reuse may find a band with nothing new to compute
         return
@@ -229,6 +230,17 @@ def test_row_reuse_recomputes_nothing_and_joins_rows() -> None:
     joins = [n for n in ps.graph.nodes if n.op == "CONCATENATION"]
     assert joins and all(n.attrs["axis"] == 1 for n in joins)
     assert ps.stages[0].describe(ps.graph)["reuse_rows"]
+
+
+def test_vertical_reuse_runs_column_by_column_and_recomputes_only_the_column_overlap() -> None:
+    c = compile_model(zoo.path("mobilenet_v1_025_vww"))
+    split = c.graph.nodes[7].outputs[0]
+    down = apply_patches(c.graph, PatchSpec(split, 12, 2, True, True))
+    across = apply_patches(c.graph, PatchSpec(split, 1, 2))  # the same two columns, no row split
+    assert down.extra_macs == across.extra_macs > 0
+    cells = [n.attrs["patch"] for n in down.graph.nodes if n.op == "WRITE_WINDOW"]
+    assert cells == [(i, j) for j in range(2) for i in range(12)]
+    assert down.label == "7:12x2v" and PatchOptions.parse("7:12x2v").stages[0].vertical
 
 
 def test_streamed_budget_is_met_by_full_width_bands_without_recomputation() -> None:
@@ -284,6 +296,10 @@ FIXED = [
     ("op_conv_dilation2", 0, (3, 1, True)), ("edge_dw5x5_c10_s2_valid", 0, (2, 1, True)),
     ("op_maxpool_3x3_s2_same", 0, (4, 1, True)), ("io_pytorch_nchw", 3, (3, 1, True)),
     ("resnet8", 7, (4, 1, True)), ("mobilenet_v1_025_vww", 7, (12, 1, True)),
+    # rows reused down each column of patches
+    ("op_conv_dilation2", 0, (3, 2, True, True)), ("edge_dw5x5_c10_s2_valid", 0, (2, 2, True, True)),
+    ("io_pytorch_nchw", 3, (3, 2, True, True)), ("resnet8", 7, (4, 2, True, True)),
+    ("mobilenet_v1_025_vww", 7, (12, 3, True, True)),
 ]
 
 

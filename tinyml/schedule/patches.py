@@ -46,7 +46,8 @@ POINTWISE_OPS = (
     "QUANTIZE", "DEQUANTIZE",
 )
 MAX_GRID = 8  # rows and columns searched: 1..8 each (1x1 excluded)
-MAX_BANDS = 16  # full-width bands reusing rows (no recomputation): up to this many
+MAX_BANDS = 16  # bands of patches reusing rows (no recomputation down the image): up to this many
+MAX_COLUMNS_DOWN = 4  # columns of patches, each run top to bottom reusing rows
 
 
 class NotPatchable(BadModel):
@@ -315,18 +316,23 @@ def axis_plans(g: Graph, stage: Stage, axis: int, parts: int, reuse: bool) -> li
     return plans
 
 
-def reuse_axis(cols: int) -> int:
-    """The axis a reusing grid carries overlaps along: columns within a row of patches, or, for
-    a grid of full-width bands (one column), rows from one band to the next (a line buffer)."""
-    return 1 if cols > 1 else 0
+def reuse_axis(cols: int, vertical: bool = False) -> int:
+    """The axis a reusing grid carries overlaps along: columns within a row of patches, or rows
+    from one patch to the one below (`vertical`, or a grid of full-width bands: a line buffer)."""
+    return 0 if vertical or cols == 1 else 1
 
 
-def grid_regions(g: Graph, stage: Stage, rows: int, cols: int, reuse: bool = False) -> list[PatchRegions]:
-    """Every patch of a rows x cols grid over the split tensor, row-major."""
-    ax = reuse_axis(cols) if reuse else None
+def grid_regions(g: Graph, stage: Stage, rows: int, cols: int, reuse: bool = False,
+                 vertical: bool = False) -> list[PatchRegions]:
+    """Every patch of a rows x cols grid over the split tensor, in run order: row-major, or
+    column-major when rows are reused (each patch follows the one above it)."""
+    ax = reuse_axis(cols, vertical) if reuse else None
     row_plans = axis_plans(g, stage, 0, rows, ax == 0)
     col_plans = axis_plans(g, stage, 1, cols, ax == 1)
-    return [PatchRegions.combine((i, j), rp, cp) for i, rp in enumerate(row_plans) for j, cp in enumerate(col_plans)]
+    cells = [(i, j) for i in range(rows) for j in range(cols)]
+    if ax == 0:
+        cells.sort(key=lambda c: (c[1], c[0]))
+    return [PatchRegions.combine((i, j), row_plans[i], col_plans[j]) for i, j in cells]
 
 
 # -- the rewrite ----------------------------------------------------------------
@@ -338,8 +344,18 @@ class PatchSpec:
     rows: int
     cols: int
     # keep what a patch shares with the previous one instead of recomputing it: the overlapping columns
-    # of the previous patch in the row, or with one column, the overlapping rows of the band above
+    # of the previous patch in the row, or (one column, or `vertical`) the overlapping rows of the one above
     reuse: bool = False
+    vertical: bool = False  # with reuse: carry rows down each column of patches (run column by column)
+
+    @property
+    def reuse_axis(self) -> int | None:
+        return reuse_axis(self.cols, self.vertical) if self.reuse else None
+
+    @property
+    def suffix(self) -> str:
+        """The --patch grid suffix: `r` reuse (columns, or rows on one column), `v` reuse rows."""
+        return ("v" if self.vertical and self.cols > 1 else "r") if self.reuse else ""
 
 
 @dataclass
@@ -354,7 +370,7 @@ class StageReport:
 
     @property
     def label(self) -> str:
-        return f"{self.split_layer}:{self.spec.rows}x{self.spec.cols}{'r' if self.spec.reuse else ''}"
+        return f"{self.split_layer}:{self.spec.rows}x{self.spec.cols}{self.spec.suffix}"
 
     def describe(self, g: Graph) -> dict:
         return {
@@ -363,8 +379,8 @@ class StageReport:
             "split_shape": list(g[self.spec.split].shape),
             "grid": [self.spec.rows, self.spec.cols],
             "patches": self.spec.rows * self.spec.cols,
-            "reuse_columns": self.spec.reuse and reuse_axis(self.spec.cols) == 1,
-            "reuse_rows": self.spec.reuse and reuse_axis(self.spec.cols) == 0,
+            "reuse_columns": self.spec.reuse_axis == 1,
+            "reuse_rows": self.spec.reuse_axis == 0,
             "stage_layers": self.stage_layers,
             "stage_span": list(self.span),
         }
@@ -551,7 +567,7 @@ def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: in
     if not (1 <= spec.rows <= s.shape[1] and 1 <= spec.cols <= s.shape[2]):
         raise NotPatchable(f"a {spec.rows}x{spec.cols} grid does not fit the split tensor's "
                            f"{s.shape[1]}x{s.shape[2]} plane")
-    regions = grid_regions(g, stage, spec.rows, spec.cols, spec.reuse)
+    regions = grid_regions(g, stage, spec.rows, spec.cols, spec.reuse, spec.vertical)
     members = set(stage.nodes)
     last = stage.nodes[-1]
     out = Graph(dict(g.tensors), [], list(g.inputs), list(g.outputs), g.name)
@@ -563,11 +579,12 @@ def _rewrite(g: Graph, spec: PatchSpec, stage: Stage, stream: bool, stage_id: in
     streamed = set(streamable(g, stage)) if stream else set()
     for t in streamed:
         out.tensors[t] = replace(g[t], streamed=True)
-    along = reuse_axis(spec.cols)
+    along = reuse_axis(spec.cols, spec.vertical)
     builder = _Builder(g, out, stage, streamed, stage_id, origin, along)
     acc, halos = None, {}
     for k, pr in enumerate(regions):
-        chained = k + 1 < len(regions) and (along == 0 or regions[k + 1].cell[0] == pr.cell[0])
+        # the next patch takes this one's halos when it follows along the reuse axis
+        chained = k + 1 < len(regions) and regions[k + 1].cell[1 - along] == pr.cell[1 - along]
         nxt = regions[k + 1] if spec.reuse and chained else None
         name = spec.split if k == len(regions) - 1 else f"{spec.split}@s{stage_id}acc{k}"
         acc, halos = builder.patch(pr, acc, name, halos, nxt)
@@ -679,13 +696,14 @@ class _Candidate:
     rows: int
     cols: int
     reuse: bool
+    vertical: bool
     macs: int
     cost: float  # estimated instructions (graph_cost of the rewrite, computed from the bands)
     lower: int = -1  # set by _Searcher.lower
 
     @property
     def spec(self) -> PatchSpec:
-        return PatchSpec(self.stage.split, self.rows, self.cols, self.reuse)
+        return PatchSpec(self.stage.split, self.rows, self.cols, self.reuse, self.vertical)
 
 
 @dataclass
@@ -774,14 +792,14 @@ class _Searcher:
             self._axis[key] = axis_plan(self.g, stage, axis, band)
         return self._axis[key]
 
-    def grid_extents(self, stage: Stage, rows: int, cols: int, reuse: bool) -> tuple[dict, dict]:
+    def grid_extents(self, stage: Stage, rows: int, cols: int, reuse: bool, vertical: bool) -> tuple[dict, dict]:
         """extents() of the row bands and of the column bands of a grid."""
-        ax = reuse_axis(cols) if reuse else None
+        ax = reuse_axis(cols, vertical) if reuse else None
         return self.extents(stage, 0, rows, ax == 0), self.extents(stage, 1, cols, ax == 1)
 
-    def candidate(self, k: int, stage: Stage, rows: int, cols: int, reuse: bool) -> _Candidate:
+    def candidate(self, k: int, stage: Stage, rows: int, cols: int, reuse: bool, vertical: bool = False) -> _Candidate:
         g = self.g
-        hs, ws = self.grid_extents(stage, rows, cols, reuse)
+        hs, ws = self.grid_extents(stage, rows, cols, reuse, vertical)
         macs, cost = self.base_macs, self.base_cost
         for i in stage.nodes:
             n = g.nodes[i]
@@ -795,7 +813,7 @@ class _Searcher:
             cost += a_out * (area - plane) + a_in * (read - g[x].shape[1] * g[x].shape[2])
             # every patch copies what it reads and calls each kernel; roughly two copies per node with reuse
             cost += rows * cols * CALL_COST * (3 if reuse else 2) + COPY_COST * read * g[x].nbytes // g[x].size
-        return _Candidate(stage, k, rows, cols, reuse, macs, cost)
+        return _Candidate(stage, k, rows, cols, reuse, vertical, macs, cost)
 
     def extents(self, stage: Stage, axis: int, parts: int, reuse: bool) -> dict:
         """Per band: each stage node's computed output extent (by tensor name) and input extent read (by key)."""
@@ -838,11 +856,23 @@ class _Searcher:
         if c.lower >= 0:
             return c.lower
         info = self._stage_info(c.stage)
-        hs, ws = self.grid_extents(c.stage, c.rows, c.cols, c.reuse)
+        hs, ws = self.grid_extents(c.stage, c.rows, c.cols, c.reuse, c.vertical)
         # extra[p]: bytes live during every node of patch p besides the node's own tensors
         extra = np.full((c.rows, c.cols), info.split_bytes + info.source_bytes, np.int64)
         extra[0, 0] -= info.split_bytes
-        extra[-1, -1] -= info.source_bytes
+        # Sources are surely live only before the last patch that reads them (with reuse, later
+        # patches may take everything near them from their halos and read no source at all).
+        reading = np.zeros((c.rows, c.cols), bool)
+        for _, reads, _, _ in info.nodes:
+            for key, _, src in reads:
+                if src is None:
+                    reading |= np.outer(hs[key], ws[key]) > 0
+        order = [(i, j) for i in range(c.rows) for j in range(c.cols)]
+        if c.reuse and reuse_axis(c.cols, c.vertical) == 0:
+            order.sort(key=lambda cell: (cell[1], cell[0]))
+        last = max((k for k, cell in enumerate(order) if reading[cell]), default=0)
+        for cell in order[last:]:
+            extra[cell] -= info.source_bytes
 
         def aligned(key: tuple[int, int] | str, per_px: int, base: object = None) -> np.ndarray:
             """Bytes per patch of `key`; a halo key exists along the reuse axis only: `base` gives the other."""
@@ -918,14 +948,16 @@ class _Searcher:
         out = []
         for k, stage in self.stages(target):
             s = self.g[stage.split]
-            grids = [(r, c, reuse) for r, c, reuse in itertools.product(range(1, MAX_GRID + 1), range(1, MAX_GRID + 1),
-                                                                        (False, True))]
-            grids += [(r, 1, True) for r in range(MAX_GRID + 1, MAX_BANDS + 1)]
-            for rows, cols, reuse in grids:
+            grids = [(r, c, reuse, False) for r, c, reuse in itertools.product(range(1, MAX_GRID + 1),
+                                                                               range(1, MAX_GRID + 1), (False, True))]
+            # rows carried down the image: full-width bands, or a few columns of patches
+            grids += [(r, c, True, c > 1) for r in range(2, MAX_BANDS + 1) for c in range(1, MAX_COLUMNS_DOWN + 1)
+                      if r > MAX_GRID or c > 1]
+            for rows, cols, reuse, vertical in grids:
                 if rows * cols < 2 or rows > s.shape[1] or cols > s.shape[2]:
                     continue
                 try:
-                    c = self.candidate(k, stage, rows, cols, reuse)
+                    c = self.candidate(k, stage, rows, cols, reuse, vertical)
                 except NotPatchable:
                     continue
                 if bound is None or (c.macs <= bound[0] and c.cost <= bound[1]):
@@ -1038,19 +1070,21 @@ DEFAULT_MAX_OVERHEAD = 0.20
 
 @dataclass(frozen=True)
 class PatchOptions:
-    """`--patch auto|off|SPLIT:ROWSxCOLS[r][+...]`, `--max-overhead`, `--sram-budget`, `--input`.
+    """`--patch auto|off|SPLIT:ROWSxCOLS[r|v][+...]`, `--max-overhead`, `--sram-budget`, `--input`.
 
     A trailing `r` reuses the columns a patch shares with the previous one
     in its row instead of recomputing them; on a one-column grid (full-width
     bands, `7:12x1r`) it reuses the rows the band above computed, so nothing
     is recomputed and each input row is read about once (a line buffer).
+    A trailing `v` runs the grid column by column, each patch reusing the
+    rows of the one above (`7:12x2v`: only the columns' overlap is recomputed).
 
     `max_overhead` None means the default: 20% in auto mode, no bound with a
     budget (the budget is the constraint there and the cheapest fit wins).
     """
 
     mode: str = "auto"  # "auto", "off" or "fixed"
-    stages: tuple[tuple[str, int, int, bool], ...] = ()  # fixed: (split layer or tensor name, rows, cols, reuse)
+    stages: tuple[PatchSpec, ...] = ()  # fixed: split is a layer number or tensor name of the original graph
     max_overhead: float | None = None
     sram_budget: int | None = None
     stream: bool = False  # --input streamed
@@ -1066,12 +1100,12 @@ class PatchOptions:
         for part in t.split("+"):
             split, sep, grid = part.strip().rpartition(":")
             rows, x, cols = grid.lower().partition("x")
-            reuse = cols.endswith("r")
-            cols = cols[:-1] if reuse else cols
+            suffix = cols[-1:] if cols[-1:] in ("r", "v") else ""
+            cols = cols[:len(cols) - len(suffix)]
             if not sep or not split or not x or not rows.isdigit() or not cols.isdigit() or min(int(rows), int(cols)) < 1:
-                raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS[r] (e.g. 9:4x4, 7:3x8r, or 7:2x4+10:3x3 "
-                                 f"for two stages), got {text!r}")
-            stages.append((split, int(rows), int(cols), reuse))
+                raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS[r|v] (e.g. 9:4x4, 7:3x8r, 7:12x2v, or "
+                                 f"7:2x4+10:3x3 for two stages), got {text!r}")
+            stages.append(PatchSpec(split, int(rows), int(cols), bool(suffix), suffix == "v"))
         return PatchOptions("fixed", tuple(stages), max_overhead, sram_budget, stream)
 
 
@@ -1089,11 +1123,11 @@ def resolve_split(ps: PatchSchedule, split: str) -> str:
     return split
 
 
-def replay(g: Graph, stages: list[tuple[str, int, int, bool]], stream: bool) -> PatchSchedule:
+def replay(g: Graph, stages: list[PatchSpec], stream: bool) -> PatchSchedule:
     """Apply fixed stages in order (each split resolved on the graph the previous ones left)."""
     ps = PatchSchedule.layer_by_layer(g)
-    for k, (split, rows, cols, reuse) in enumerate(stages):
-        ps = add_stage(ps, PatchSpec(resolve_split(ps, split), rows, cols, reuse), stream=stream and k == 0)
+    for k, spec in enumerate(stages):
+        ps = add_stage(ps, replace(spec, split=resolve_split(ps, spec.split)), stream=stream and k == 0)
     ps.plan = plan_memory(ps.graph)
     return ps
 
@@ -1140,7 +1174,7 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
         result.candidates = result.planned = 1
     ps = result.chosen
     if ps is not None and ps.streamed:
-        held = replay(g, [(st.spec.split, st.spec.rows, st.spec.cols, st.spec.reuse) for st in ps.stages], stream=False)
+        held = replay(g, [st.spec for st in ps.stages], stream=False)
         ps.arena_with_input = held.plan.arena_bytes
     if options.sram_budget is not None and result.plan.arena_bytes > options.sram_budget:
         raise BudgetExceeded(options.sram_budget, result.plan.arena_bytes,
