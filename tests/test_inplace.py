@@ -237,9 +237,32 @@ def test_stride_two_output_shrinks_its_input_buffer() -> None:
     assert plan.offsets[late] < hi and lo < plan.offsets[late] + 512
 
 
+def test_expanding_pointwise_conv_writes_over_an_input_at_its_end() -> None:
+    """By hand: x 64 B (graph input), r = RELU(x) 64 B, y = 1x1 conv 4 -> 8 channels 128 B, RELU in place.
+
+    Merged, the conv step holds y's 128 B (r in its last 64) and the conv's scratch;
+    apart, r + y + scratch. The RELU step holds x and r: 128 B.
+    """
+    b = _Builder(np.random.default_rng(9))
+    x = b.act((1, 4, 4, 4), "input")
+    b.g.inputs = [x]
+    r = b.node("RELU", [x], (1, 4, 4, 4), {})
+    wt = b.rng.integers(-127, 128, (8, 1, 1, 4)).astype(np.int8)
+    wq = Quant(np.full(8, 0.01, np.float32), np.zeros(8, np.int64), 0)
+    attrs = dict(padding="VALID", stride_w=1, stride_h=1, dilation_w_factor=1, dilation_h_factor=1,
+                 fused_activation_function="NONE")
+    y = b.node("CONV_2D", [r, b.const(wt, "pw", wq), None], (1, 4, 4, 8), attrs)
+    out = b.node("RELU", [y], (1, 4, 4, 8), {})
+    b.g.outputs = [out]
+    plan = plan_memory(b.g)
+    ((_, (_, scratch)),) = plan.scratch.items()
+    assert plan.offsets[r] == plan.offsets[y] + 64 and plan.offsets[out] == plan.offsets[y]
+    assert plan.lower_bound == plan.arena_bytes == max(128, 128 + scratch) < 64 + 128 + scratch
+
+
 def test_in_place_kernels_in_c_equal_the_reference(tmp_path) -> None:  # noqa: ANN001
-    """Depthwise (stride 1 and 2), pointwise conv (same and fewer channels), ADD and LUT kernels with
-    output == input, compiled for this PC (ASan, UBSan)."""
+    """Depthwise (stride 1 and 2), pointwise conv (same, fewer and more channels), ADD and LUT kernels
+    writing over their input, compiled for this PC (ASan, UBSan)."""
     from tinyml.codegen.emit import generate
     from tinyml.sim.host import HostRunner
 
@@ -260,11 +283,17 @@ def test_in_place_kernels_in_c_equal_the_reference(tmp_path) -> None:  # noqa: A
     wt4 = b.rng.integers(-127, 128, (5, 1, 1, 8)).astype(np.int8)
     wq4 = Quant(np.full(5, 0.01, np.float32), np.zeros(5, np.int64), 0)
     pj = b.node("CONV_2D", [s2, b.const(wt4, "pw4", wq4), None], (1, 4, 3, 5), {**attrs, "fused_activation_function": "NONE"})
-    b.g.outputs = [pj]
+    wt10 = b.rng.integers(-127, 128, (10, 1, 1, 5)).astype(np.int8)
+    wq10 = Quant(np.full(10, 0.01, np.float32), np.zeros(10, np.int64), 0)
+    ex = b.node("CONV_2D", [pj, b.const(wt10, "pw10", wq10), None], (1, 4, 3, 10), attrs)  # expands 60 -> 120 B
+    b.g.outputs = [ex]
     plan = plan_memory(b.g)
     assert plan.offsets[r] == plan.offsets[d] == plan.offsets[p] == plan.offsets[e]
-    assert plan.offsets[s2] == plan.offsets[s] and plan.offsets[pj] == plan.offsets[s2]  # shrinking merges
+    assert plan.offsets[s2] == plan.offsets[s]  # shrinking merges
+    # s2 shrank from s: too tall a history to sit at the end of the expansion, so the projection stays
+    # apart and the expansion takes pj's bytes at the end of its own (120 - 60 -> 64 bytes up)
+    assert plan.offsets[pj] != plan.offsets[s2] and plan.offsets[pj] == plan.offsets[ex] + 64
     xs = [np.random.default_rng(k).integers(-128, 128, (1, 7, 5, 8)).astype(np.int8) for k in range(4)]
     got = HostRunner(generate(b.g, plan, tmp_path / "lib"), sanitize=True).run([[v] for v in xs]).outputs
     for v, out in zip(xs, got):
-        np.testing.assert_array_equal(np.asarray(out[0]).reshape(-1), run_reference(b.g, [v])[pj].reshape(-1))
+        np.testing.assert_array_equal(np.asarray(out[0]).reshape(-1), run_reference(b.g, [v])[ex].reshape(-1))

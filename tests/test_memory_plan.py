@@ -49,9 +49,9 @@ def assert_disjoint(buffers: list[Buffer]) -> None:
 
 
 @st.composite
-def instances(draw: Any, max_buffers: int = 24, max_units: int = 64) -> tuple[list[Buffer], int]:
-    """Random buffers: sizes in ALIGN units, lifetimes inside `steps` steps."""
-    """Random buffers: sizes in ALIGN units, lifetimes inside `steps` steps; some shrink (a tail segment)."""
+def instances(draw: Any, max_buffers: int = 24, max_units: int = 64, holes: bool = False) -> tuple[list[Buffer], int]:
+    """Random buffers: sizes in ALIGN units, lifetimes inside `steps` steps; some shrink (a tail segment)
+    and, with `holes`, some start above their head (an input at the end of an expanding output)."""
     steps = draw(st.integers(1, 20))
     n = draw(st.integers(1, max_buffers))
     buffers = []
@@ -64,6 +64,11 @@ def instances(draw: Any, max_buffers: int = 24, max_units: int = 64) -> tuple[li
             end = draw(st.integers(first, last - 1))
             buffers.append(Buffer(f"b{k}#1", ALIGN * draw(st.integers(1, max_units)), first, end,
                                   base=head.key, delta=head.size))
+        elif holes and last > first and head.size and draw(st.booleans()):  # the head is taken from `start` on
+            start = draw(st.integers(first + 1, last))
+            head.first = start
+            buffers.append(Buffer(f"b{k}#1", ALIGN * draw(st.integers(1, max_units)), first, start - 1,
+                                  base=head.key, delta=ALIGN * draw(st.integers(0, head.size // ALIGN))))
     return buffers, steps
 
 
@@ -72,7 +77,7 @@ def copies(buffers: list[Buffer]) -> list[Buffer]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(instances())
+@given(instances(holes=True))
 def test_plan_is_valid_bounded_and_never_worse_than_greedy(inst: tuple[list[Buffer], int]) -> None:
     buffers, steps = inst
     greedy = copies(buffers)

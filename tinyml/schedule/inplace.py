@@ -17,6 +17,8 @@ from collections.abc import Callable
 from tinyml.ir import Graph, Node
 from tinyml.ops import get_op
 
+ALIGN = 16  # arena alignment (memory.py's, which imports this module)
+
 
 class Facts:
     """What the planner asks of nodes and tensors, remembered: none of it depends on the node order,
@@ -44,13 +46,15 @@ class Facts:
         return self._nbytes[t]
 
 
-def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = None) -> list[tuple[str, str]]:
+def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = None,
+                   expand: bool = True) -> list[tuple[str, str]]:
     """(output, input) pairs that may share a buffer, given the alias groups `find` already forms.
 
-    Every legal merge is taken: the output lies in the head of the input's
-    bytes and the rest is free from the next step (memory.py plans the
-    buffer as shrinking), so a merge never holds more bytes at any step than
-    two separate buffers would. Each decision is local to its node, so it
+    `expand`: also merge outputs larger than their input (see below).
+
+    Every legal merge is taken: a merged buffer holds the larger of the two
+    at this step and only what is live before and after, so it never holds
+    more bytes at any step than two separate buffers would. Each decision is local to its node, so it
     does not depend on distant layers (the patch search's lower bounds rely
     on that).
     """
@@ -64,7 +68,6 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
 
     end = len(g.nodes)  # graph outputs stay live past the last node
     last: dict[str, int] = {}
-    size: dict[str, int] = {}
     pinned = {find(t) for t in g.inputs}
     facts = facts or Facts(g)
     for step, n in enumerate(g.nodes):
@@ -72,12 +75,29 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
             if t is not None and not g[t].is_const:
                 r = find(t)
                 last[r] = max(last.get(r, step), step)
-                size[r] = max(size.get(r, 0), facts.nbytes(t))
     for t in g.outputs:
         if not g[t].is_const:
             last[find(t)] = end
 
+    readers: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        for t in n.inputs:
+            if t is not None:
+                readers.setdefault(t, []).append(n)
+
+    def expands(y: str) -> bool:
+        """Whether y's only reader is an op that may write a larger output over it."""
+        rs = readers.get(y, [])
+        return expand and len(rs) == 1 and y not in g.outputs and len(rs[0].outputs) == 1 \
+            and facts.nbytes(rs[0].outputs[0]) > facts.nbytes(y) \
+            and any(rs[0].inputs[i] == y for i in facts.inplace_inputs(rs[0]))
+
     pairs: list[tuple[str, str]] = []
+
+    def aligned(t: str) -> int:
+        return -(-facts.nbytes(t) // ALIGN) * ALIGN
+
+    height: dict[str, int] = {}  # per merged group, how far its bytes reach above the current tensor's offset
     for step, n in enumerate(g.nodes):
         if len(n.outputs) != 1:
             continue
@@ -88,9 +108,19 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
                 continue
             gx, gy = group(x), group(y)
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
-            if gx == gy or gx in pinned or last[gx] != step or gx in others or size[gy] > facts.nbytes(x):
+            if gx == gy or gx in pinned or last[gx] != step or gx in others:
+                continue
+            hx = height.get(gx, aligned(x))
+            gap = max(0, aligned(y) - aligned(x)) if facts.nbytes(y) > facts.nbytes(x) else 0
+            # An expanding output has its input at its end, and with it all the bytes the input's
+            # group ever held: where they reach above the input, each expansion would lift them
+            # above the output and a chain of blocks would climb. So only an input no taller than
+            # itself expands in place, and a shrinking output that an expansion reads next stays
+            # apart for it (either merge saves the smaller tensor at one step).
+            if (gap and (not expand or hx > aligned(x))) or (facts.nbytes(y) < facts.nbytes(x) and expands(y)):
                 continue
             merged[gy] = gx
+            height[gx] = max(aligned(y), gap + hx)
             last[gx] = last[gy]
             pairs.append((y, x))
             break

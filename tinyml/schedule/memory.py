@@ -7,12 +7,13 @@ input and output one buffer, and so do ops run in place (see inplace.py).
 
 An in-place output smaller than its input (a stride-2 depthwise, a projecting
 1x1 convolution) is written into the head of the dying input's bytes, and the
-tail is free from the next step: such a group's size shrinks over its life.
-It becomes a head buffer (the size it ends with, for the whole life) plus one
-tail segment per drop, each tied to the head's offset (`base`, `delta`), so
-every Buffer still has one size and one lifetime and the most bytes live at a
-step (the lower bound) is a plain sum. Placement moves a head and its tails
-as one unit.
+tail is free from the next step; a larger one (an expanding 1x1 convolution)
+is written over an input that lies at the end of the output's bytes, so the
+output's head is only taken at that step. Such a group's bytes change over
+its life: it becomes rectangles (bytes x steps), a head and segments tied to
+the head's offset (`base`, `delta`), so every Buffer still has one size and
+one lifetime and the most bytes live at a step (the lower bound) is a plain
+sum. Placement moves a head and its segments as one unit.
 
 Placement is dynamic storage allocation (NP-hard in general). TFLite Micro's
 greedy-by-size is one candidate; other orderings (by start, by size x lifetime,
@@ -29,18 +30,17 @@ from dataclasses import dataclass, field
 
 from tinyml.ir import Graph
 from tinyml.ops import get_op
-from tinyml.schedule.inplace import Facts, inplace_merges
+from tinyml.schedule.inplace import ALIGN, Facts, inplace_merges
 from tinyml.schedule.order import reordered, search_order
 
-ALIGN = 16
 
 
 @dataclass
 class Buffer:
     """One arena allocation: a group of aliased tensors, or a layer's scratch.
 
-    A tail segment of a shrinking group has `base` = its head's key and lies
-    `delta` bytes above the head's offset.
+    A segment of a group whose bytes change over its life has `base` = its
+    head's key and lies `delta` bytes above the head's offset.
     """
 
     key: str
@@ -51,6 +51,7 @@ class Buffer:
     offset: int = -1
     base: str | None = None
     delta: int = 0
+    at: dict[str, int] = field(default_factory=dict)  # a tensor's offset above the head's, when not 0
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -81,27 +82,43 @@ def _align(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
-def build_buffers(g: Graph, facts: Facts | None = None) -> list[Buffer]:
-    """Lifetimes of every activation buffer (and its tail segments) and scratch area, in node steps.
+def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> list[Buffer]:
+    """Lifetimes of every activation buffer (and its segments) and scratch area, in node steps.
 
-    `facts`: figures of g's nodes and tensors already asked (for another order of the same nodes).
+    `facts`: figures of g's nodes and tensors already asked (for another order of the same nodes);
+    `expand`: whether outputs larger than their input may be written over it (inplace.py).
     """
     facts = facts or Facts(g)
-    root: dict[str, str] = {}
+    up: dict[str, tuple[str, int]] = {}  # tensor -> (tensor it shares bytes with, its offset above that one)
 
-    def find(t: str) -> str:
-        while root.get(t, t) != t:
-            t = root[t]
-        return t
+    def locate(t: str) -> tuple[str, int]:
+        """The group's root tensor and t's offset above it."""
+        off = 0
+        while t in up:
+            t, d = up[t]
+            off += d
+        return t, off
+
+    def join(y: str, x: str, gap: int) -> None:
+        """One group of y's and x's, with x lying `gap` bytes above y (offsets stay >= 0)."""
+        (ry, oy), (rx, ox) = locate(y), locate(x)
+        if ry == rx:
+            return
+        d = gap + oy - ox  # rx's offset above ry
+        if d >= 0:
+            up[rx] = (ry, d)
+        else:
+            up[ry] = (rx, -d)
 
     for n in g.nodes:
         op = get_op(n.op)
         if (op.alias or op.updates_input) and n.inputs and n.inputs[0] is not None:
-            src = g.tensors[n.inputs[0]]
-            if not src.is_const:
-                root[find(n.outputs[0])] = find(n.inputs[0])
-    for out, inp in inplace_merges(g, find, facts):  # outputs written over a dying input (tinyml/schedule/inplace.py)
-        root[find(out)] = find(inp)
+            if not g.tensors[n.inputs[0]].is_const:
+                join(n.outputs[0], n.inputs[0], 0)
+    # outputs written over a dying input (tinyml/schedule/inplace.py): in its head when no
+    # larger, else the input lies at the end of the output
+    for out, inp in inplace_merges(g, lambda t: locate(t)[0], facts, expand):
+        join(out, inp, _align(max(0, facts.nbytes(out) - facts.nbytes(inp))))
 
     last_step = len(g.nodes)  # graph outputs stay live past the last node
     life: dict[str, list[int]] = {}  # tensor -> [first, last] step
@@ -122,18 +139,14 @@ def build_buffers(g: Graph, facts: Facts | None = None) -> list[Buffer]:
         if not g.tensors[t].is_const:
             touch(t, last_step)
 
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, dict[str, int]] = {}  # root -> {tensor: offset above the root}
     for t in life:
-        groups.setdefault(find(t), []).append(t)
+        r, off = locate(t)
+        groups.setdefault(r, {})[t] = off
     buffers = []
-    for r, members in groups.items():
-        first = min(life[t][0] for t in members)
-        level = [0] * (max(life[t][1] for t in members) - first + 1)  # bytes the group holds per step
-        for t in members:
-            size = _align(facts.nbytes(t))
-            for step in range(life[t][0], life[t][1] + 1):
-                level[step - first] = max(level[step - first], size)
-        buffers += _segments(r, members, first, level)
+    for r, at in groups.items():
+        low = min(at.values())
+        buffers += _segments(r, {t: o - low for t, o in at.items()}, life, facts)
     for step, n in enumerate(g.nodes):
         size = facts.scratch_bytes(n)
         if size:
@@ -141,22 +154,51 @@ def build_buffers(g: Graph, facts: Facts | None = None) -> list[Buffer]:
     return buffers
 
 
-def _segments(key: str, tensors: list[str], first: int, level: list[int]) -> list[Buffer]:
-    """A group holding level[k] bytes at step first + k: its head, then a tail per drop.
+def _segments(key: str, at: dict[str, int], life: dict[str, list[int]], facts: Facts) -> list[Buffer]:
+    """A group's bytes over its life as rectangles: the head (at offset 0), then segments above it.
 
-    The head keeps what the group ends with for its whole life; the bytes
-    between two levels are a tail that dies where the level drops below it.
-    A group that ever grows (not made by in-place merges) keeps its largest
-    size throughout.
+    The group's tensors cut its bytes into bands; each band is held over the
+    steps where a tensor covering it is live, and runs of steps that
+    neighbouring bands share become one rectangle. A group that only
+    shrinks gets a head of the size it ends with, for its whole life, and a
+    tail per drop.
     """
-    last = first + len(level) - 1
-    if any(a < b for a, b in zip(level, level[1:])):
-        return [Buffer(key, max(level), first, last, tensors)]
-    out = [Buffer(key, level[-1], first, last, tensors)]
-    for k in range(len(level) - 1):
-        if level[k] > level[k + 1]:
-            out.append(Buffer(f"{key}#{len(out)}", level[k] - level[k + 1], first, first + k,
-                              base=key, delta=level[k + 1]))
+    first = min(life[t][0] for t in at)
+    steps = max(life[t][1] for t in at) - first + 1
+    spans = {t: (o, o + _align(facts.nbytes(t))) for t, o in at.items()}
+    cuts = sorted({v for span in spans.values() for v in span})
+    rects: list[list[int]] = []  # [lo, hi, first, last]
+    open_runs: dict[tuple[int, int], list[int]] = {}  # (first, last) -> the rectangle ending at the band below
+    for lo, hi in zip(cuts, cuts[1:]):
+        held = [False] * steps
+        for t, (a, b) in spans.items():
+            if a <= lo and hi <= b:
+                for k in range(life[t][0] - first, life[t][1] - first + 1):
+                    held[k] = True
+        runs, k = [], 0
+        while k < steps:
+            if held[k]:
+                j = k
+                while j + 1 < steps and held[j + 1]:
+                    j += 1
+                runs.append((k + first, j + first))
+                k = j + 1
+            else:
+                k += 1
+        below, open_runs = open_runs, {}
+        for run in runs:
+            rect = below.get(run)
+            if rect is not None and rect[1] == lo:
+                rect[1] = hi
+            else:
+                rect = [lo, hi, run[0], run[1]]
+                rects.append(rect)
+            open_runs[run] = rect
+    head = max((rc for rc in rects if rc[0] == 0), key=lambda rc: (rc[3] - rc[2], rc[1]))
+    out = [Buffer(key, head[1], head[2], head[3], list(at), at={t: o for t, o in at.items() if o})]
+    for rc in rects:
+        if rc is not head:
+            out.append(Buffer(f"{key}#{len(out)}", rc[1] - rc[0], rc[2], rc[3], base=key, delta=rc[0]))
     return out
 
 
@@ -179,23 +221,29 @@ def _units(buffers: list[Buffer]) -> list[list[Buffer]]:
 
 
 class _Problem:
-    """Units (a buffer and its tails) as index arrays, with each one's time-overlapping neighbours.
+    """Units (a buffer and its segments) as index arrays, with each one's time-overlapping neighbours.
 
     A unit's extent at a step is how far above its offset its live bytes
-    reach. Two units live at common steps must keep their extents apart at
-    each such step; every forbidden offset range contains the other's offset,
-    so this is one range: unit i must lie `need` bytes below j or `their`
-    bytes above it (the largest extents over their common steps).
+    reach. Where a unit's live bytes run from its offset up to its extent at
+    every step, two units live at common steps must keep those ranges apart;
+    every forbidden offset range contains the other's offset, so this is one
+    range: unit i must lie `need` bytes below j or `their` bytes above it (the
+    largest extents over their common steps). A unit with a hole (bytes not
+    yet taken below live ones: an input at the end of an expanding output)
+    forbids one range per pair of segments live together instead (`holes`).
     """
 
     def __init__(self, units: list[list[Buffer]], steps: int):
-        self.pieces = [[(b.first, b.last, b.delta + b.size) for b in u] for u in units]
-        self.sizes = [max(top for _, _, top in p) for p in self.pieces]
-        self.firsts = [min(f for f, _, _ in p) for p in self.pieces]
-        self.lasts = [max(la for _, la, _ in p) for p in self.pieces]
+        self.pieces = [[(b.first, b.last, b.delta, b.size) for b in u if b.size] for u in units]
+        self.sizes = [max(d + s for _, _, d, s in p) for p in self.pieces]
+        self.firsts = [min(f for f, _, _, _ in p) for p in self.pieces]
+        self.lasts = [max(la for _, la, _, _ in p) for p in self.pieces]
         self.steps = max(steps, max((la + 1 for la in self.lasts), default=1))
         n = len(units)
+        holed = [any(self.held(i, t) < self.extent(i, t, t) for t in range(self.firsts[i], self.lasts[i] + 1))
+                 for i in range(n)]
         self.conflicts: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]  # (j, need, their)
+        self.holes: list[dict[int, list[tuple[int, int]]]] = [{} for _ in range(n)]  # j -> forbidden (lo, hi) - o_j
         for i in range(n):
             for j in range(i + 1, n):
                 a, b = max(self.firsts[i], self.firsts[j]), min(self.lasts[i], self.lasts[j])
@@ -203,12 +251,23 @@ class _Problem:
                     ei, ej = self.extent(i, a, b), self.extent(j, a, b)
                     self.conflicts[i].append((j, ei, ej))
                     self.conflicts[j].append((i, ej, ei))
+                    if holed[i] or holed[j]:
+                        rel = [(dq - dp - sp, dq + sq - dp) for fp, lp, dp, sp in self.pieces[i]
+                               for fq, lq, dq, sq in self.pieces[j] if fp <= lq and fq <= lp]
+                        self.holes[i][j] = rel
+                        self.holes[j][i] = [(-hi, -lo) for lo, hi in rel]
+        self.holed = any(holed)
         # units that need their full size against every neighbour take the one-pass scan
-        self.uniform = [all(need == self.sizes[i] for _, need, _ in self.conflicts[i]) for i in range(n)]
+        self.uniform = [not self.holes[i] and all(need == self.sizes[i] for _, need, _ in self.conflicts[i])
+                        for i in range(n)]
 
     def extent(self, i: int, a: int, b: int) -> int:
         """How far above its offset unit i reaches at some step in [a, b]."""
-        return max((top for f, la, top in self.pieces[i] if f <= b and a <= la), default=0)
+        return max((d + s for f, la, d, s in self.pieces[i] if f <= b and a <= la), default=0)
+
+    def held(self, i: int, t: int) -> int:
+        """Bytes unit i holds at step t."""
+        return sum(s for f, la, _, s in self.pieces[i] if f <= t <= la)
 
     def fit(self, i: int, offsets: list[int]) -> int:
         """Lowest offset where unit i clears every placed unit live at the same time."""
@@ -220,11 +279,15 @@ class _Problem:
                     break
                 off = max(off, hi)
             return off
-        busy = [(offsets[j], offsets[j] + their, need) for j, need, their in self.conflicts[i] if offsets[j] >= 0]
+        busy = []  # offsets strictly between lo and hi clash
+        for j, need, their in self.conflicts[i]:
+            o = offsets[j]
+            if o >= 0:
+                busy += [(o + lo, o + hi) for lo, hi in self.holes[i].get(j, [(-need, their)])]
         off = 0
         while True:
             # every offset from here up to the highest clashing top still clashes with that unit
-            clash = max((hi for lo, hi, need in busy if off < hi and lo < off + need), default=-1)
+            clash = max((hi for lo, hi in busy if lo < off < hi), default=-1)
             if clash < 0:
                 return off
             off = clash
@@ -268,13 +331,13 @@ def _search(p: _Problem, upper: int, lower: int, budget: int) -> tuple[int, list
     unplaced = [0] * p.steps
     for i in range(n):
         for t in range(p.firsts[i], p.lasts[i] + 1):
-            unplaced[t] += p.extent(i, t, t)
+            unplaced[t] += p.held(i, t)
     best: list = [upper, None]
     nodes = [0]
 
     def take(i: int, sign: int) -> None:
         for t in range(p.firsts[i], p.lasts[i] + 1):
-            unplaced[t] -= sign * p.extent(i, t, t)
+            unplaced[t] -= sign * p.held(i, t)
 
     def dfs(placed: int, last_off: int, last_i: int, peak: int) -> None:
         if placed == n:
@@ -392,7 +455,7 @@ def place(buffers: list[Buffer], steps: int) -> str:
         arena, offs = _local_search(p, best_order, lower, LOCAL_MOVES)
         if arena < best:
             best_name, best, offsets = "local-search", arena, offs
-    if best > lower and len(units) <= SEARCH_MAX_BUFFERS:
+    if best > lower and len(units) <= SEARCH_MAX_BUFFERS and not p.holed:  # its proof assumes no holes
         found = _search(p, best, lower, SEARCH_BUDGET)
         if found is not None and found[0] < best:
             best_name, (best, offsets) = "exact-search", found
@@ -411,17 +474,39 @@ def place_greedy_by_size(buffers: list[Buffer]) -> int:
     return arena
 
 
-def _plan(g: Graph) -> MemoryPlan:
-    buffers = build_buffers(g)
+def _plan(g: Graph, buffers: list[Buffer]) -> MemoryPlan:
     steps = len(g.nodes) + 1
     strategy = place(buffers, steps)
     arena = max((b.offset + b.size for b in buffers), default=0)
-    offsets = {t: b.offset for b in buffers for t in b.tensors}
+    offsets = {t: b.offset + b.at.get(t, 0) for b in buffers for t in b.tensors}
     scratch = {
         int(b.key[len("@scratch"):]): (b.offset, b.size)
         for b in buffers if b.base is None and b.key.startswith("@scratch")
     }
     return MemoryPlan(buffers, offsets, scratch, arena, lower_bound(buffers, steps), strategy)
+
+
+# An expanding in-place merge puts a hole below its input (the output's head,
+# not yet written), which placement may fail to fill: a plan with them that
+# does not reach its lower bound is kept only when it beats the plan without
+# them by this fraction of the arena.
+EXPAND_MIN_GAIN = 0.01
+
+
+def _shape(buffers: list[Buffer]) -> list[tuple]:
+    return sorted((b.key, b.size, b.first, b.last, b.delta) for b in buffers)
+
+
+def _best_plan(g: Graph) -> MemoryPlan:
+    """The plan with expanding in-place merges, unless the plan without them is as good (see EXPAND_MIN_GAIN)."""
+    full = _plan(g, build_buffers(g))
+    if full.arena_bytes <= full.lower_bound:
+        return full
+    plain = build_buffers(g, expand=False)
+    if _shape(plain) == _shape(full.buffers):
+        return full
+    other = _plan(g, plain)
+    return full if full.arena_bytes < other.arena_bytes * (1 - EXPAND_MIN_GAIN) else other
 
 
 def plan_memory(g: Graph, reorder: bool = True) -> MemoryPlan:
@@ -432,12 +517,12 @@ def plan_memory(g: Graph, reorder: bool = True) -> MemoryPlan:
     (in place, so the caller emits what was planned) and plan.order says
     where each node came from.
     """
-    plan = _plan(g)
+    plan = _best_plan(g)
     if not reorder:
         return plan
     order = search_order(g)
     if order != sorted(order):
-        trial = _plan(reordered(g, order))
+        trial = _best_plan(reordered(g, order))
         if trial.arena_bytes < plan.arena_bytes:
             g.nodes[:] = [g.nodes[i] for i in order]
             trial.order = order
