@@ -36,11 +36,12 @@ def _jsonable(o: Any) -> Any:
 def add_patch_args(p: argparse.ArgumentParser) -> None:
     """--patch, --max-overhead, --sram-budget: how the first stage is scheduled (tinyml/schedule/patches.py)."""
     g = p.add_argument_group("patch-based inference")
-    g.add_argument("--patch", default="auto", metavar="auto|off|SPLIT:ROWSxCOLS[r]",
+    g.add_argument("--patch", default="auto", metavar="auto|off|SPLIT:ROWSxCOLS[r|v]",
                    help="auto (default): run early stages patch by patch when that lowers the peak SRAM; "
                         "off: layer by layer; SPLIT:ROWSxCOLS: patches up to layer SPLIT (the index `analyze "
-                        "--patch off` prints, or a tensor name) on a ROWSxCOLS grid, a trailing r reusing the "
-                        "columns neighbouring patches share; join stages with + (e.g. 7:3x8r+11:2x2)")
+                        "--patch off` prints, or a tensor name) on a ROWSxCOLS grid; a trailing r reuses the "
+                        "columns neighbouring patches share (on Nx1 bands: the rows of the band above), a trailing "
+                        "v runs the grid column by column, each patch keeping the rows of the one above; join stages with + (e.g. 7:3x8r+11:2x2)")
     g.add_argument("--max-overhead", type=_fraction, metavar="FRACTION",
                    help="most extra MACs (recomputed patch overlap) auto may add, and most extra instructions "
                         "by its cost estimate, e.g. 0.2 or 20%% (default 20%%; no bound with --sram-budget)")
