@@ -194,7 +194,8 @@ def _segments(key: str, at: dict[str, int], life: dict[str, list[int]], facts: F
                 rect = [lo, hi, run[0], run[1]]
                 rects.append(rect)
             open_runs[run] = rect
-    head = max((rc for rc in rects if rc[0] == 0), key=lambda rc: (rc[3] - rc[2], rc[1]))
+    at_base = [rc for rc in rects if rc[0] == 0]  # none when the group's tensors hold no bytes
+    head = max(at_base, key=lambda rc: (rc[3] - rc[2], rc[1])) if at_base else [0, 0, first, first + steps - 1]
     out = [Buffer(key, head[1], head[2], head[3], list(at), at={t: o for t, o in at.items() if o})]
     for rc in rects:
         if rc is not head:
