@@ -34,7 +34,6 @@ from tinyml.schedule.inplace import ALIGN, Facts, inplace_merges
 from tinyml.schedule.order import reordered, search_order
 
 
-
 @dataclass
 class Buffer:
     """One arena allocation: a group of aliased tensors, or a layer's scratch.
