@@ -66,6 +66,10 @@ class EmitContext:
         assert nbytes <= planned, f"{self.node.op if self.node else '?'}: scratch {nbytes} > planned {planned}"
         return f"((void *)(tinyml_arena + {off}))"
 
+    def scratch_planned(self) -> int:
+        """Bytes of workspace the planner gave this node (optional scratch included when granted)."""
+        return self.scratch_plan.get(self.layer, (0, 0))[1]
+
     # -- constants ---------------------------------------------------------
     def const(self, values: np.ndarray, hint: str, c_type: str | None = None) -> str:
         """Emit `values` as a const array (deduplicated) and return its symbol."""

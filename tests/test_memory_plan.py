@@ -405,3 +405,18 @@ def test_reordered_plans_compute_the_reference_and_never_grow(case: tuple[Graph,
     got = run_on_arena(g, xs)  # plans g again (now in its new order) and runs every node on one byte arena
     for t in g.outputs:
         np.testing.assert_array_equal(got[t], expected[t].reshape(g[t].shape), err_msg=t)
+
+
+def test_optional_scratch_is_granted_only_below_the_peak() -> None:
+    """AD's FC layers widen their input into optional scratch (2 B per input, depth <= 128), except
+    the 128 -> 640 layer, whose step already holds the peak (its 128 B input + 640 B output)."""
+    from tinyml import zoo
+    from tinyml.pipeline import compile_model
+
+    c = compile_model(zoo.path("fc_autoencoder_ad"))
+    assert c.plan.arena_bytes == c.plan.lower_bound == 128 + 640
+    last = len(c.graph.nodes) - 1
+    assert c.graph[c.graph.nodes[last].inputs[1]].shape == (640, 128)
+    assert last not in c.plan.scratch
+    for step, n in enumerate(c.graph.nodes[1:last], start=1):  # the 640-deep first layer never asks
+        assert c.plan.scratch[step][1] == 2 * c.graph[n.inputs[1]].shape[1]

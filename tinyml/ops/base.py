@@ -62,6 +62,12 @@ class Op:
         """Temporary workspace the kernel needs while it runs (im2col, ...)."""
         return 0
 
+    def optional_scratch_bytes(self, g: Graph, n: Node) -> int:
+        """Workspace that only makes the kernel faster: the planner grants it on top of
+        scratch_bytes() only where it does not raise the peak, and emit() asks
+        ctx.scratch_planned() whether it was."""
+        return 0
+
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         """Render this node's kernel and append its call to the model."""
         raise NotImplementedError

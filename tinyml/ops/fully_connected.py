@@ -66,10 +66,10 @@ class FullyConnected(Op):
     def macs(self, g: Graph, n: Node) -> int:
         return g[n.inputs[0]].size * g[n.inputs[1]].shape[0]
 
-    def scratch_bytes(self, g: Graph, n: Node) -> int:
+    def optional_scratch_bytes(self, g: Graph, n: Node) -> int:
         """The DSP kernel's input widened once to int16 pairs (depth % 4 tail excluded), for
-        depths up to WIDEN_MAX_DEPTH: otherwise every block of 4 rows widens it again (3 of its
-        16 instructions per 16 MACs). Reserved whatever the target, as for CONV_2D."""
+        depths up to WIDEN_MAX_DEPTH: otherwise every block of 4 rows widens it again (2 of its
+        16 instructions per 16 MACs). Optional: at the peak step the RAM is worth more."""
         depth = g[n.inputs[1]].shape[1]
         return 2 * (depth - depth % 4) if depth <= WIDEN_MAX_DEPTH else 0
 
@@ -124,7 +124,8 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         tail = np.zeros((rows, depth % 4), np.int8)
         tail[:units] = wt[:, depth - depth % 4:]
         args.append(ctx.const(tail, "w", "int8_t"))
-    xw = FullyConnected().scratch_bytes(g, n)
+    xw = FullyConnected().optional_scratch_bytes(g, n)
+    xw = xw if xw and ctx.scratch_planned() >= xw else 0
     fn = ctx.kernel(
         "fully_connected.c.j2", dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
         units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale, xw=xw > 0,

@@ -27,7 +27,7 @@ class Facts:
     def __init__(self, g: Graph):
         self.g = g
         self._inplace: dict[int, tuple[int, ...]] = {}
-        self._scratch: dict[int, int] = {}
+        self._scratch: dict[int, tuple[int, int]] = {}
         self._nbytes: dict[str, int] = {}
 
     def inplace_inputs(self, n: Node) -> tuple[int, ...]:
@@ -35,9 +35,11 @@ class Facts:
             self._inplace[id(n)] = tuple(get_op(n.op).inplace_inputs(self.g, n))
         return self._inplace[id(n)]
 
-    def scratch_bytes(self, n: Node) -> int:
+    def scratch_bytes(self, n: Node) -> tuple[int, int]:
+        """(needed, optional) workspace of n's kernel."""
         if id(n) not in self._scratch:
-            self._scratch[id(n)] = get_op(n.op).scratch_bytes(self.g, n)
+            op = get_op(n.op)
+            self._scratch[id(n)] = (op.scratch_bytes(self.g, n), op.optional_scratch_bytes(self.g, n))
         return self._scratch[id(n)]
 
     def nbytes(self, t: str) -> int:

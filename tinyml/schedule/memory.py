@@ -146,10 +146,17 @@ def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> 
     for r, at in groups.items():
         low = min(at.values())
         buffers += _segments(r, {t: o - low for t, o in at.items()}, life, facts)
-    for step, n in enumerate(g.nodes):
-        size = facts.scratch_bytes(n)
+    sizes = [tuple(_align(b) for b in facts.scratch_bytes(n)) for n in g.nodes]
+    live = [need for need, _ in sizes] + [0]
+    for b in buffers:
+        for t in range(b.first, b.last + 1):
+            live[t] += b.size
+    peak = max(live)
+    for step, (need, optional) in enumerate(sizes):
+        # optional workspace only where it fits under the peak the model needs anyway
+        size = need + optional if live[step] + optional <= peak else need
         if size:
-            buffers.append(Buffer(f"@scratch{step}", _align(size), step, step))
+            buffers.append(Buffer(f"@scratch{step}", size, step, step))
     return buffers
 
 
