@@ -11,14 +11,15 @@ from tinyml.codegen.emit import generate
 from tinyml.oracle import TflmOracle, random_inputs
 from tinyml.pipeline import compile_model
 from tinyml.reference import reference_outputs
+from tinyml.schedule.patches import PatchOptions
 from tinyml.sim.host import HostRunner
 from tinyml.validation import compare, first_divergence
 
 N_INPUTS = 20
 
 
-def _check(name: str, tmp_path: Path, sanitize: bool, n: int) -> None:
-    c = compile_model(zoo.path(name))
+def _check(name: str, tmp_path: Path, sanitize: bool, n: int, patches: PatchOptions | None = None) -> None:
+    c = compile_model(zoo.path(name), patches)
     inputs = random_inputs(c.graph, n, seed=7)
     expected = TflmOracle(c.model_bytes).run_batch(inputs)
     lib = generate(c.graph, c.plan, tmp_path / "lib")
@@ -31,6 +32,12 @@ def _check(name: str, tmp_path: Path, sanitize: bool, n: int) -> None:
 @pytest.mark.parametrize("name", zoo.names())
 def test_generated_c_matches_tflite_micro(name: str, tmp_path: Path) -> None:
     _check(name, tmp_path, sanitize=False, n=N_INPUTS)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_default_patch_schedule_matches_tflite_micro(name: str, tmp_path: Path) -> None:
+    """What the CLI builds by default (`--patch auto`): patch-based wherever it lowers the peak."""
+    _check(name, tmp_path, sanitize=False, n=5, patches=PatchOptions("auto"))
 
 
 @pytest.mark.slow
