@@ -100,7 +100,7 @@ def print_result(con: Console, result: dict) -> None:
                 "opt/anchor", "exact"):
         speed.add_column(col, justify="left" if col in ("model", "board") else "right")
     mem = Table(title="Memory (bytes)", title_justify="left")
-    for col in ("model", "board", "RAM", "arena", "lower bound", "arena/bound", "stack", "other", "TFLM arena",
+    for col in ("model", "board", "RAM", "arena", "lower bound", "arena/bound", "RAM/bound", "stack", "other", "TFLM arena",
                 "anchor arena", "RAM/anchor", "flash", "flash (plain)", "weights"):
         mem.add_column(col, justify="left" if col in ("model", "board") else "right")
     for opt, plain in paired(result):
@@ -117,7 +117,8 @@ def print_result(con: Console, result: dict) -> None:
                       _times(get(opt, "instructions_vs_anchor"), TARGETS["instructions_vs_anchor"]),
                       _exact(opt, plain))
         mem.add_row(r["model"], r["board"], fmt_int(r["ram_bytes"]), fmt_int(r["arena_bytes"]),
-                    fmt_int(r["arena_lower_bound"]), _times(r["arena_vs_lower_bound"], TARGETS["arena_vs_lower_bound"]),
+                    fmt_int(r["arena_lower_bound"]), fmt_ratio3(r["arena_vs_lower_bound"]),
+                    _times(r["ram_vs_lower_bound"], TARGETS["ram_vs_lower_bound"], 3),
                     fmt_int(r["stack_bytes"]), fmt_int(r["other_ram_bytes"]), fmt_int(r["tflm_arena_bytes"]),
                     fmt_int(a["arena_bytes"] if a else None),
                     _times(r["ram_vs_anchor_arena"], TARGETS["ram_vs_anchor_arena"]),
@@ -167,11 +168,15 @@ def print_layers(con: Console, opt: dict | None, plain: dict | None) -> None:
                   f"instructions in the profiled build ({r['instructions']:,} unprofiled)")
 
 
-def _times(v: float | None, target: float) -> str:
+def _times(v: float | None, target: float, digits: int = 2) -> str:
     """A ratio, green when it meets issue 4's target."""
     if v is None:
         return "-"
-    return f"[green]{v:.2f}x[/green]" if v <= target else f"{v:.2f}x"
+    return f"[green]{v:.{digits}f}x[/green]" if v <= target else f"{v:.{digits}f}x"
+
+
+def fmt_ratio3(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}x"
 
 
 def _exact(*rows: dict | None) -> str:
