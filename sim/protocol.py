@@ -33,7 +33,8 @@ Device -> host
                     u32 core clock Hz, u32 bytes of each input, u32 bytes of each output,
                     u8 n + n bytes board name
     0x82 RESULT     u32 inference number since boot, i32 status of tinyml_run(),
-                    u32 counter before, u32 counter after, u32 stack high-water bytes since reset,
+                    u32 counter before, u32 counter after, u32 stack bytes tinyml_run() used (the free
+                    stack is repainted before each run),
                     [u32 begin, u32 end] per layer when built per-layer, then the outputs' bytes
     0x83 READ       (version 2) while tinyml_run() reads a streamed input: seq of the INFER,
                     u8 input, u8 0, u16 rows, u32 offset, u32 length, u32 stride,

@@ -17,7 +17,7 @@ class RunResult:
     outputs: list[list[np.ndarray]]  # [sample][output index], raw bytes reinterpreted
     instructions: int | None = None  # per inference, measured (simulator) or None
     cycles: int | None = None  # per inference from DWT on a real board
-    stack_bytes: int | None = None  # measured high-water mark
+    stack_bytes: int | None = None  # stack the inference used, measured by painting
     per_layer: list[int] | None = None  # measured instructions per layer, if asked
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -5,7 +5,7 @@ kernels (DSP extension where the core has it) and once with plain C forced, run
 in QEMU on the same inputs and compared bit for bit with TFLite Micro, the way
 `tinyml validate --board` does. What comes out is what issue 4's targets are
 stated in: instructions per inference and per MAC (exact guest instruction
-counts), RAM during inference (arena + stack high-water + other .data/.bss),
+counts), RAM during inference (arena + the stack tinyml_run() used + other model .data/.bss),
 flash, TFLite Micro's arena for the same model, and the ratios to the published
 TFLite Micro + CMSIS-NN anchor on the five MLPerf Tiny architectures.
 

@@ -115,7 +115,7 @@ def print_report(con: Console, r: dict[str, Any], board: Board) -> None:
                               "if one per cycle)")
     t.add_row("MACs", f"{r['macs']:,}")
     t.add_row("RAM", f"{r['ram_bytes']:,} B of {r['ram_size']:,} B (arena {r['arena_bytes']:,} B, "
-                     f"stack high-water {r['stack_bytes']:,} B)")
+                     f"stack used by tinyml_run {r['stack_bytes']:,} B)")
     t.add_row("flash", f"{r['flash_bytes']:,} B of {r['flash_size']:,} B (weights {r['weights_bytes']:,} B)")
     if r["firmware"]:
         t.add_row("firmware", f"{r['firmware']}/firmware.elf (flash it with `tinyml flash`)")
