@@ -471,7 +471,7 @@ def _repack(p: _Problem, offsets: list[int], lower: int, rounds: int) -> tuple[i
     best = (score[0], offsets)
     placed = 0  # units placed so far: what the time goes into
     for _ in range(rounds):
-        if best[0] <= lower or placed >= REPACK_PLACEMENTS:
+        if best[0] <= lower or placed >= REPACK_PLACEMENTS_PER_UNIT * n:
             break
         c = rng.choice([i for i in range(n) if current[i] + p.sizes[i] == score[0]])
         w = rng.randint(0, REPACK_WINDOW)
@@ -495,6 +495,8 @@ def _repack(p: _Problem, offsets: list[int], lower: int, rounds: int) -> tuple[i
             t_s = crowding(t_offs)
             if t_s <= s:
                 order, offs, s = trial, t_offs, t_s
+                if s < score:  # already better than the whole plan: take it and start another round
+                    break
         if s <= score:
             current, score = offs, s
             if s[0] < best[0]:
@@ -511,13 +513,14 @@ AIMED = 0.7  # share of local-search moves that lift a unit at the arena's top
 # Repacking runs where the arena is at least REPACK_MIN_EXCESS above the lower
 # bound, for this many rounds (REPACK_MOVES order changes each, on the units live
 # within REPACK_WINDOW steps of a unit at the top) or until it has placed
-# REPACK_PLACEMENTS units; no patience: its arena often drops only after
-# hundreds of sideways rounds.
+# REPACK_PLACEMENTS_PER_UNIT units per unit of the problem (small graphs, whose
+# windows span them whole, stop early); no patience: its arena often drops only
+# after hundreds of sideways rounds.
 REPACK_MIN_EXCESS = 0.005
-REPACK_ROUNDS = 400
+REPACK_ROUNDS = 600
 REPACK_MOVES = 40
 REPACK_WINDOW = 40
-REPACK_PLACEMENTS = 1_000_000
+REPACK_PLACEMENTS_PER_UNIT = 1500
 SEARCH_MAX_BUFFERS = 16
 SEARCH_BUDGET = 20000
 
