@@ -23,6 +23,8 @@ from tinyml.schedule.memory import (
     ALIGN,
     Buffer,
     _Problem,
+    _refit,
+    _refit_moved,
     _repack,
     _search,
     _units,
@@ -110,6 +112,21 @@ def test_repack_keeps_plans_valid_and_never_raises_the_arena(inst: tuple[list[Bu
             b.offset = o + b.delta
     assert_disjoint(buffers)
     assert arena == arena_of(buffers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances(holes=True), st.data())
+def test_refit_after_one_move_equals_placing_the_whole_suffix_again(inst: tuple[list[Buffer], int], data: Any) -> None:
+    buffers, steps = inst
+    units = _units(buffers)
+    if not units:
+        return
+    p = _Problem(units, steps)
+    order = list(range(len(units)))
+    _, offsets = p.first_fit(order)
+    a, b = data.draw(st.integers(0, len(order) - 1)), data.draw(st.integers(0, len(order) - 1))
+    order.insert(b, order.pop(a))
+    assert _refit_moved(p, order, offsets, order[b], min(a, b), max(a, b)) == _refit(p, order, offsets, min(a, b))
 
 
 def exhaustive_optimum(buffers: list[Buffer]) -> int:

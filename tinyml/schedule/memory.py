@@ -267,6 +267,7 @@ class _Problem:
                         self.holes[i][j] = rel
                         self.holes[j][i] = [(-hi, -lo) for lo, hi in rel]
         self.holed = any(holed)
+        self.neighbours = [{j for j, _, _ in c} for c in self.conflicts]
         # units that need their full size against every neighbour take the one-pass scan
         self.uniform = [not self.holes[i] and all(need == self.sizes[i] for _, need, _ in self.conflicts[i])
                         for i in range(n)]
@@ -437,6 +438,30 @@ def _refit(p: _Problem, order: list[int], offsets: list[int], start: int) -> lis
     return out
 
 
+def _refit_moved(p: _Problem, order: list[int], offsets: list[int], moved: int, start: int, end: int) -> list[int]:
+    """_refit(p, order, offsets, start) where `offsets` is first-fit in `order` but for `moved`,
+    which was taken from one end of order[start:end + 1] to the other.
+
+    A unit sees the same neighbours as before, so lands where it was, unless
+    one of them moved, or `moved` is one and changed sides with it: only
+    those units are placed again.
+    """
+    out = offsets[:]
+    for i in order[start:]:
+        out[i] = -1
+    changed: set[int] = set()
+    crossed = p.neighbours[moved]
+    for k in range(start, len(order)):
+        i = order[k]
+        if i == moved or (k <= end and i in crossed) or not changed.isdisjoint(p.neighbours[i]):
+            out[i] = p.fit(i, out)
+            if out[i] != offsets[i]:
+                changed.add(i)
+        else:
+            out[i] = offsets[i]
+    return out
+
+
 def _crowding_beside(p: _Problem, offsets: list[int], moving: list[int]) -> Callable[[list[int]], tuple[int, int]]:
     """_crowding for plans that differ from `offsets` only in the units `moving`: the rest is summed once."""
     inside = set(moving)
@@ -490,7 +515,7 @@ def _repack(p: _Problem, offsets: list[int], lower: int, rounds: int) -> tuple[i
             else:
                 a, b = rng.randrange(len(trial)), rng.randrange(len(trial))
             trial.insert(b, trial.pop(a))
-            t_offs = _refit(p, trial, offs, min(a, b))
+            t_offs = _refit_moved(p, trial, offs, trial[b], min(a, b), max(a, b))
             placed += len(trial) - min(a, b)
             t_s = crowding(t_offs)
             if t_s <= s:
