@@ -18,7 +18,9 @@ sum. Placement moves a head and its segments as one unit.
 Placement is dynamic storage allocation (NP-hard in general). TFLite Micro's
 greedy-by-size is one candidate; other orderings (by start, by size x lifetime,
 by conflict pressure, by lifetime) often do better on branchy graphs; a seeded
-local search over the placement order continues from the best of them, and on
+local search over the placement order continues from the best of them, then
+(well above the bound) a repack that re-orders only the units around the
+arena's top and holds the rest in place (patch stages), and on
 small graphs a bounded branch-and-bound search looks for the optimum. Search
 stops as soon as the arena reaches the lower bound (the most bytes live at one
 step). The smallest arena wins; the plan reports the lower bound beside it.
@@ -557,7 +559,7 @@ def _set_offsets(units: list[list[Buffer]], offsets: list[int]) -> None:
 
 
 def place(buffers: list[Buffer], steps: int) -> str:
-    """Set every buffer's offset: several orderings, then local search, then an exact search.
+    """Set every buffer's offset: several orderings, then local search, repacking, an exact search.
 
     Returns the name of the strategy that won. Greedy-by-size is the first
     candidate and only a strictly smaller arena replaces it, so the result is
