@@ -249,14 +249,20 @@ def assert_graph_plan_valid(g: Graph) -> None:
     assert plan.lower_bound <= plan.arena_bytes
 
 
-def _branchy_graph() -> Graph:
-    """Two branches of different sizes joined by a concatenation, plus aliases."""
-    g = Graph()
+def _tensor_adder(g: Graph):
+    """t(name, shape[, data]): adds an int8 activation (scale 0.1) or a constant to g, returns its name."""
     q = Quant([0.1], [0])
 
     def t(name: str, shape: tuple[int, ...], data: np.ndarray | None = None) -> str:
         return g.add_tensor(Tensor(name, shape, "int8" if data is None else str(data.dtype), q if data is None else None,
                                    data)).name
+    return t
+
+
+def _branchy_graph() -> Graph:
+    """Two branches of different sizes joined by a concatenation, plus aliases."""
+    g = Graph()
+    t = _tensor_adder(g)
 
     x = t("x", (1, 8, 8, 4))
     perm = t("perm", (4,), np.array([0, 2, 1, 3], np.int32))
@@ -335,11 +341,7 @@ def _two_branches(transpose_first: bool) -> Graph:
     first, its 256 B output is live across the PAD: 256 + 256 + 576 = 1088.
     """
     g = Graph()
-    q = Quant([0.1], [0])
-
-    def t(name: str, shape: tuple[int, ...], data: np.ndarray | None = None) -> str:
-        return g.add_tensor(Tensor(name, shape, "int8" if data is None else str(data.dtype), q if data is None else None,
-                                   data)).name
+    t = _tensor_adder(g)
 
     x = t("x", (1, 8, 8, 4))
     perm = t("perm", (4,), np.array([0, 2, 1, 3], np.int32))

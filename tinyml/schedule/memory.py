@@ -152,10 +152,7 @@ def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> 
         low = min(at.values())
         buffers += _segments(r, {t: o - low for t, o in at.items()}, life, facts)
     sizes = [tuple(_align(b) for b in facts.scratch_bytes(n)) for n in g.nodes]
-    live = [need for need, _ in sizes] + [0]
-    for b in buffers:
-        for t in range(b.first, b.last + 1):
-            live[t] += b.size
+    live = [held + need for held, need in zip(live_profile(buffers, last_step + 1), [n for n, _ in sizes] + [0])]
     peak = max(live)
     for step, (need, optional) in enumerate(sizes):
         # optional workspace only where it fits under the peak the model needs anyway
@@ -214,13 +211,18 @@ def _segments(key: str, at: dict[str, int], life: dict[str, list[int]], facts: F
     return out
 
 
-def lower_bound(buffers: list[Buffer], steps: int) -> int:
-    """The most bytes live at any one step: no placement can use less."""
+def live_profile(buffers: list[Buffer], steps: int) -> list[int]:
+    """Bytes of `buffers` live at each of `steps` steps."""
     live = [0] * max(steps, 1)
     for b in buffers:
         for t in range(b.first, b.last + 1):
             live[t] += b.size
-    return max(live, default=0)
+    return live
+
+
+def lower_bound(buffers: list[Buffer], steps: int) -> int:
+    """The most bytes live at any one step: no placement can use less."""
+    return max(live_profile(buffers, steps), default=0)
 
 
 def _units(buffers: list[Buffer]) -> list[list[Buffer]]:

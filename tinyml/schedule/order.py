@@ -88,13 +88,9 @@ def dependencies(g: Graph) -> list[set[int]]:
 
 def live_bytes(g: Graph, facts: Facts | None = None) -> list[int]:
     """Bytes of g's plan buffers live at each step."""
-    from tinyml.schedule.memory import build_buffers  # memory.py imports this module
+    from tinyml.schedule.memory import build_buffers, live_profile  # memory.py imports this module
 
-    live = [0] * (len(g.nodes) + 1)
-    for b in build_buffers(g, facts):
-        for t in range(b.first, b.last + 1):
-            live[t] += b.size
-    return live
+    return live_profile(build_buffers(g, facts), len(g.nodes) + 1)
 
 
 def search_order(g: Graph, evals: int = ORDER_EVALS) -> list[int]:

@@ -36,7 +36,9 @@ from tinyml.errors import BadModel, DoesNotFit, TinymlError
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops import get_op
 from tinyml.ops.quantized import Window, effective_size, window
-from tinyml.schedule.memory import ALIGN, MemoryPlan, build_buffers, lower_bound, place_greedy_by_size, plan_memory
+from tinyml.schedule.memory import (
+    ALIGN, MemoryPlan, build_buffers, live_profile, lower_bound, place_greedy_by_size, plan_memory,
+)
 
 WINDOW_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
 # Ops whose output element (b, y, x, c) depends only on input elements at (b, y, x, .).
@@ -770,9 +772,7 @@ class _Searcher:
         """
         live = [0] * (len(self.g.nodes) + 1)
         if target is not None:
-            for b in build_buffers(self.g):
-                for t in range(b.first, b.last + 1):
-                    live[t] += b.size
+            live = live_profile(build_buffers(self.g), len(self.g.nodes) + 1)
         out = []
         for k, n in enumerate(self.g.nodes):
             if len(n.outputs) != 1 or not patchable(self.g, n):
@@ -929,10 +929,7 @@ class _Searcher:
             k = len(self.prior.stages)
             whole, streamed = _rewrite(g, PatchSpec(stage.split, 1, 1), stage, self.stream, k, self.prior.origin)
             first, last = stage_spans(whole, k + 1)[k]
-            live = [0] * (len(whole.nodes) + 1)
-            for b in build_buffers(whole):
-                for t in range(b.first, b.last + 1):
-                    live[t] += b.size
+            live = live_profile(build_buffers(whole), len(whole.nodes) + 1)
             self._info[stage.split] = _StageInfo(
                 rest=max((v for t, v in enumerate(live) if not first <= t <= last), default=0),
                 split_bytes=_aligned(g[stage.split].nbytes),
