@@ -110,6 +110,17 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         return False
     r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
     rows = padded(units, 4)
+    xw = FullyConnected().optional_scratch_bytes(g, n)
+    xw = xw if xw and ctx.scratch_planned() >= xw else 0
+    if depth % 4 == 0 and units % 4 == 0 and r.fold and not r.per_channel:
+        fn = ctx.kernel(
+            "fully_connected.c.j2", dsp=True, stream=True, batches=g[n.inputs[0]].size // depth, depth=depth,
+            units=units, r=r.params(), xw=xw > 0,
+        )
+        stream = block_stream(packed, full, bytes_per_block=(8 if xw else 4) * depth // 4)
+        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),
+                 *([ctx.scratch(xw)] if xw else []))
+        return True
     args = [ctx.const(packed, "w", "int32_t")] if depth >= 4 else []
     has_bias = bool(np.any(full != 0))
     if has_bias:
@@ -124,11 +135,22 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         tail = np.zeros((rows, depth % 4), np.int8)
         tail[:units] = wt[:, depth - depth % 4:]
         args.append(ctx.const(tail, "w", "int8_t"))
-    xw = FullyConnected().optional_scratch_bytes(g, n)
-    xw = xw if xw and ctx.scratch_planned() >= xw else 0
     fn = ctx.kernel(
-        "fully_connected.c.j2", dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
+        "fully_connected.c.j2", dsp=True, stream=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
         units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale, xw=xw > 0,
     )
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args, *([ctx.scratch(xw)] if xw else []))
     return True
+
+
+def block_stream(packed: np.ndarray, bias: np.ndarray, bytes_per_block: int) -> np.ndarray:
+    """One int32 stream for the whole-layer asm kernel: per block of 4 rows its packed weight
+    words, then 2 x bias of the 4 rows (the kernel requantizes doubled accumulators) and
+    ctl = 2 * (4 * block - bytes_per_block) + (1 on the last block): where the block's 4 output
+    bytes go relative to the input pointer after the block's pass, and when to stop."""
+    blocks = bias.size // 4
+    words = packed.reshape(blocks, -1)
+    ctl = 2 * (4 * np.arange(blocks, dtype=np.int64) - bytes_per_block)
+    ctl[-1] += 1
+    tail = np.concatenate([2 * bias.astype(np.int64).reshape(blocks, 4), ctl[:, None]], axis=1)
+    return np.concatenate([words.astype(np.int64), tail], axis=1).astype(np.int32).reshape(-1)
