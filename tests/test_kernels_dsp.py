@@ -263,6 +263,28 @@ def _layer(op: str, x_shape: tuple[int, ...], y_shape: tuple[int, ...], w: np.nd
     return g
 
 
+def _fc_chain(x_shape: tuple[int, int], layers: list[tuple[int, str, float, int]], seed: int):  # noqa: ANN202
+    """FULLY_CONNECTED layers in a row, per-tensor weights in [-3, 3], each (units, act, y_scale, y_zp):
+    the whole-layer asm kernel's shapes. A chain, so a later narrow layer gets its widening
+    scratch (the peak is elsewhere)."""
+    from tinyml.ir import Graph, Node, Quant, Tensor
+
+    rng = np.random.default_rng(seed)
+    g = Graph()
+    g.add_tensor(Tensor("x", x_shape, "int8", Quant([0.05], [3])))
+    prev, depth = "x", x_shape[1]
+    for i, (units, act, y_scale, y_zp) in enumerate(layers):
+        w = rng.integers(-3, 4, (units, depth), dtype=np.int8)
+        g.add_tensor(Tensor(f"w{i}", w.shape, "int8", Quant([0.015], [0]), w))
+        g.add_tensor(Tensor(f"b{i}", (units,), "int32", None, rng.integers(-900, 900, units, dtype=np.int32)))
+        g.add_tensor(Tensor(f"y{i}", (x_shape[0], units), "int8", Quant([y_scale], [y_zp])))
+        g.nodes.append(Node("FULLY_CONNECTED", [prev, f"w{i}", f"b{i}"], [f"y{i}"],
+                            dict(fused_activation_function=act)))
+        prev, depth = f"y{i}", units
+    g.inputs, g.outputs = ["x"], [prev]
+    return g
+
+
 def _layers() -> dict[str, object]:
     rng = np.random.default_rng(9)
     w3 = rng.integers(-127, 128, (6, 3, 3, 8), dtype=np.int8)  # packable in row pairs
@@ -288,6 +310,14 @@ def _layers() -> dict[str, object]:
         # weights that cannot share int16 halves: the DSP target keeps the plain kernel
         "unpackable": _layer("CONV_2D", (1, 5, 6, 8), (1, 5, 6, 6), unpackable, b6, CONV, 0.4, 2),
         "fc_relu6": _layer("FULLY_CONNECTED", (2, 13), (2, 7), wf, b6[:1].repeat(7), dict(act="RELU6"), 0.02, -20),
+        # the whole-layer asm kernel: RELU clamping at a positive zero point, 66 groups of 4
+        # (8 passes of 8 and 2 more) unwidened, then 25 groups widened in scratch (3 passes + 1)
+        # with RELU6's upper clamp; two batches; a multiplier in [0.5, 1) (no shift)
+        "fc_stream": _fc_chain((2, 264), [(100, "RELU", 0.3, 5), (8, "RELU6", 0.03, -100), (4, "NONE", 0.0008, 2)], 3),
+        # a right shift of 1 with outputs in range: half the negative ones are ties the sign term rounds
+        "fc_stream_ties": _fc_chain((2, 4), [(16, "NONE", 0.0025, -3)], 7),
+        # xp walks more than 4095 bytes per block: the rewind takes a register
+        "fc_stream_deep": _fc_chain((1, 4100), [(4, "NONE", 2.0, -1)], 5),
         # sums that leave int32: the DSP target keeps the plain, wrapping kernel
         "overflow": _layer("CONV_2D", (1, 4, 4, 64), (1, 4, 4, 2), hostile,
                            np.array([2**31 - 5000, -(2**31) + 5000], np.int32), CONV, 0.1, -2),
@@ -313,6 +343,8 @@ def test_dsp_requant_and_fallback_paths_match_reference(board: str, wide_max: in
     for name, g in _layers().items():
         inputs = [[rng.integers(-128, 128, g["x"].shape, dtype=np.int8)] for _ in range(6)]
         fw = build_firmware(g, plan_memory(g), load_board(board), tmp_path / name)
+        if name.startswith("fc_stream"):
+            assert (fw.path / "lib" / "tinyml_model.c").read_text().count("the whole layer in asm") == len(g.nodes)
         got = QemuRunner(fw).run(inputs).outputs
         for sample, out in zip(inputs, got):
             want = reference_outputs(g, sample)[0]
