@@ -112,7 +112,9 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     rows = padded(units, 4)
     xw = FullyConnected().optional_scratch_bytes(g, n)
     xw = xw if xw and ctx.scratch_planned() >= xw else 0
-    if depth % 4 == 0 and units % 4 == 0 and r.fold and not r.per_channel:
+    # the asm kernel keeps output - input in 24 signed bits: any arena below 8 MB
+    near = max(ctx.offsets.values(), default=0) + sum(b for _, b in ctx.scratch_plan.values()) < 1 << 23
+    if depth % 4 == 0 and units % 4 == 0 and r.fold and not r.per_channel and near:
         fn = ctx.kernel(
             "fully_connected.c.j2", dsp=True, stream=True, batches=g[n.inputs[0]].size // depth, depth=depth,
             units=units, r=r.params(), xw=xw > 0,
