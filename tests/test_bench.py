@@ -1,7 +1,8 @@
 """`tinyml bench`: figures that agree with each other and with independent sources.
 
 The slow tests run the real command (build, QEMU, TFLite Micro) on two small zoo
-models on the Cortex-M4 board; the fast ones check the anchor constants against
+models on the Cortex-M4 board, and on the five benchmark networks against issue 4's
+targets; the fast ones check the anchor constants against
 the issue-4 table's own instr/MAC column and the reporting of failed runs.
 """
 from __future__ import annotations
@@ -158,6 +159,31 @@ def test_anchor_constants_match_the_issue_table() -> None:
         assert abs(a.macs / 1e6 - mmacs) <= 0.005, name
         assert a.instructions % 10_000 == 0, name
         assert abs(a.instructions_per_mac - per_mac) <= 5_000 / a.macs + 0.005, name
+
+
+# Issue 4's anchor table as printed: TFLite Micro + CMSIS-NN instructions and arena bytes on the M4.
+ISSUE4_ANCHOR = {"resnet8": (29.86e6, 54_996), "mobilenet_v1_025_vww": (24.10e6, 100_708),
+                 "mobilenet_v1_025_person": (22.93e6, 82_308), "ds_cnn_kws": (7.70e6, 22_820),
+                 "fc_autoencoder_ad": (0.58e6, 2_580)}
+
+
+@pytest.mark.slow
+def test_issue4_targets_hold_on_the_benchmark_networks(tmp_path: Path) -> None:
+    """The measured (QEMU, deterministic) instructions and RAM of the five networks under the default
+    options: <= 0.5x the anchor's instructions, RAM <= 0.6x its arena and <= 1.05x our plan's lower
+    bound, bit-exact. A kernel or planner change that loses one of them fails here, not in a bench."""
+    rc = main(["bench", "--group", "mlperf", "--boards", BOARD, "--kernels", "optimized", "--inputs", "1",
+               "--json", str(tmp_path / "b.json")])
+    runs = json.loads((tmp_path / "b.json").read_text())["runs"]
+    assert rc == 0 and {r["model"] for r in runs} == set(ISSUE4_ANCHOR)
+    for r in runs:
+        instructions, arena = ISSUE4_ANCHOR[r["model"]]
+        assert r["bit_exact"], r["model"]
+        assert r["instructions"] <= 0.5 * instructions, (r["model"], r["instructions"])
+        assert r["ram_bytes"] == r["arena_bytes"] + r["stack_bytes"] + r["other_ram_bytes"], r["model"]
+        assert r["ram_bytes"] <= 0.6 * arena, (r["model"], r["ram_bytes"])
+        assert r["arena_bytes"] >= r["arena_lower_bound"] > 0, r["model"]
+        assert r["ram_bytes"] <= 1.05 * r["arena_lower_bound"], (r["model"], r["ram_bytes"], r["arena_lower_bound"])
 
 
 @pytest.mark.slow
