@@ -187,6 +187,29 @@ def test_dsp_kernels_bit_exact_on_networks(name: str, board: str, tmp_path: Path
 
 
 @pytest.mark.slow
+def test_per_channel_autoencoder_keeps_its_ram_within_5_percent(tmp_path: Path) -> None:
+    """TensorFlow's converter now quantizes FC weights per channel by default: the AD network
+    converted so must still run bit-exact with tinyml_run's stack inside 5 % of its arena bound
+    (the whole-layer asm FC with per-row constants, always inlined though layers share it)."""
+    import dataclasses
+
+    from tinyml.oracle import TflmOracle, random_inputs
+    from tinyml.pipeline import compile_model
+    from tinyml.sim.qemu import board_runner
+    from tinyml.validation import compare
+    from tinyml.zoo.cache import ensure_built
+
+    model = dataclasses.replace(zoo.get("fc_autoencoder_ad"), name="fc_autoencoder_ad_per_channel", per_channel=True)
+    c = compile_model(ensure_built(model))
+    assert any(np.size(c.graph[n.inputs[1]].quant.scale) > 1 for n in c.graph.nodes), "not per channel"
+    inputs = random_inputs(c.graph, 3, seed=5)
+    runner = board_runner("stm32f405", "qemu", c, tmp_path)
+    result = runner.run(inputs)
+    assert compare(TflmOracle(c.model_bytes).run_batch(inputs), result.outputs).bit_exact
+    assert result.extra["ram_bytes"] <= 1.05 * c.plan.lower_bound, (result.extra["ram_bytes"], c.plan.lower_bound)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EDGE)
 def test_dsp_row_pairs_bit_exact_on_edge_shapes(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The edge models' layers are small enough to keep int16 weights; force the int8 row pairs."""
@@ -263,10 +286,11 @@ def _layer(op: str, x_shape: tuple[int, ...], y_shape: tuple[int, ...], w: np.nd
     return g
 
 
-def _fc_chain(x_shape: tuple[int, int], layers: list[tuple[int, str, float, int]], seed: int):  # noqa: ANN202
-    """FULLY_CONNECTED layers in a row, per-tensor weights in [-3, 3], each (units, act, y_scale, y_zp):
+def _fc_chain(x_shape: tuple[int, int], layers: list[tuple[int, str, float, int]], seed: int,
+              per_channel: bool = False):  # noqa: ANN202
+    """FULLY_CONNECTED layers in a row, weights in [-3, 3], each (units, act, y_scale, y_zp):
     the whole-layer asm kernel's shapes. A chain, so a later narrow layer gets its widening
-    scratch (the peak is elsewhere)."""
+    scratch (the peak is elsewhere). Per channel, weight scales span 0.006-0.018 (3x)."""
     from tinyml.ir import Graph, Node, Quant, Tensor
 
     rng = np.random.default_rng(seed)
@@ -275,7 +299,8 @@ def _fc_chain(x_shape: tuple[int, int], layers: list[tuple[int, str, float, int]
     prev, depth = "x", x_shape[1]
     for i, (units, act, y_scale, y_zp) in enumerate(layers):
         w = rng.integers(-3, 4, (units, depth), dtype=np.int8)
-        g.add_tensor(Tensor(f"w{i}", w.shape, "int8", Quant([0.015], [0]), w))
+        scales = np.linspace(0.006, 0.018, units) if per_channel else np.array([0.015])
+        g.add_tensor(Tensor(f"w{i}", w.shape, "int8", Quant(scales.astype(np.float32), np.zeros(scales.size)), w))
         g.add_tensor(Tensor(f"b{i}", (units,), "int32", None, rng.integers(-900, 900, units, dtype=np.int32)))
         g.add_tensor(Tensor(f"y{i}", (x_shape[0], units), "int8", Quant([y_scale], [y_zp])))
         g.nodes.append(Node("FULLY_CONNECTED", [prev, f"w{i}", f"b{i}"], [f"y{i}"],
@@ -316,6 +341,12 @@ def _layers() -> dict[str, object]:
         "fc_stream": _fc_chain((2, 264), [(100, "RELU", 0.3, 5), (8, "RELU6", 0.03, -100), (4, "NONE", 0.0008, 2)], 3),
         # a right shift of 1 with outputs in range: half the negative ones are ties the sign term rounds
         "fc_stream_ties": _fc_chain((2, 4), [(16, "NONE", 0.0025, -3)], 7),
+        # per channel: each row's (q, p) from the stream, e from p's lowest set bit; multipliers
+        # from 0.3 to 0.9 mix shifts of 0 and 1 in one layer, then RELU at a positive zero point
+        # and a widened RELU6
+        "fc_stream_pc": _fc_chain((2, 4), [(16, "NONE", 0.001, -3)], 8, per_channel=True),
+        "fc_stream_pc_act": _fc_chain((2, 136), [(24, "RELU", 0.3, 5), (8, "RELU6", 0.03, -100)], 9,
+                                      per_channel=True),
         # xp walks more than 4095 bytes per block: the rewind takes a register
         "fc_stream_deep": _fc_chain((1, 4100), [(4, "NONE", 2.0, -1)], 5),
         # sums that leave int32: the DSP target keeps the plain, wrapping kernel

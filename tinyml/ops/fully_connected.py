@@ -114,12 +114,13 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     xw = xw if xw and ctx.scratch_planned() >= xw else 0
     # the asm kernel keeps output - input in 24 signed bits: any arena below 8 MB
     near = max(ctx.offsets.values(), default=0) + sum(b for _, b in ctx.scratch_plan.values()) < 1 << 23
-    if depth % 4 == 0 and units % 4 == 0 and r.fold and not r.per_channel and near:
+    if depth % 4 == 0 and units % 4 == 0 and r.fold and near:
         fn = ctx.kernel(
             "fully_connected.c.j2", dsp=True, stream=True, batches=g[n.inputs[0]].size // depth, depth=depth,
             units=units, r=r.params(), xw=xw > 0,
         )
-        stream = block_stream(packed, full, bytes_per_block=(8 if xw else 4) * depth // 4)
+        per_row = np.stack([r.mult, r.pz()], axis=1) if r.per_channel else None
+        stream = block_stream(packed, full, (8 if xw else 4) * depth // 4, per_row)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),
                  *([ctx.scratch(xw)] if xw else []))
         return True
@@ -145,14 +146,19 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     return True
 
 
-def block_stream(packed: np.ndarray, bias: np.ndarray, bytes_per_block: int) -> np.ndarray:
+def block_stream(packed: np.ndarray, bias: np.ndarray, bytes_per_block: int,
+                 per_row: np.ndarray | None = None) -> np.ndarray:
     """One int32 stream for the whole-layer asm kernel: per block of 4 rows its packed weight
     words, then 2 x bias of the 4 rows (the kernel requantizes doubled accumulators) and
     ctl = 2 * (4 * block - bytes_per_block) + (1 on the last block): where the block's 4 output
-    bytes go relative to the input pointer after the block's pass, and when to stop."""
+    bytes go relative to the input pointer after the block's pass, and when to stop. Per-channel
+    layers add each row's requantization constants `per_row` ([rows, (q, p)]) after ctl (the
+    kernel takes the shift e from p's lowest set bit: p = 2^e (1 + 2 zp))."""
     blocks = bias.size // 4
     words = packed.reshape(blocks, -1)
     ctl = 2 * (4 * np.arange(blocks, dtype=np.int64) - bytes_per_block)
     ctl[-1] += 1
-    tail = np.concatenate([2 * bias.astype(np.int64).reshape(blocks, 4), ctl[:, None]], axis=1)
-    return np.concatenate([words.astype(np.int64), tail], axis=1).astype(np.int32).reshape(-1)
+    parts = [words.astype(np.int64), 2 * bias.astype(np.int64).reshape(blocks, 4), ctl[:, None]]
+    if per_row is not None:
+        parts.append(per_row.astype(np.int64).reshape(blocks, -1))
+    return np.concatenate(parts, axis=1).astype(np.int32).reshape(-1)
