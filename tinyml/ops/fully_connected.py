@@ -112,36 +112,30 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     rows = padded(units, 4)
     xw = FullyConnected().optional_scratch_bytes(g, n)
     xw = xw if xw and ctx.scratch_planned() >= xw else 0
+    common = dict(dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units, r=r.params(), xw=xw > 0)
     # the asm kernel keeps output - input in 24 signed bits: any arena below 8 MB
     near = max(ctx.offsets.values(), default=0) + sum(b for _, b in ctx.scratch_plan.values()) < 1 << 23
     if depth % 4 == 0 and units % 4 == 0 and r.fold and near:
-        fn = ctx.kernel(
-            "fully_connected.c.j2", dsp=True, stream=True, batches=g[n.inputs[0]].size // depth, depth=depth,
-            units=units, r=r.params(), xw=xw > 0,
-        )
         per_row = np.stack([r.mult, r.pz()], axis=1) if r.per_channel else None
-        stream = block_stream(packed, full, (8 if xw else 4) * depth // 4, per_row)
-        ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),
-                 *([ctx.scratch(xw)] if xw else []))
-        return True
-    args = [ctx.const(packed, "w", "int32_t")] if depth >= 4 else []
-    has_bias = bool(np.any(full != 0))
-    if has_bias:
-        args.append(ctx.const(padded_bias(full, rows), "bias", "int32_t"))
-    if r.per_channel:
-        shift = r.shift if r.fold else r.tflite_shift()
-        args += [ctx.const(padded_bias(r.mult, rows), "mult", "int32_t"),
-                 ctx.const(padded_bias(shift, rows).astype(np.int8), "shift", "int8_t")]
-        if r.fold:
-            args.append(ctx.const(padded_bias(r.pz(), rows), "pz", "int32_t"))
-    if depth % 4:
-        tail = np.zeros((rows, depth % 4), np.int8)
-        tail[:units] = wt[:, depth - depth % 4:]
-        args.append(ctx.const(tail, "w", "int8_t"))
-    fn = ctx.kernel(
-        "fully_connected.c.j2", dsp=True, stream=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-        units_pad=rows, r=r.params(), has_bias=has_bias, scale=r.scale, xw=xw > 0,
-    )
+        args = [ctx.const(block_stream(packed, full, (8 if xw else 4) * depth // 4, per_row), "w", "int32_t")]
+        fn = ctx.kernel("fully_connected.c.j2", layer_asm=True, **common)
+    else:
+        args = [ctx.const(packed, "w", "int32_t")] if depth >= 4 else []
+        has_bias = bool(np.any(full != 0))
+        if has_bias:
+            args.append(ctx.const(padded_bias(full, rows), "bias", "int32_t"))
+        if r.per_channel:
+            shift = r.shift if r.fold else r.tflite_shift()
+            args += [ctx.const(padded_bias(r.mult, rows), "mult", "int32_t"),
+                     ctx.const(padded_bias(shift, rows).astype(np.int8), "shift", "int8_t")]
+            if r.fold:
+                args.append(ctx.const(padded_bias(r.pz(), rows), "pz", "int32_t"))
+        if depth % 4:
+            tail = np.zeros((rows, depth % 4), np.int8)
+            tail[:units] = wt[:, depth - depth % 4:]
+            args.append(ctx.const(tail, "w", "int8_t"))
+        fn = ctx.kernel("fully_connected.c.j2", layer_asm=False, units_pad=rows, has_bias=has_bias, scale=r.scale,
+                        **common)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args, *([ctx.scratch(xw)] if xw else []))
     return True
 
