@@ -71,9 +71,10 @@ def fingerprint(names: list[str], boards: tuple[str, ...], firmware: bool) -> di
 
 
 def differences(before: dict, after: dict) -> list[str]:
+    """Files whose hashes differ, for the models fingerprinted in `after` (a run may cover some groups only)."""
     diffs = []
-    for name in sorted(set(before) | set(after)):
-        b, a = before.get(name, {}), after.get(name, {})
+    for name in sorted(after):
+        b, a = before.get(name, {}), after[name]
         for key in sorted(set(b) | set(a)):
             for f in sorted(set(b.get(key, {})) | set(a.get(key, {}))):
                 if b.get(key, {}).get(f) != a.get(key, {}).get(f):
