@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from tinyml.ops.base import OPS, Op, get_op, register
+from tinyml.ops.base import OPS, Op, get_op, register, traits
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "base":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["OPS", "Op", "get_op", "register"]
+__all__ = ["OPS", "Op", "get_op", "register", "traits"]
