@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node, Tensor
-from tinyml.ops import get_op
+from tinyml.ops import traits
 from tinyml.ops.quantized import Window
 
 
@@ -32,7 +32,7 @@ def patchable(g: Graph, n: Node) -> bool:
     if len(n.outputs) != 1 or not _spatial(g[n.outputs[0]]) or "patch" in n.attrs:
         return False  # nodes of an earlier patch stage are never cut again
     out = g[n.outputs[0]]
-    op = get_op(n.op)
+    op = traits(n.op)
     if op.pointwise:
         data = [g[t] for t in n.inputs if t is not None]
         if not any(not t.is_const for t in data):
@@ -99,7 +99,7 @@ def find_stage(g: Graph, split: str) -> Stage:
         }
         if not escaping:
             nodes = sorted(members)
-            windows = {i: get_op(g.nodes[i].op).sliding_window(g, g.nodes[i]) for i in nodes}
+            windows = {i: traits(g.nodes[i].op).sliding_window(g, g.nodes[i]) for i in nodes}
             return Stage(split, nodes, sources, {i: w for i, w in windows.items() if w is not None})
         cuts |= escaping
 
