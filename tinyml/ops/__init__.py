@@ -1,8 +1,8 @@
 """Operator registry: every module in this package registers its ops on import.
 
-Each op lives in one place (its module): shape rule, numpy reference, cost and
-the C it emits. Adding an op is adding a module here plus its template in
-firmware_templates/kernels/.
+Each op lives in one place (its module): shape rule, numpy reference, the traits
+the passes and the scheduler ask (see Op), cost and the C it emits. Adding an op
+is adding a module here plus its template in firmware_templates/kernels/.
 """
 from __future__ import annotations
 
