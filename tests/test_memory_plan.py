@@ -19,16 +19,15 @@ from test_inplace import _Builder, run_on_arena  # tests/ has no __init__: sibli
 from tinyml.ir import Graph, Node, Quant, Tensor
 from tinyml.ops import get_op
 from tinyml.reference import run_reference
+from tinyml.schedule.inplace import ALIGN
+from tinyml.schedule.lifetimes import Buffer, lower_bound
 from tinyml.schedule.memory import (
-    ALIGN,
-    Buffer,
     _Problem,
     _refit,
     _refit_moved,
     _repack,
     _search,
     _units,
-    lower_bound,
     place,
     place_greedy_by_size,
     plan_memory,
@@ -307,7 +306,7 @@ MLPERF = ["resnet8", "mobilenet_v1_025_vww", "mobilenet_v1_025_person", "ds_cnn_
 def test_zoo_plans_are_valid_and_near_the_lower_bound(name: str) -> None:
     from tinyml import zoo
     from tinyml.pipeline import compile_model
-    from tinyml.schedule.memory import build_buffers
+    from tinyml.schedule.lifetimes import build_buffers
 
     c = compile_model(zoo.path(name))
     assert_graph_plan_valid(c.graph)

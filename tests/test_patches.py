@@ -1,4 +1,4 @@
-"""Patch-based inference (tinyml/schedule/patches.py): region math, the rewrite, the search, the CLI.
+"""Patch-based inference (tinyml/schedule/patches/): region math, the rewrite, the search, the CLI.
 
 The rewritten graph is checked three ways: its numpy reference equals the
 original graph's (and TFLite Micro's on zoo models), its generated C equals
@@ -26,13 +26,13 @@ from tinyml.ops.quantized import Window, window
 from tinyml.oracle import TflmOracle, random_inputs
 from tinyml.pipeline import compile_model
 from tinyml.reference import reference_outputs
-from tinyml.schedule.memory import build_buffers, lower_bound, plan_memory
+from tinyml.schedule.lifetimes import build_buffers, lower_bound
+from tinyml.schedule.memory import plan_memory
 from tinyml.schedule.patches import (
     NotPatchable,
     PatchOptions,
     PatchSchedule,
     PatchSpec,
-    _Searcher,
     apply_patches,
     axis_plan,
     choose_schedule,
@@ -41,6 +41,7 @@ from tinyml.schedule.patches import (
     input_span,
     schedule_patches,
 )
+from tinyml.schedule.patches.candidates import Searcher as _Searcher
 from tinyml.sim.host import HostRunner
 
 

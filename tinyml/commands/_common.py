@@ -34,7 +34,7 @@ def _jsonable(o: Any) -> Any:
 
 
 def add_patch_args(p: argparse.ArgumentParser) -> None:
-    """--patch, --max-overhead, --sram-budget: how the first stage is scheduled (tinyml/schedule/patches.py)."""
+    """--patch, --max-overhead, --sram-budget: how the first stage is scheduled (tinyml/schedule/patches/)."""
     g = p.add_argument_group("patch-based inference")
     g.add_argument("--patch", default="auto", metavar="auto|off|SPLIT:ROWSxCOLS[r|v]",
                    help="auto (default): run early stages patch by patch when that lowers the peak SRAM; "

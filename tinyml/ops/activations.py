@@ -151,6 +151,7 @@ class LutOp(Op):
 
     in_dtypes: ClassVar[tuple[str, ...]] = ("int8",)
     out_dtypes: ClassVar[tuple[str, ...]] = ("int8",)
+    pointwise = True
 
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -200,6 +201,11 @@ class Relu(LutOp):
     name = "RELU"
     act = "RELU"
 
+    def fusable_activation(self, g: Graph, n: Node) -> bool:
+        # with equal input and output quantization the requantization by 1.0 is exact,
+        # leaving clamp(x, zp, 127): the fused RELU's range
+        return True
+
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         xi, yo = _io(g, n)
         q, shift = quantize_multiplier(float(_scale(xi)) / float(_scale(yo)))
@@ -215,6 +221,9 @@ class ReluN1To1(Relu):
     name = "RELU_N1_TO_1"
     act = "RELU_N1_TO_1"
 
+    def fusable_activation(self, g: Graph, n: Node) -> bool:
+        return False  # not a TFLite Micro op: kept standalone
+
 
 @register
 class Relu6(LutOp):
@@ -222,6 +231,11 @@ class Relu6(LutOp):
     TFLite Micro never looks at the output's scale or zero point."""
 
     name = "RELU6"
+
+    def fusable_activation(self, g: Graph, n: Node) -> bool:
+        # the fused clamp is [zp, zp + round(6 / scale)]; the producer computes round(6 / scale)
+        # in int32 (CalculateActivationRangeQuantized)
+        return 6.0 / float(g[n.inputs[0]].quant.s) < 2**30
 
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         xi = g[n.inputs[0]]

@@ -10,12 +10,13 @@ from tinyml.ir import Graph, Node
 
 if TYPE_CHECKING:  # codegen imports ops, not the other way round at run time
     from tinyml.codegen.context import EmitContext
+    from tinyml.ops.quantized import Window
 
 OPS: dict[str, "Op"] = {}
 
 
 class Op:
-    """One operator: its shape rule, numpy reference, cost and C emission.
+    """One operator: its shape rule, numpy reference, traits, cost and C emission.
 
     Subclasses set `name` to the TFLite builtin name and are registered with
     @register. Methods receive the whole graph so they can read tensor
@@ -24,7 +25,8 @@ class Op:
 
     name: ClassVar[str] = ""
     # True when the output is the input's bytes reinterpreted (RESHAPE,
-    # SQUEEZE): the planner gives both one buffer and emit() writes nothing.
+    # SQUEEZE): the planner gives both one buffer and emit() writes nothing;
+    # passes/cleanup.py drops one whose output equals its input.
     alias: ClassVar[bool] = False
     # True when the output is input 0 with some elements overwritten in place
     # (WRITE_WINDOW of a patch schedule): the planner gives both one buffer,
@@ -41,6 +43,41 @@ class Op:
         least as large as the output.
         """
         return ()
+
+    # -- traits: what the passes and the scheduler ask of an op -----------------
+    # True when output element (b, y, x, c) reads only input elements at (b, y, x, .)
+    # (constants broadcast per channel at most): the patch scheduler
+    # (tinyml/schedule/patches/stage.py) runs such a node per patch on the patch's region.
+    pointwise: ClassVar[bool] = False
+    # True when a zero-point PAD before input 0 may become this op's `explicit_padding`
+    # (its kernel skips taps outside the input): passes/fuse.py drops the padded copy.
+    accepts_explicit_padding: ClassVar[bool] = False
+    # True when the int8 kernel clamps its requantized result to `fused_activation_function`'s
+    # range: passes/fuse.py folds a following standalone RELU/RELU6 into it.
+    fuses_activation: ClassVar[bool] = False
+
+    def sliding_window(self, g: Graph, n: Node) -> "Window | None":
+        """The window this node slides over input 0 (conv, depthwise, pooling), else None.
+
+        The patch scheduler (tinyml/schedule/patches/) derives receptive fields
+        from it. Raises ValueError when the node's geometry is invalid.
+        """
+        return None
+
+    def fusable_activation(self, g: Graph, n: Node) -> bool:
+        """Whether this standalone activation equals its producer's fused activation of the same
+        name, so passes/fuse.py may fold it (asked once fuse.py has checked equal int8 quantization)."""
+        return False
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        """Estimated instructions per input pixel and per output pixel (an estimate, not a measure).
+
+        Only the patch search (tinyml/schedule/patches/estimate.py) asks: it bounds
+        and ranks schedules by where recomputed overlap lands. Fitted to our
+        kernels' QEMU counts on the zoo MobileNets (within ~25% per layer); changing
+        a figure changes the schedules chosen. Default: element-wise and lookup-table ops.
+        """
+        return 0.0, 4.0 * output_channels(g, n)
 
     def check(self, g: Graph, n: Node) -> str | None:
         """Return why this node cannot be handled (dtype, rank...), or None."""
@@ -73,6 +110,12 @@ class Op:
         raise NotImplementedError
 
 
+def output_channels(g: Graph, n: Node) -> int:
+    """The innermost dimension of the node's first output (1 for a scalar)."""
+    y = g[n.outputs[0]]
+    return y.shape[-1] if y.shape else 1
+
+
 def register(cls: type[Op]) -> type[Op]:
     assert cls.name and cls.name not in OPS, f"bad or duplicate op name {cls.name!r}"
     OPS[cls.name] = cls()
@@ -84,3 +127,12 @@ def get_op(name: str) -> Op:
         return OPS[name]
     except KeyError:
         raise BadModel(f"no implementation for op {name}") from None
+
+
+def traits(name: str) -> Op:
+    """The op's traits, or Op's defaults for an op nothing implements: legalization
+    passes run before the support check, on graphs that may hold such ops."""
+    return OPS.get(name) or _DEFAULTS
+
+
+_DEFAULTS = Op()

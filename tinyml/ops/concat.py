@@ -14,7 +14,7 @@ import numpy as np
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node, Quant
 from tinyml.ops.base import Op, register
-from tinyml.ops.strided_copy import Copy, contiguous_strides, emit_copy, node_dtype_problem
+from tinyml.ops.strided_copy import Copy, contiguous_strides, copy_pixel_cost, emit_copy, node_dtype_problem
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -50,6 +50,9 @@ def slab_copies(shapes: list[tuple[int, ...]], axis: int, out_shape: tuple[int, 
 @register
 class Concatenation(Op):
     name = "CONCATENATION"
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        return copy_pixel_cost(g, n)
 
     def check(self, g: Graph, n: Node) -> str | None:
         act = n.attrs.get("fused_activation_function", "NONE")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
@@ -24,12 +24,24 @@ from tinyml.ops.quantized import (
     pad_for_window,
     taps,
     window,
+    Window,
 )
 
 
 @register
 class Conv2D(Op):
     name = "CONV_2D"
+    accepts_explicit_padding = True
+    fuses_activation = True
+
+    def sliding_window(self, g: Graph, n: Node) -> Window:
+        wt = g[n.inputs[1]]
+        return window(g, n, wt.shape[1], wt.shape[2])
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        _, k_h, k_w, cin_g = g[n.inputs[1]].shape
+        per_out = 12 + 0.7 * k_h * k_w * cin_g
+        return 0.0, output_channels(g, n) * per_out * (1.6 if cin_g < 4 else 1.0)
 
     def check(self, g: Graph, n: Node) -> str | None:
         if why := int8_io_reason(g, n, 2):

@@ -103,6 +103,7 @@ class Dequantize(Op):
     """int8/uint8/int16 -> float32."""
 
     name = "DEQUANTIZE"
+    pointwise = True
 
     def check(self, g: Graph, n: Node) -> str | None:
         if len(n.inputs) != 1 or len(n.outputs) != 1:

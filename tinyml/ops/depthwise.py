@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.quantized import (
     Window,
@@ -36,6 +36,17 @@ def depth_multiplier(g: Graph, n: Node) -> int:
 @register
 class DepthwiseConv2D(Op):
     name = "DEPTHWISE_CONV_2D"
+    accepts_explicit_padding = True
+    fuses_activation = True
+
+    def sliding_window(self, g: Graph, n: Node) -> Window:
+        wt = g[n.inputs[1]]
+        return window(g, n, wt.shape[1], wt.shape[2])
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        _, k_h, k_w, _ = g[n.inputs[1]].shape
+        # a plane copy per input pixel, the taps per output pixel
+        return 7.7 * g[n.inputs[0]].shape[-1], output_channels(g, n) * (2 + 2.1 * k_h * k_w)
 
     def check(self, g: Graph, n: Node) -> str | None:
         if why := int8_io_reason(g, n, 2):

@@ -185,7 +185,7 @@ class BinaryOp(Op):
     """Two int8 operands broadcast numpy-style into one int8 output."""
 
     quantized: ClassVar[bool] = True  # MAXIMUM/MINIMUM compare raw codes and ignore quantization
-    fused_activation: ClassVar[bool] = False
+    pointwise = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         raise NotImplementedError
@@ -207,7 +207,7 @@ class BinaryOp(Op):
             return f"rank {len(shape)} is above the supported {MAX_RANK}"
         if tensors[2].shape != shape:
             return f"output shape {tensors[2].shape} is not the broadcast shape {shape}"
-        if self.fused_activation and (why := activation_reason(n)):
+        if self.fuses_activation and (why := activation_reason(n)):
             return why
         try:
             self.arith(g, n)
@@ -251,7 +251,7 @@ class BinaryOp(Op):
 @register
 class Add(BinaryOp):
     name = "ADD"
-    fused_activation = True
+    fuses_activation = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         return add_sub_arith(g, n, "ADD")
@@ -260,7 +260,7 @@ class Add(BinaryOp):
 @register
 class Sub(BinaryOp):
     name = "SUB"
-    fused_activation = True
+    fuses_activation = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         return add_sub_arith(g, n, "SUB")
@@ -269,7 +269,7 @@ class Sub(BinaryOp):
 @register
 class Mul(BinaryOp):
     name = "MUL"
-    fused_activation = True
+    fuses_activation = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         return mul_arith(g, n)

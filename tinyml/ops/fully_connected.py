@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, padded, padded_bias
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
@@ -31,6 +31,10 @@ from tinyml.ops.quantized import (
 @register
 class FullyConnected(Op):
     name = "FULLY_CONNECTED"
+    fuses_activation = True
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        return 0.0, output_channels(g, n) * (12 + 0.7 * g[n.inputs[1]].shape[-1])
 
     def check(self, g: Graph, n: Node) -> str | None:
         if why := int8_io_reason(g, n, 2):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, output_channels, register
 from tinyml.ops.quantized import (
     Window,
     activation_range,
@@ -38,6 +38,14 @@ def valid_taps(w: Window) -> np.ndarray:
 
 class _Pool2D(Op):
     kind = ""  # "avg" or "max"
+    fuses_activation = True
+
+    def sliding_window(self, g: Graph, n: Node) -> Window:
+        return pool_window(g, n)
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        taps = int(n.attrs.get("filter_height", 1)) * int(n.attrs.get("filter_width", 1))
+        return 0.0, output_channels(g, n) * (5 + 2 * taps)
 
     def check(self, g: Graph, n: Node) -> str | None:
         if why := arity_reason(n, 1):

@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Sequence
 
 from tinyml.codegen.cnames import ctype
 from tinyml.ir import DTYPES, Graph, Node, Tensor
+from tinyml.ops.base import output_channels
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
 
 # Loop indices are int32 in the generated C.
 MAX_ELEMENTS = 2**31 - 1
+# Estimated instructions per byte a copy moves (the patch search's estimate, see Op.pixel_cost).
+COPY_COST = 0.5
 
 
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -70,6 +73,12 @@ class Copy:
         if not dims:
             dims, ss, ds = [1], [1], [1]
         return Copy(tuple(dims), tuple(ss), tuple(ds), self.src_offset, self.dst_offset)
+
+
+def copy_pixel_cost(g: Graph, n: Node) -> tuple[float, float]:
+    """Op.pixel_cost of a copy: COPY_COST per byte of an output pixel."""
+    y = g[n.outputs[0]]
+    return 0.0, COPY_COST * y.nbytes / max(1, y.size // output_channels(g, n))
 
 
 def plain_dtype_problem(t: Tensor) -> str | None:

@@ -1,6 +1,6 @@
 """READ_WINDOW and WRITE_WINDOW: the copies a patch schedule is made of.
 
-A patch-based stage (tinyml/schedule/patches.py) runs its layers on small
+A patch-based stage (tinyml/schedule/patches/) runs its layers on small
 tensors that each hold one spatial window of a full-size tensor. These two
 internal ops (no TFLite equivalent) move the windows:
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
-from tinyml.ops.strided_copy import Copy, contiguous_strides, emit_copy, node_dtype_problem
+from tinyml.ops.strided_copy import Copy, contiguous_strides, copy_pixel_cost, emit_copy, node_dtype_problem
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -61,6 +61,9 @@ def _begin(n: Node) -> tuple[int, ...]:
 class ReadWindow(Op):
     name = "READ_WINDOW"
 
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        return copy_pixel_cost(g, n)
+
     def check(self, g: Graph, n: Node) -> str | None:
         if len(n.inputs) != 1 or n.inputs[0] is None or len(n.outputs) != 1:
             return "READ_WINDOW takes one input and one output"
@@ -92,6 +95,9 @@ class ReadWindow(Op):
 class WriteWindow(Op):
     name = "WRITE_WINDOW"
     updates_input = True
+
+    def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
+        return copy_pixel_cost(g, n)
 
     def check(self, g: Graph, n: Node) -> str | None:
         if len(n.inputs) != 2 or n.inputs[1] is None or len(n.outputs) != 1:

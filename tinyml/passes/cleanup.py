@@ -2,21 +2,20 @@
 from __future__ import annotations
 
 from tinyml.ir import Graph
+from tinyml.ops import traits
 from tinyml.passes.rewrite import drop_nodes, replace_uses, same_quant
-
-# Ops that only relabel the shape of their first input's bytes.
-SHAPE_ONLY_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
 def drop_identities(g: Graph) -> None:
-    """Remove shape-only ops whose output equals their input in shape, dtype and quantization.
+    """Remove alias ops (RESHAPE, SQUEEZE...: they only relabel the shape of their first input's
+    bytes) whose output equals their input in shape, dtype and quantization.
 
     Such an op copies bytes unchanged and its consumers read the same
     quantization, so reading the input directly is bit-identical.
     """
     dead = []
     for n in g.nodes:
-        if n.op not in SHAPE_ONLY_OPS or not n.inputs or n.inputs[0] is None or len(n.outputs) != 1:
+        if not traits(n.op).alias or not n.inputs or n.inputs[0] is None or len(n.outputs) != 1:
             continue
         x, y = g[n.inputs[0]], g[n.outputs[0]]
         if (y.name in g.outputs or x.shape != y.shape or x.dtype != y.dtype

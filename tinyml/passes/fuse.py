@@ -3,12 +3,14 @@
 Each rewrite here produces bit-identical outputs to the unfused graph under
 TFLite Micro semantics; the conditions spell out why:
 
-- PAD -> CONV_2D/DEPTHWISE_CONV_2D: TFLite Micro's integer convolutions skip
+- PAD -> CONV_2D/DEPTHWISE_CONV_2D (ops that `accepts_explicit_padding`): TFLite Micro's integer convolutions skip
   taps outside the input, which contributes exactly what a padded value equal
   to the input zero point contributes ((x - zp) * w = 0). So a spatial PAD
   whose pad value is that zero point becomes `explicit_padding` on the conv
   (PyTorch exports: TRANSPOSE + explicit PAD), saving the padded copy.
-- CONV/DEPTHWISE/FULLY_CONNECTED/ADD/SUB/MUL/pooling -> RELU/RELU6: with equal input and
+- CONV/DEPTHWISE/FULLY_CONNECTED/ADD/SUB/MUL/pooling (ops that `fuses_activation`: their
+  int8 kernels clamp to the fused activation's range after the final requantization)
+  -> RELU/RELU6 (`fusable_activation`): with equal input and
   output quantization, TFLite Micro's standalone RELU is clamp(x, zp, 127)
   (its requantization by 1.0 is exact) and RELU6 is clamp(x, zp,
   zp + round(6 / scale)); a fused activation clamps the same values to the
@@ -19,14 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
+from tinyml.ops import traits
 from tinyml.passes.rewrite import drop_nodes, same_quant
-
-PADDED_CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-# Ops whose TFLite Micro int8 kernels clamp their result to the fused
-# activation's range after the final requantization.
-ACTIVATION_PRODUCERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL",
-                        "AVERAGE_POOL_2D", "MAX_POOL_2D")
-FUSABLE_ACTIVATIONS = ("RELU", "RELU6")
 
 
 def _spatial_pads(g: Graph, pad: Node) -> tuple[int, int, int, int] | None:
@@ -61,7 +57,7 @@ def fuse_pad_into_conv(g: Graph) -> None:
         if len(users) != 1 or y.name in g.outputs:
             continue
         conv = users[0]
-        if (conv.op not in PADDED_CONVS or conv.inputs.count(y.name) != 1 or conv.inputs[0] != y.name
+        if (not traits(conv.op).accepts_explicit_padding or conv.inputs.count(y.name) != 1 or conv.inputs[0] != y.name
                 or conv.attrs.get("padding") != "VALID" or "explicit_padding" in conv.attrs):
             continue
         if x.dtype != "int8" or y.quant is None or y.quant.per_channel or not same_quant(x.quant, y.quant):
@@ -82,19 +78,18 @@ def _act_fusable(g: Graph, act: Node) -> bool:
         return False
     if x.quant.per_channel or not same_quant(x.quant, y.quant):
         return False
-    # round(6 / scale) must fit int32 in TFLite Micro's clamp computation.
-    return act.op != "RELU6" or 6.0 / float(x.quant.s) < 2**30
+    return traits(act.op).fusable_activation(g, act)
 
 
 def fuse_activations(g: Graph) -> None:
     producers, consumers = g.producers(), g.consumers()
     fused = []
     for act in g.nodes:
-        if act.op not in FUSABLE_ACTIVATIONS or len(act.inputs) != 1 or act.inputs[0] is None:
+        if len(act.inputs) != 1 or act.inputs[0] is None or not act.outputs:
             continue
         src = act.inputs[0]
         prod = producers.get(src)
-        if (prod is None or prod.op not in ACTIVATION_PRODUCERS
+        if (prod is None or not traits(prod.op).fuses_activation
                 or prod.attrs.get("fused_activation_function") != "NONE"
                 or consumers.get(src) != [act] or src in g.outputs or not _act_fusable(g, act)):
             continue

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from tinyml.ir import Graph, Node
 from tinyml.ops import get_op
 
-ALIGN = 16  # arena alignment (memory.py's, which imports this module)
+ALIGN = 16  # arena alignment (the planner's: lifetimes.py and memory.py import this module)
 
 
 class Facts:

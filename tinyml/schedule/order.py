@@ -12,7 +12,7 @@ live bytes summed over steps): the planner's lower bound, then how much
 there is to pack.
 
 What else the order must keep:
-- Patch stages (tinyml/schedule/patches.py) are spans of the node list that
+- Patch stages (tinyml/schedule/patches/) are spans of the node list that
   reports and the analyze plot name by index: nodes move only inside their
   own stage's span, or inside the run of layers between two spans, never
   across a span's border, so every span keeps its nodes and indices.
@@ -30,6 +30,7 @@ from dataclasses import replace
 from tinyml.ir import Graph
 from tinyml.ops import get_op
 from tinyml.schedule.inplace import Facts
+from tinyml.schedule.lifetimes import build_buffers, live_profile
 
 # At most this many candidate orders are scored per graph.
 ORDER_EVALS = 400
@@ -88,8 +89,6 @@ def dependencies(g: Graph) -> list[set[int]]:
 
 def live_bytes(g: Graph, facts: Facts | None = None) -> list[int]:
     """Bytes of g's plan buffers live at each step."""
-    from tinyml.schedule.memory import build_buffers, live_profile  # memory.py imports this module
-
     return live_profile(build_buffers(g, facts), len(g.nodes) + 1)
 
 
