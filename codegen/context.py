@@ -11,18 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinyml.board import Target
 from tinyml.codegen.cnames import c_comment, c_ident, ctype
 from tinyml.codegen.templates import render
 from tinyml.ir import Graph, Node
-
-
-@dataclass
-class Target:
-    """What the emitted C may assume about the machine it runs on."""
-
-    name: str = "host"  # "host" or a core such as "cortex-m4"
-    dsp: bool = False  # ARMv7E-M DSP extension (SMLAD, SXTB16, SSAT)
-    fpu: bool = False
 
 
 @dataclass

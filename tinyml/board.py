@@ -41,7 +41,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tinyml.codegen.context import Target
 from tinyml.errors import TinymlError
 
 CORES = {  # core -> (FPUs it can have, has the DSP extension available)
@@ -55,6 +54,15 @@ FLASH_METHODS = ("stm32-uart-bootloader", "mps2-mcc")
 
 class BadBoard(TinymlError):
     """A board name is unknown or a board file is malformed (exit 2)."""
+
+
+@dataclass
+class Target:
+    """What the emitted C may assume about the machine it runs on (a board's core, or the host)."""
+
+    name: str = "host"  # "host" or a core such as "cortex-m4"
+    dsp: bool = False  # ARMv7E-M DSP extension (SMLAD, SXTB16, SSAT)
+    fpu: bool = False
 
 
 @dataclass(frozen=True)
