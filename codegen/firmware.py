@@ -96,7 +96,7 @@ class Section:
 
 
 @dataclass
-class Image:
+class FirmwareImage:
     """One linked ELF and what it costs."""
 
     variant: str
@@ -132,14 +132,14 @@ class Firmware:
     arena_bytes: int
     weights_bytes: int
     num_layers: int
-    images: dict[str, Image]
+    images: dict[str, FirmwareImage]
 
     @property
-    def qemu_image(self) -> Image:
+    def qemu_image(self) -> FirmwareImage:
         """The image QEMU runs: the board's own when the machine models the chip."""
         return self.images.get("qemu") or self.images["board"]
 
-    def elf(self, image: Image) -> Path:
+    def elf(self, image: FirmwareImage) -> Path:
         return self.path / image.elf
 
     def to_json(self) -> dict:
@@ -399,7 +399,7 @@ def map_contributions(map_text: str, sections: list[Section]) -> dict[str, dict[
     return out
 
 
-def analyze_image(root: Path, elf: str, ip: ImagePlan) -> Image:
+def analyze_image(root: Path, elf: str, ip: ImagePlan) -> FirmwareImage:
     sections = read_sections(root / elf)
     symbols = read_symbols(root / elf)
 
@@ -414,7 +414,7 @@ def analyze_image(root: Path, elf: str, ip: ImagePlan) -> Image:
                "RAM": {"origin": ip.ram.origin, "size": ip.ram.size, "used": ram_used}}
     map_path = elf[:-4] + ".map"
     contributions = map_contributions((root / map_path).read_text(), sections)
-    return Image(ip.variant, ip.machine, ip.serial_index, ip.counter, elf, map_path, sections, regions,
+    return FirmwareImage(ip.variant, ip.machine, ip.serial_index, ip.counter, elf, map_path, sections, regions,
                  flash_used, static_ram, stack - STACK_GUARD_BYTES,
                  symbols.get("_estack", 0) - symbols.get("_stack_bottom", 0), symbols, contributions)
 
@@ -430,7 +430,8 @@ def load_firmware(path: str | Path) -> Firmware:
     except (OSError, ValueError) as e:
         raise CheckFailed(f"{root} is not a tinyml firmware directory: {e}") from None
     board = load_board(d["board_file"] if "/" in d["board_file"] else d["board"])
-    images = {k: Image(**{**v, "sections": [Section(**s) for s in v["sections"]]}) for k, v in d["images"].items()}
+    images = {k: FirmwareImage(**{**v, "sections": [Section(**s) for s in v["sections"]]})
+              for k, v in d["images"].items()}
 
     def io(rows: list[dict]) -> list[IOInfo]:
         return [IOInfo(r["name"], r["dtype"], tuple(r["shape"]), r["nbytes"], r["offset"]) for r in rows]
