@@ -13,6 +13,7 @@ from tinyml.errors import CheckFailed, TinymlError
 from tinyml.fsutil import write_text_atomic
 
 DEFAULT_BOARDS = "stm32f405,mps2-an500"
+MARK_STYLES = {"good": "green", "bad": "red", "strong": "bold"}  # bench.Cell.mark -> rich style
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,9 +92,6 @@ def verdict(result: dict) -> int:
                f"({first['kernels']}): {first['error']}")
         raise CheckFailed(msg) if first.get("exit_code", 1) == 1 else TinymlError(msg)
     return 0
-
-
-MARK_STYLES = {"good": "green", "bad": "red", "strong": "bold"}
 
 
 def print_result(con: Console, result: dict) -> None:
