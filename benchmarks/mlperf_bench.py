@@ -1,4 +1,4 @@
-"""The issue-4 measurement: the MLPerf Tiny zoo on a Cortex-M4 and a Cortex-M7 board, in QEMU.
+"""MLPerf Tiny zoo on a Cortex-M4 and a Cortex-M7 board in QEMU, against TFLite Micro + CMSIS-NN.
 
 Runs `tinyml bench --group mlperf --per-layer` and keeps everything it writes
 (JSON, Markdown table, plot, the printed tables) in one folder named after the

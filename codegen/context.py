@@ -11,18 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinyml.board import Target
 from tinyml.codegen.cnames import c_comment, c_ident, ctype
 from tinyml.codegen.templates import render
 from tinyml.ir import Graph, Node
 
-
-@dataclass
-class Target:
-    """What the emitted C may assume about the machine it runs on."""
-
-    name: str = "host"  # "host" or a core such as "cortex-m4"
-    dsp: bool = False  # ARMv7E-M DSP extension (SMLAD, SXTB16, SSAT)
-    fpu: bool = False
+FN_PLACEHOLDER = "@FN@"  # what `{{ fn }}` renders as until the kernel has its name
 
 
 @dataclass
@@ -85,13 +79,17 @@ class EmitContext:
 
     # -- kernels and calls -------------------------------------------------
     def kernel(self, template: str, **params: object) -> str:
-        """Render kernels/<template> as a function; identical renders share one."""
-        body = render(f"kernels/{template}", fn="@FN@", target=self.target, **params)
+        """Render kernels/<template> as a function; identical renders share one.
+
+        Templates name their function `{{ fn }}`; it is rendered as a placeholder
+        first, so that two layers with the same body compare equal, then named.
+        """
+        body = render(f"kernels/{template}", fn=FN_PLACEHOLDER, target=self.target, **params)
         digest = hashlib.sha1(body.encode()).hexdigest()
         if digest not in self._kernel_names:
             fn = f"tmk_{c_ident(template.split('.')[0])}_{len(self._kernel_names)}"
             self._kernel_names[digest] = fn
-            self.kernels.append(body.replace("@FN@", fn))
+            self.kernels.append(body.replace(FN_PLACEHOLDER, fn))
         return self._kernel_names[digest]
 
     def call(self, fn: str, *args: object) -> None:

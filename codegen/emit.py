@@ -11,7 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from tinyml import __version__
-from tinyml.codegen.context import EmitContext, Target
+from tinyml.board import Target
+from tinyml.codegen.context import EmitContext
 from tinyml.codegen.templates import environment
 from tinyml.fsutil import atomic_directory
 from tinyml.ir import Graph

@@ -15,7 +15,7 @@ Output directory (written to a temp dir, moved into place when complete):
     firmware.json                 sizes, regions, symbols, I/O: what runners read
     Makefile                      rebuild by hand (`make`, `make qemu`)
     lib/ src/ board/ [qemu/]      sources; per-image config and linker script
-    renode/                       <board>.resc, <board>.robot [, <board>.repl] (sim/renode.py)
+    renode/                       <board>.resc, <board>.robot [, <board>.repl] (codegen/renode.py)
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from tinyml import __version__
-from tinyml.board import Board, Region, Uart, load_board
+from tinyml.board import UART_DRIVERS, Board, Region, Uart, load_board
 from tinyml.codegen.emit import IOInfo, emit_model
+from tinyml.codegen.renode import RENODE_DIR, write_renode_files
 from tinyml.codegen.templates import environment
 from tinyml.errors import CheckFailed, DoesNotFit, ToolMissing
 from tinyml.fsutil import atomic_directory
@@ -42,13 +43,7 @@ from tinyml.schedule.memory import MemoryPlan
 
 TOOL_PREFIX = "arm-none-eabi-"
 FW_SOURCES = ("startup.c", "counter.c", "protocol.c", "tm_board.c", "main.c")
-UART_SOURCES = {
-    "stm32-usart-v1": "uart_stm32_usart_v1.c",
-    "stm32-usart-v2": "uart_stm32_usart_v2.c",
-    "stm32-lpuart": "uart_stm32_usart_v2.c",
-    "cmsdk-uart": "uart_cmsdk_uart.c",
-}
-STATIC_FILES = FW_SOURCES + tuple(sorted(set(UART_SOURCES.values()))) + ("tm_firmware.h", "tm_profile.h")
+STATIC_FILES = FW_SOURCES + tuple(sorted({d.source for d in UART_DRIVERS.values()})) + ("tm_firmware.h", "tm_profile.h")
 LIB_SOURCES = ("tinyml_model.c", "tinyml_weights.c")
 OPTIMIZE = ("O2", "Os")
 STACK_GUARD_BYTES = 32
@@ -74,7 +69,7 @@ class ImagePlan:
 
     @property
     def uart_source(self) -> str:
-        return UART_SOURCES[self.uart.driver]
+        return UART_DRIVERS[self.uart.driver].source
 
 
 @dataclass
@@ -101,7 +96,7 @@ class Section:
 
 
 @dataclass
-class Image:
+class FirmwareImage:
     """One linked ELF and what it costs."""
 
     variant: str
@@ -137,14 +132,14 @@ class Firmware:
     arena_bytes: int
     weights_bytes: int
     num_layers: int
-    images: dict[str, Image]
+    images: dict[str, FirmwareImage]
 
     @property
-    def qemu_image(self) -> Image:
+    def qemu_image(self) -> FirmwareImage:
         """The image QEMU runs: the board's own when the machine models the chip."""
         return self.images.get("qemu") or self.images["board"]
 
-    def elf(self, image: Image) -> Path:
+    def elf(self, image: FirmwareImage) -> Path:
         return self.path / image.elf
 
     def to_json(self) -> dict:
@@ -263,9 +258,7 @@ def build_firmware(graph: Graph, plan: MemoryPlan, board: Board | str, out_dir: 
         objcopy = tool("objcopy")
         for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
             _run([objcopy, "-O", fmt, "firmware.elf", f"firmware.{ext}"], tmp)
-        from tinyml.sim.renode import write_renode_files  # sim imports this module: import late
-
-        write_renode_files(board, tmp / "renode", selftest.crc if selftest else None, "../firmware.elf")
+        write_renode_files(board, tmp / RENODE_DIR, selftest.crc if selftest else None, "../firmware.elf")
         fw = Firmware(out.resolve(), board, optimize, per_layer, model_id, em.inputs, em.outputs,
                       plan.arena_bytes, weights, len(graph.nodes), images)
         (tmp / "firmware.json").write_text(json.dumps(fw.to_json(), indent=2) + "\n")
@@ -406,7 +399,7 @@ def map_contributions(map_text: str, sections: list[Section]) -> dict[str, dict[
     return out
 
 
-def analyze_image(root: Path, elf: str, ip: ImagePlan) -> Image:
+def analyze_image(root: Path, elf: str, ip: ImagePlan) -> FirmwareImage:
     sections = read_sections(root / elf)
     symbols = read_symbols(root / elf)
 
@@ -421,7 +414,7 @@ def analyze_image(root: Path, elf: str, ip: ImagePlan) -> Image:
                "RAM": {"origin": ip.ram.origin, "size": ip.ram.size, "used": ram_used}}
     map_path = elf[:-4] + ".map"
     contributions = map_contributions((root / map_path).read_text(), sections)
-    return Image(ip.variant, ip.machine, ip.serial_index, ip.counter, elf, map_path, sections, regions,
+    return FirmwareImage(ip.variant, ip.machine, ip.serial_index, ip.counter, elf, map_path, sections, regions,
                  flash_used, static_ram, stack - STACK_GUARD_BYTES,
                  symbols.get("_estack", 0) - symbols.get("_stack_bottom", 0), symbols, contributions)
 
@@ -437,7 +430,8 @@ def load_firmware(path: str | Path) -> Firmware:
     except (OSError, ValueError) as e:
         raise CheckFailed(f"{root} is not a tinyml firmware directory: {e}") from None
     board = load_board(d["board_file"] if "/" in d["board_file"] else d["board"])
-    images = {k: Image(**{**v, "sections": [Section(**s) for s in v["sections"]]}) for k, v in d["images"].items()}
+    images = {k: FirmwareImage(**{**v, "sections": [Section(**s) for s in v["sections"]]})
+              for k, v in d["images"].items()}
 
     def io(rows: list[dict]) -> list[IOInfo]:
         return [IOInfo(r["name"], r["dtype"], tuple(r["shape"]), r["nbytes"], r["offset"]) for r in rows]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 from tinyml.errors import DoesNotFit, TinymlError
-from tinyml.sim.image import Image
+from tinyml.sim.image import FlashImage
 
 SYNC, ACK, NACK = 0x7F, 0x79, 0x1F
 GET, GET_VERSION, GET_ID = 0x00, 0x01, 0x02
@@ -347,7 +347,7 @@ class FlashPlan:
     blocks: dict[int, bytes]
 
 
-def plan(image: Image, layout: FlashLayout, what: str = "flash") -> FlashPlan:
+def plan(image: FlashImage, layout: FlashLayout, what: str = "flash") -> FlashPlan:
     """Check the image lies in flash and list only the pages and blocks it touches."""
     for seg in image.segments:
         if seg.address < layout.origin or seg.address >= layout.end:
@@ -384,7 +384,7 @@ class FlashReport:
     seconds: float = 0.0
 
 
-def program(bl: Bootloader, image: Image, layout: FlashLayout, go: int | None = None,
+def program(bl: Bootloader, image: FlashImage, layout: FlashLayout, go: int | None = None,
             progress: ProgressFn | None = None, what: str = "flash") -> FlashReport:
     """Erase, write, verify (and repair) `image` on a connected, identified device.
 

@@ -32,7 +32,7 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class Image:
+class FlashImage:
     """Sorted, non-overlapping, coalesced segments; `entry` if the file names one."""
 
     segments: tuple[Segment, ...]
@@ -51,7 +51,7 @@ class Image:
         return self.segments[-1].end
 
 
-def load_image(path: str | Path, base: int | None = None) -> Image:
+def load_image(path: str | Path, base: int | None = None) -> FlashImage:
     """Read an ELF, .hex or .bin file; a .bin is placed at `base` (required for .bin)."""
     path = Path(path)
     try:
@@ -67,7 +67,7 @@ def load_image(path: str | Path, base: int | None = None) -> Image:
     return from_segments([(base, data)], None, str(path))
 
 
-def from_segments(parts: list[tuple[int, bytes]], entry: int | None, name: str) -> Image:
+def from_segments(parts: list[tuple[int, bytes]], entry: int | None, name: str) -> FlashImage:
     """Sort, reject overlaps, merge touching pieces; an empty image is an error."""
     parts = sorted(((a, bytes(d)) for a, d in parts if d), key=lambda p: p[0])
     if not parts:
@@ -82,10 +82,10 @@ def from_segments(parts: list[tuple[int, bytes]], entry: int | None, name: str) 
             merged[-1][1] += data
         else:
             merged.append([addr, bytearray(data)])
-    return Image(tuple(Segment(a, bytes(d)) for a, d in merged), entry)
+    return FlashImage(tuple(Segment(a, bytes(d)) for a, d in merged), entry)
 
 
-def parse_elf(data: bytes, name: str = "ELF file") -> Image:
+def parse_elf(data: bytes, name: str = "ELF file") -> FlashImage:
     """Loadable segments with file bytes, at their physical (load) address."""
     if len(data) < 52 or data[4] not in (1, 2) or data[5] not in (1, 2):
         raise BadImage(f"{name}: truncated or unknown ELF header")
@@ -120,7 +120,7 @@ def _looks_like_hex(data: bytes) -> bool:
     return head.startswith(b":") and all(32 <= c < 127 or c in b"\r\n\t" for c in head)
 
 
-def parse_ihex(data: bytes, name: str = "HEX file") -> Image:
+def parse_ihex(data: bytes, name: str = "HEX file") -> FlashImage:
     """Intel HEX records 00-05 with checksums; stops at the end-of-file record."""
     try:
         lines = data.decode("ascii").splitlines()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from tinyml.codegen.firmware import Firmware, Image
+from tinyml.codegen.firmware import Firmware, FirmwareImage
 from tinyml.errors import CheckFailed
 from tinyml.sim.host import unpack_outputs
 from tinyml.sim.protocol import Counter, Hello, LinkError, Result, counter_delta
@@ -46,7 +46,7 @@ def leaving_out_io(ticks: Callable[[int, int], int], results: list[Result]) -> C
     return net
 
 
-def run_result(fw: Firmware, image: Image, hello: Hello, results: list[Result], samples: int, target: str,
+def run_result(fw: Firmware, image: FirmwareImage, hello: Hello, results: list[Result], samples: int, target: str,
                ticks: Callable[[int, int], int] = counter_delta, extra: dict[str, object] | None = None) -> RunResult:
     """Outputs and cost from the replies: counter ticks minus the counter's own overhead.
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinyml.codegen.firmware import Firmware, Image
+from tinyml.codegen.firmware import Firmware, FirmwareImage
 from tinyml.errors import CheckFailed, ToolMissing
 from tinyml.sim.host import pack_inputs
 from tinyml.sim.measure import check_hello, leaving_out_io, run_result
@@ -145,7 +145,7 @@ class QemuRunner:
         if not shutil.which(QEMU):
             raise ToolMissing(f"{QEMU} not found; install it with: apt-get install qemu-system-arm")
         self.fw = firmware
-        self.image: Image = firmware.qemu_image
+        self.image: FirmwareImage = firmware.qemu_image
         if not self.image.machine:
             raise CheckFailed(f"{firmware.board.name}: no image for a QEMU machine in {firmware.path}")
         self.target = f"qemu:{self.image.machine}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyml.codegen.firmware import Firmware, Image
+from tinyml.codegen.firmware import Firmware, FirmwareImage
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.sim.bootloader import flash_firmware, open_port
 from tinyml.sim.host import pack_inputs
@@ -34,7 +34,7 @@ class SerialRunner:
                               f"({board.uart.via}); pass --flash-port (bootloader UARTs: "
                               f"{', '.join(board.flashing.bootloader_uarts)}) or --no-flash")
         self.fw = firmware
-        self.image: Image = firmware.images["board"]
+        self.image: FirmwareImage = firmware.images["board"]
         self.port, self.flash_port, self.flash = port, flash_port or port, flash
         self.timeout_s, self.boot_timeout_s = timeout_s, boot_timeout_s
         self.target = f"serial:{port}"
@@ -56,7 +56,8 @@ class SerialRunner:
         return measured(self.fw, self.image, hello, results, len(inputs), self.target)
 
 
-def measured(fw: Firmware, image: Image, hello: Hello, results: list[Result], samples: int, target: str) -> RunResult:
+def measured(fw: Firmware, image: FirmwareImage, hello: Hello, results: list[Result], samples: int,
+             target: str) -> RunResult:
     """A serial port reads hardware counters only: DWT on a board, TIM2 under QEMU -icount."""
     if hello.counter not in (Counter.DWT, Counter.TIM2):
         raise CheckFailed(f"{target}: the firmware counts with {hello.counter.name}, which a serial port cannot "

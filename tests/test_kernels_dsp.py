@@ -237,7 +237,8 @@ def test_dsp_layers_store_weights_as_int8(name: str) -> None:
     (bias and requantization constants) -- never the weights widened to int16, except
     convolutions of at most conv.WIDE_MAX_BYTES weights, which may spend that much more."""
     from tinyml.ops.conv import WIDE_MAX_BYTES
-    from tinyml.codegen.context import EmitContext, Target
+    from tinyml.board import Target
+    from tinyml.codegen.context import EmitContext
     from tinyml.ops.base import get_op
     from tinyml.pipeline import compile_model
 

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from test_frontend import edit, model
-from tinyml.errors import TinymlError
-from tinyml.frontend.check import OpCrashed
+from tinyml.errors import OpCrashed, TinymlError
 from tinyml.pipeline import load_graph
 from tinyml.report import summary
 from tinyml.schedule.memory import plan_memory

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinyml.board import all_boards, board_names, load_board
-from tinyml.sim.renode import write_renode_files
+from tinyml.codegen.renode import write_renode_files
 
 ROBOT_SECTIONS = ["*** Settings ***", "*** Variables ***", "*** Test Cases ***"]
 

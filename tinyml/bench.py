@@ -3,11 +3,14 @@
 For every model and board, the firmware is built twice, once with the optimized
 kernels (DSP extension where the core has it) and once with plain C forced, run
 in QEMU on the same inputs and compared bit for bit with TFLite Micro, the way
-`tinyml validate --board` does. What comes out is what issue 4's targets are
+`tinyml validate --board` does. What comes out is what the targets (TARGETS) are
 stated in: instructions per inference and per MAC (exact guest instruction
 counts), RAM during inference (arena + the stack tinyml_run() used + other model .data/.bss),
-flash, TFLite Micro's arena for the same model, and the ratios to the published
+flash, TFLite Micro's arena for the same model, and the ratios to the
 TFLite Micro + CMSIS-NN anchor on the five MLPerf Tiny architectures.
+
+This module measures and tabulates; `tinyml bench` (commands/bench.py) parses
+arguments and prints the tables.
 
 Per-layer costs come from a second, profiled build per run (a counter read at
 every layer boundary); the headline totals always come from the unprofiled
@@ -20,7 +23,7 @@ import datetime
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,19 +38,18 @@ if TYPE_CHECKING:
     from tinyml.schedule.patches import PatchOptions
 
 KERNELS = ("optimized", "plain")
-# Issue 4's targets, as ratios: instructions to the anchor's, RAM to the anchor's TFLM arena, arena to the
-# plan's lower bound (the largest sum of live tensors at any step).
-# issue 4: RAM (arena + stack + other data) within 5% of the plan's lower bound (most bytes live at one step)
+# The targets, as ratios: instructions to the anchor's, RAM (arena + stack + other data) to the anchor's TFLM
+# arena, and RAM to the plan's lower bound (the largest sum of live tensors at any step).
 TARGETS = {"instructions_vs_anchor": 0.5, "ram_vs_anchor_arena": 0.6, "ram_vs_lower_bound": 1.05}
 
-ANCHOR_SOURCE = ("issue 4 anchor table: TFLite Micro with CMSIS-NN kernels, arm-none-eabi-gcc 12.2 -O2, "
+ANCHOR_SOURCE = ("TFLite Micro with CMSIS-NN kernels, arm-none-eabi-gcc 12.2 -O2, "
                  "Cortex-M4, QEMU instruction counts per inference, MLPerf Tiny architectures with trained "
                  "weights (instructions as published, to 10 k; MACs exact for each architecture)")
 
 
 @dataclass(frozen=True)
 class Anchor:
-    """One row of the issue-4 table: what TFLite Micro + CMSIS-NN needs on a Cortex-M4."""
+    """One row of the anchor table: what TFLite Micro + CMSIS-NN needs on a Cortex-M4."""
 
     title: str
     macs: int  # the architecture's exact count; the table prints it rounded (12.50 M ...)
@@ -296,7 +298,22 @@ def work_units(n_models: int, n_boards: int, n_kernels: int, per_layer: bool) ->
     return n_models * (1 + n_boards * n_kernels * work_per_run(per_layer))
 
 
-# -- outputs -----------------------------------------------------------------------
+# -- outputs: tables (the console colours them, Markdown prints them plain) and a plot ----------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    mark: str = ""  # "good" (meets its target), "bad" (failed, not bit-exact), "strong" (a large share)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    text_columns: tuple[str, ...]  # left-aligned; the rest are figures
+    rows: list[list[Cell]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines printed under the table
 
 
 def paired(result: dict) -> list[tuple[dict | None, dict | None]]:
@@ -307,48 +324,104 @@ def paired(result: dict) -> list[tuple[dict | None, dict | None]]:
     return [(v.get("optimized"), v.get("plain")) for v in by_key.values()]
 
 
-def markdown_table(result: dict) -> str:
-    """The summary as Markdown (one row per model and board), for reports and issues."""
-    cols = ["model", "board", "MACs", "instructions (opt)", "instr/MAC (opt)", "instructions (plain)",
-            "instr/MAC (plain)", "anchor instr/MAC", "opt / anchor", "RAM B", "arena B (lower bound)",
-            "RAM / lower bound", "TFLM arena B", "RAM / anchor arena", "flash B (opt)", "flash B (plain)", "bit-exact"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for opt, plain in paired(result):
-        mem = opt if ok(opt) else plain if ok(plain) else None
-        if mem is None:
-            r = opt or plain
-            lines.append(f"| {r['model']} | {r['board']} | error: {r['error']} |" + " |" * (len(cols) - 3))
-            continue
-        a = mem["anchor"]
-        lines.append("| " + " | ".join([
-            mem["model"], mem["board"], _m(mem["macs"]), fmt_int(get(opt, "instructions")),
-            fmt_ratio(get(opt, "instructions_per_mac")), fmt_int(get(plain, "instructions")),
-            fmt_ratio(get(plain, "instructions_per_mac")), fmt_ratio(a["instructions"] / a["macs"] if a else None),
-            _x(get(opt, "instructions_vs_anchor")), fmt_int(mem["ram_bytes"]),
-            f"{fmt_int(mem['arena_bytes'])} ({fmt_int(mem['arena_lower_bound'])})",
-            "-" if mem["ram_vs_lower_bound"] is None else f"{mem['ram_vs_lower_bound']:.3f}x", fmt_int(mem["tflm_arena_bytes"]),
-            _x(mem["ram_vs_anchor_arena"]), fmt_int(get(opt, "flash_bytes")), fmt_int(get(plain, "flash_bytes")),
-            exact_verdict(opt, plain)]) + " |")
+def tables(result: dict) -> list[Table]:
+    """Instructions, memory and (with per_layer) one table per model and board."""
+    out = [speed_table(result), memory_table(result)]
     if result.get("per_layer"):
-        for opt, plain in paired(result):
-            lines += markdown_layers(opt, plain)
-    return "\n".join(lines) + "\n"
+        out += [t for opt, plain in paired(result) if (t := layer_table(opt, plain)) is not None]
+    return out
 
 
-def markdown_layers(opt: dict | None, plain: dict | None) -> list[str]:
-    """Measured instructions per layer (profiled build), optimized beside plain C."""
+def speed_table(result: dict) -> Table:
+    t = Table("Instructions per inference (QEMU, exact)",
+              ["model", "board", "MACs", "optimized", "instr/MAC", "plain C", "instr/MAC", "anchor instr/MAC",
+               "opt/anchor", "exact"], ("model", "board"))
+    for opt, plain in paired(result):
+        r = measured_row(opt, plain)
+        if r is None:
+            bad = opt or plain
+            t.rows.append(_cells(bad["model"], bad["board"]) + [Cell(f"error: {bad['error']}", "bad")]
+                          + _cells(*[""] * (len(t.columns) - 3)))
+            continue
+        a = r["anchor"]
+        t.rows.append(_cells(r["model"], r["board"], fmt_int(r["macs"]), fmt_int(get(opt, "instructions")),
+                             fmt_ratio(get(opt, "instructions_per_mac")), fmt_int(get(plain, "instructions")),
+                             fmt_ratio(get(plain, "instructions_per_mac")),
+                             fmt_ratio(a["instructions"] / a["macs"] if a else None))
+                      + [vs_target(get(opt, "instructions_vs_anchor"), "instructions_vs_anchor"),
+                         exact_cell(opt, plain)])
+    return t
+
+
+def memory_table(result: dict) -> Table:
+    t = Table("Memory (bytes)", ["model", "board", "RAM", "arena", "lower bound", "arena/bound", "RAM/bound", "stack",
+                                 "other", "TFLM arena", "anchor arena", "RAM/anchor", "flash", "flash (plain)",
+                                 "weights"], ("model", "board"))
+    for opt, plain in paired(result):
+        r = measured_row(opt, plain)
+        if r is None:
+            continue  # listed as failed in the instructions table
+        a = r["anchor"]
+        t.rows.append(_cells(r["model"], r["board"], fmt_int(r["ram_bytes"]), fmt_int(r["arena_bytes"]),
+                             fmt_int(r["arena_lower_bound"]), fmt_ratio(r["arena_vs_lower_bound"], 3, "x"))
+                      + [vs_target(r["ram_vs_lower_bound"], "ram_vs_lower_bound", 3)]
+                      + _cells(fmt_int(r["stack_bytes"]), fmt_int(r["other_ram_bytes"]),
+                               fmt_int(r["tflm_arena_bytes"]), fmt_int(a["arena_bytes"] if a else None))
+                      + [vs_target(r["ram_vs_anchor_arena"], "ram_vs_anchor_arena")]
+                      + _cells(fmt_int(get(opt, "flash_bytes")), fmt_int(get(plain, "flash_bytes")),
+                               fmt_int(r["weights_bytes"])))
+    t.notes.append(f"anchor: {ANCHOR_SOURCE}; TFLM arena measured on the host (64-bit)")
+    return t
+
+
+def layer_table(opt: dict | None, plain: dict | None) -> Table | None:
+    """Each layer's measured instructions (profiled build), optimized beside plain, so the slow layer stands out."""
     rows = [r for r in (opt, plain) if get(r, "per_layer")]
     if not rows:
-        return []
-    cols = ["#", "op", "output", "MACs"] + [c for r in rows for c in (f"{r['kernels']} instr", "instr/MAC")]
-    out = ["", f"### {rows[0]['model']} on {rows[0]['board']}: per layer", "",
-           "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, layer in enumerate(rows[0]["per_layer"]):
-        cells = [str(layer["index"]), layer["op"], "x".join(map(str, layer["output"])), fmt_int(layer["macs"])]
+        return None
+    first = rows[0]
+    t = Table(f"{first['model']} on {first['board']}: per layer (profiled build)",
+              ["#", "op", "output", "MACs"] + [c for r in rows for c in (f"{r['kernels']} instr", "instr/MAC", "share")],
+              ("op", "output"))
+    for i, layer in enumerate(first["per_layer"]):
+        cells = _cells(str(layer["index"]), layer["op"], "x".join(map(str, layer["output"])), fmt_int(layer["macs"]))
         for r in rows:
-            cells += [fmt_int(r["per_layer"][i]["instructions"]), fmt_ratio(r["per_layer"][i]["instructions_per_mac"])]
-        out.append("| " + " | ".join(cells) + " |")
+            lr = r["per_layer"][i]
+            share = lr["instructions"] / r["per_layer_total"] if r["per_layer_total"] else 0.0
+            cells += _cells(fmt_int(lr["instructions"]), fmt_ratio(lr["instructions_per_mac"]))
+            cells.append(Cell(f"{share:.0%}", "strong" if share >= 0.15 else ""))
+        t.rows.append(cells)
+    t.notes += [f"{r['kernels']}: layers sum to {r['per_layer_total']:,} of {r['profiled_instructions']:,} "
+                f"instructions in the profiled build ({r['instructions']:,} unprofiled)" for r in rows]
+    return t
+
+
+def problems(result: dict) -> list[str]:
+    """One line per failed or inexact run."""
+    out = []
+    for r in result["runs"]:
+        what = f"{r['model']} on {r['board']} ({r['kernels']})"
+        if r.get("error"):
+            out.append(f"{what}: {r['error']}")
+        elif not r["bit_exact"]:
+            where = (f"the numpy reference already parts from TFLite Micro at {r['first_divergence']}"
+                     if r["first_divergence"] else "the numpy reference agrees with TFLite Micro, the C does not")
+            out.append(f"{what}: {r['mismatched_outputs']} outputs differ over {r['inputs']} inputs; {where}")
     return out
+
+
+def markdown_table(result: dict) -> str:
+    """The tables as Markdown, for reports."""
+    blocks = []
+    for t in tables(result):
+        lines = [f"### {t.title}", "| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+        lines += ["| " + " | ".join(c.text for c in row) + " |" for row in t.rows]
+        blocks.append("\n".join(lines))
+        if t.notes:
+            blocks.append("\n".join(t.notes))
+    if problems(result):
+        blocks.append("\n".join(f"- {p}" for p in problems(result)))
+    return "\n\n".join(blocks) + "\n"
 
 
 def ok(row: dict | None) -> bool:
@@ -360,26 +433,34 @@ def get(row: dict | None, key: str) -> object:
     return row[key] if ok(row) else None
 
 
-def exact_verdict(*rows: dict | None) -> str:
+def measured_row(opt: dict | None, plain: dict | None) -> dict | None:
+    """The run whose model-wide figures (MACs, memory) a table shows: optimized unless it failed."""
+    return opt if ok(opt) else plain if ok(plain) else None
+
+
+def exact_cell(*rows: dict | None) -> Cell:
     """"yes" when every run is bit-exact, "NO" when any differs, "-" when none ran."""
     vals = [r.get("bit_exact") for r in rows if r is not None]
-    return "yes" if vals and all(v is True for v in vals) else "NO" if any(v is False for v in vals) else "-"
+    if vals and all(v is True for v in vals):
+        return Cell("yes", "good")
+    return Cell("NO", "bad") if any(v is False for v in vals) else Cell("-")
+
+
+def vs_target(v: float | None, target: str, digits: int = 2) -> Cell:
+    """A ratio, marked good when it meets TARGETS[target]."""
+    return Cell(fmt_ratio(v, digits, "x"), "good" if v is not None and v <= TARGETS[target] else "")
 
 
 def fmt_int(v: int | None) -> str:
     return "-" if v is None else f"{v:,}"
 
 
-def _m(v: int | None) -> str:
-    return "-" if v is None else f"{v / 1e6:.2f} M"
+def fmt_ratio(v: float | None, digits: int = 2, unit: str = "") -> str:
+    return "-" if v is None else f"{v:.{digits}f}{unit}"
 
 
-def fmt_ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
+def _cells(*texts: str) -> list[Cell]:
+    return [Cell(t) for t in texts]
 
 
 def plot(result: dict, path: str | Path) -> Path:
@@ -409,7 +490,7 @@ def plot(result: dict, path: str | Path) -> Path:
             "TFLM + CMSIS-NN (M4 anchor)": per_mac,
         }, f"{board}: instructions per MAC", "instructions / MAC")
         limit = TARGETS["instructions_vs_anchor"]
-        _targets(row[0], x, [limit * v for v in per_mac], f"issue-4 target: {limit}x anchor")
+        _targets(row[0], x, [limit * v for v in per_mac], f"target: {limit}x anchor")
         mem = [o if ok(o) else p for o, p in pairs]
         _bars(row[1], x, models, {
             "our RAM (arena+stack+other)": [val(r, "ram_bytes") for r in mem],
@@ -418,7 +499,7 @@ def plot(result: dict, path: str | Path) -> Path:
             "TFLM arena (M4 anchor)": arena,
         }, f"{board}: RAM during inference", "bytes")
         limit = TARGETS["ram_vs_anchor_arena"]
-        _targets(row[1], x, [limit * v for v in arena], f"issue-4 target: {limit}x anchor arena")
+        _targets(row[1], x, [limit * v for v in arena], f"target: {limit}x anchor arena")
         ram = [v for v in (val(r, "ram_bytes") for r in mem) if v == v and v > 0]
         if ram and max(ram) > 20 * min(ram):  # small and large models on one axis
             row[1].set_yscale("log")

@@ -21,8 +21,7 @@ Schema (every key is checked; unknown keys are errors so typos do not pass):
     [[memory.ram]] name, origin, size, main   main=true regions (contiguous) hold data,
                                            arena and stack; the others are listed for users
     [uart] instance, driver, base, baud, clock_hz, enable, pins, via
-           driver: "stm32-usart-v1" (F1/F2/F4) | "stm32-usart-v2" (F7/H7/L4/G4)
-                   | "stm32-lpuart" | "cmsdk-uart" (Arm MPS2)
+           driver: a key of UART_DRIVERS (below)
            enable: [[register, mask], ...] ORed in order at boot (clock gates...)
            pins:   [{name, port (GPIO base), pin, af}] set to alternate function af
     [timer] cycles                         "dwt" (DWT->CYCCNT)
@@ -41,7 +40,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tinyml.codegen.context import Target
 from tinyml.errors import TinymlError
 
 CORES = {  # core -> (FPUs it can have, has the DSP extension available)
@@ -49,12 +47,37 @@ CORES = {  # core -> (FPUs it can have, has the DSP extension available)
     "cortex-m4": ({"none", "fpv4-sp-d16"}, True),
     "cortex-m7": ({"none", "fpv5-sp-d16", "fpv5-d16"}, True),
 }
-UART_DRIVERS = ("stm32-usart-v1", "stm32-usart-v2", "stm32-lpuart", "cmsdk-uart")
+
+
+@dataclass(frozen=True)
+class UartDriver:
+    """A UART the firmware can drive: its C source and the baud divisors it can program."""
+
+    source: str  # in firmware_templates/firmware/
+    divisor_scale: int = 1  # register value = scale * clock / baud
+    divisor_range: tuple[int, int] = (16, 0xFFFF)
+
+
+UART_DRIVERS = {
+    "stm32-usart-v1": UartDriver("uart_stm32_usart_v1.c"),  # F1/F2/F4
+    "stm32-usart-v2": UartDriver("uart_stm32_usart_v2.c"),  # F7/H7/L4/G4
+    "stm32-lpuart": UartDriver("uart_stm32_usart_v2.c", 256, (0x300, 0xFFFFF)),  # USART v2 registers
+    "cmsdk-uart": UartDriver("uart_cmsdk_uart.c", 1, (16, 0xFFFFF)),  # Arm MPS2
+}
 FLASH_METHODS = ("stm32-uart-bootloader", "mps2-mcc")
 
 
 class BadBoard(TinymlError):
     """A board name is unknown or a board file is malformed (exit 2)."""
+
+
+@dataclass
+class Target:
+    """What the emitted C may assume about the machine it runs on (a board's core, or the host)."""
+
+    name: str = "host"  # "host" or a core such as "cortex-m4"
+    dsp: bool = False  # ARMv7E-M DSP extension (SMLAD, SXTB16, SSAT)
+    fpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +114,7 @@ class Uart:
     @property
     def divisor(self) -> int:
         """The baud-rate register value for `clock_hz` (what the driver writes)."""
-        scale = 256 if self.driver == "stm32-lpuart" else 1
+        scale = UART_DRIVERS[self.driver].divisor_scale
         return max(1, (scale * self.clock_hz + self.baud // 2) // self.baud)
 
 
@@ -408,7 +431,7 @@ def _check_uart(u: Uart) -> list[str]:
     out = []
     if u.driver not in UART_DRIVERS:
         return [f"uart driver {u.driver!r} unknown (one of {', '.join(UART_DRIVERS)})"]
-    lo, hi = {"stm32-lpuart": (0x300, 0xFFFFF), "cmsdk-uart": (16, 0xFFFFF)}.get(u.driver, (16, 0xFFFF))
+    lo, hi = UART_DRIVERS[u.driver].divisor_range
     if u.clock_hz > 0 and u.baud > 0 and not lo <= u.divisor <= hi:
         out.append(f"uart: {u.baud} baud is out of reach from a {u.clock_hz} Hz clock (divisor {u.divisor})")
     for p in u.pins:

@@ -2,8 +2,17 @@
 
 Exit codes: 0 ok, 1 a check failed (outputs differ), 2 bad input (malformed or
 unsupported model, does not fit the board, bad arguments).
+
+`show` makes a model-provided name safe for a message, and op code runs under
+`op_guard`, so a hostile file gives one line, never a traceback.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from tinyml.ir import Node
 
 
 class TinymlError(Exception):
@@ -14,6 +23,14 @@ class TinymlError(Exception):
 
 class BadModel(TinymlError):
     """The model file is malformed, truncated or inconsistent."""
+
+
+class OpCrashed(BadModel):
+    """An op module raised on this model instead of rejecting it.
+
+    That is a bug in tinyml (the op's check() should have named the problem),
+    but the user still gets one line and exit 2; tests look for this class.
+    """
 
 
 class UnsupportedOps(TinymlError):
@@ -44,3 +61,24 @@ class CheckFailed(TinymlError):
     """A validation check failed (e.g. outputs differ from the oracle)."""
 
     exit_code = 1
+
+
+def show(text: str, limit: int = 80) -> str:
+    """A model-provided name made safe for a one-line message."""
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+@contextmanager
+def op_guard(n: "Node", what: str) -> Iterator[None]:
+    """Re-raise anything but a TinymlError from op code as OpCrashed for node `n`.
+
+    Op modules are written by several people and see untrusted attrs and shapes;
+    this is the boundary between them and the model.
+    """
+    try:
+        yield
+    except TinymlError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the boundary between untrusted models and op code
+        raise OpCrashed(f"node {show(n.name)} ({n.op}): {what} failed: {type(e).__name__}: {show(str(e))}") from None

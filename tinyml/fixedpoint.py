@@ -3,7 +3,7 @@
 TFLite Micro (and CMSIS-NN by default) requantize with gemmlowp-style double
 rounding: SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT. These
 functions reproduce that arithmetic exactly (int64 intermediates, C++
-truncating division); the C side is firmware_templates/kernels/tinyml_fixedpoint.h.
+truncating division); the C side is firmware_templates/library/tinyml_fixedpoint.h.
 """
 from __future__ import annotations
 
@@ -27,13 +27,6 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     if shift < -31:
         shift, q_fixed = 0, 0
     return q_fixed, shift
-
-
-def quantize_multiplier_smaller_than_one(m: float) -> tuple[int, int]:
-    """As TFLite's QuantizeMultiplierSmallerThanOneExp: shift is <= 0."""
-    q, shift = quantize_multiplier(m)
-    assert shift <= 0, f"multiplier {m} is not smaller than one"
-    return q, shift
 
 
 def _trunc_div(x: np.ndarray, d: int) -> np.ndarray:
@@ -77,8 +70,3 @@ def multiply_by_quantized_multiplier(
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     return rdbpot(srdhm(wrap_int32(x << left), q), right)
-
-
-def saturating_cast(x: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
-    info = np.iinfo(np.dtype(dtype))
-    return np.clip(x, info.min, info.max).astype(dtype)

@@ -8,7 +8,7 @@ Layout and op semantics follow TFLite (NHWC activations, OHWI conv filters,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -137,12 +137,6 @@ class Graph:
         self.tensors[t.name] = t
         return t
 
-    def inputs_of(self, node: Node) -> list[Tensor | None]:
-        return [self.tensors[i] if i is not None else None for i in node.inputs]
-
-    def outputs_of(self, node: Node) -> list[Tensor]:
-        return [self.tensors[o] for o in node.outputs]
-
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs}
 
@@ -153,10 +147,6 @@ class Graph:
                 if i is not None:
                     out.setdefault(i, []).append(n)
         return out
-
-    def activations(self) -> Iterator[Tensor]:
-        """Tensors that need RAM at run time (everything that is not a constant)."""
-        return (t for t in self.tensors.values() if not t.is_const)
 
     def remove_unused_tensors(self) -> None:
         used = set(self.inputs) | set(self.outputs)

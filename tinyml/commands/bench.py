@@ -6,12 +6,14 @@ import argparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, write_json
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.fsutil import write_text_atomic
 
 DEFAULT_BOARDS = "stm32f405,mps2-an500"
+MARK_STYLES = {"good": "green", "bad": "red", "strong": "bold"}  # bench.Cell.mark -> rich style
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Build each model for each board with the optimized kernels and with plain C, "
                                    "run it in QEMU, check it bit for bit against TFLite Micro, and report "
                                    "instructions per inference and per MAC, RAM (arena + stack + other data), "
-                                   "flash, TFLite Micro's arena, and the ratio to the TFLite Micro + CMSIS-NN "
-                                   "anchor of issue 4. Exit 1 when any run is not bit-exact.")
+                                   "flash, TFLite Micro's arena, and the ratio to TFLite Micro + CMSIS-NN "
+                                   "measured on a Cortex-M4 (the anchor). Exit 1 when any run is not bit-exact.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="zoo model names or .tflite files")
     p.add_argument("--group", choices=zoo_groups(), help="every zoo model of this group")
     p.add_argument("--boards", default=DEFAULT_BOARDS, metavar="B,B",
@@ -93,94 +95,16 @@ def verdict(result: dict) -> int:
 
 
 def print_result(con: Console, result: dict) -> None:
-    from tinyml.bench import TARGETS, fmt_int, fmt_ratio, get, ok, paired
+    from tinyml.bench import problems, tables
 
-    speed = Table(title="Instructions per inference (QEMU, exact)", title_justify="left")
-    for col in ("model", "board", "MACs", "optimized", "instr/MAC", "plain C", "instr/MAC", "anchor instr/MAC",
-                "opt/anchor", "exact"):
-        speed.add_column(col, justify="left" if col in ("model", "board") else "right")
-    mem = Table(title="Memory (bytes)", title_justify="left")
-    for col in ("model", "board", "RAM", "arena", "lower bound", "arena/bound", "RAM/bound", "stack", "other", "TFLM arena",
-                "anchor arena", "RAM/anchor", "flash", "flash (plain)", "weights"):
-        mem.add_column(col, justify="left" if col in ("model", "board") else "right")
-    for opt, plain in paired(result):
-        r = opt if ok(opt) else plain if ok(plain) else None
-        if r is None:
-            bad = opt or plain
-            speed.add_row(bad["model"], bad["board"], "[red]failed (below)[/red]")
-            continue
-        a = r["anchor"]
-        speed.add_row(r["model"], r["board"], f"{r['macs']:,}", fmt_int(get(opt, "instructions")),
-                      fmt_ratio(get(opt, "instructions_per_mac")), fmt_int(get(plain, "instructions")),
-                      fmt_ratio(get(plain, "instructions_per_mac")),
-                      fmt_ratio(a["instructions"] / a["macs"] if a else None),
-                      _times(get(opt, "instructions_vs_anchor"), TARGETS["instructions_vs_anchor"]),
-                      _exact(opt, plain))
-        mem.add_row(r["model"], r["board"], fmt_int(r["ram_bytes"]), fmt_int(r["arena_bytes"]),
-                    fmt_int(r["arena_lower_bound"]), fmt_ratio3(r["arena_vs_lower_bound"]),
-                    _times(r["ram_vs_lower_bound"], TARGETS["ram_vs_lower_bound"], 3),
-                    fmt_int(r["stack_bytes"]), fmt_int(r["other_ram_bytes"]), fmt_int(r["tflm_arena_bytes"]),
-                    fmt_int(a["arena_bytes"] if a else None),
-                    _times(r["ram_vs_anchor_arena"], TARGETS["ram_vs_anchor_arena"]),
-                    fmt_int(get(opt, "flash_bytes")), fmt_int(get(plain, "flash_bytes")), fmt_int(r["weights_bytes"]))
-    con.print(speed)
-    con.print(mem)
-    con.print(f"[dim]anchor: {result['anchor_source']}; TFLM arena measured on the host (64-bit)[/dim]")
-    if result["per_layer"]:
-        for opt, plain in paired(result):
-            print_layers(con, opt, plain)
-    for r in result["runs"]:
-        if r.get("error"):
-            con.print(f"[red]{r['model']} on {r['board']} ({r['kernels']}): {r['error']}[/red]")
-        elif not r["bit_exact"]:
-            where = (f"the numpy reference already parts from TFLite Micro at {r['first_divergence']}"
-                     if r["first_divergence"] else "the numpy reference agrees with TFLite Micro, the C does not")
-            con.print(f"[red]{r['model']} on {r['board']} ({r['kernels']}): {r['mismatched_outputs']} outputs "
-                      f"differ over {r['inputs']} inputs; {where}[/red]")
-
-
-def print_layers(con: Console, opt: dict | None, plain: dict | None) -> None:
-    """Each layer's measured instructions, optimized beside plain, so the slow layer stands out."""
-    from tinyml.bench import fmt_ratio, get
-
-    rows = [r for r in (opt, plain) if get(r, "per_layer")]
-    if not rows:
-        return
-    first = rows[0]
-    t = Table(title=f"{first['model']} on {first['board']}: per layer (profiled build)", title_justify="left")
-    for col in ("#", "op", "output", "MACs"):
-        t.add_column(col, justify="left" if col in ("op", "output") else "right")
-    for r in rows:
-        t.add_column(f"{r['kernels']} instr", justify="right")
-        t.add_column("instr/MAC", justify="right")
-        t.add_column("share", justify="right")
-    for i, layer in enumerate(first["per_layer"]):
-        cells = [str(layer["index"]), layer["op"], "x".join(map(str, layer["output"])), f"{layer['macs']:,}"]
-        for r in rows:
-            lr = r["per_layer"][i]
-            share = lr["instructions"] / r["per_layer_total"] if r["per_layer_total"] else 0.0
-            cells += [f"{lr['instructions']:,}", fmt_ratio(lr["instructions_per_mac"]),
-                      f"[bold]{share:.0%}[/bold]" if share >= 0.15 else f"{share:.0%}"]
-        t.add_row(*cells)
-    con.print(t)
-    for r in rows:
-        con.print(f"  {r['kernels']}: layers sum to {r['per_layer_total']:,} of {r['profiled_instructions']:,} "
-                  f"instructions in the profiled build ({r['instructions']:,} unprofiled)")
-
-
-def _times(v: float | None, target: float, digits: int = 2) -> str:
-    """A ratio, green when it meets issue 4's target."""
-    if v is None:
-        return "-"
-    return f"[green]{v:.{digits}f}x[/green]" if v <= target else f"{v:.{digits}f}x"
-
-
-def fmt_ratio3(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}x"
-
-
-def _exact(*rows: dict | None) -> str:
-    from tinyml.bench import exact_verdict
-
-    v = exact_verdict(*rows)
-    return {"yes": "[green]yes[/green]", "NO": "[red]NO[/red]"}.get(v, v)
+    for t in tables(result):
+        table = Table(title=t.title, title_justify="left")
+        for col in t.columns:
+            table.add_column(col, justify="left" if col in t.text_columns else "right")
+        for row in t.rows:
+            table.add_row(*(Text(c.text, style=MARK_STYLES.get(c.mark, "")) for c in row))
+        con.print(table)
+        for note in t.notes:
+            con.print(Text(note, style="dim"))
+    for line in problems(result):
+        con.print(Text(line, style="red"))

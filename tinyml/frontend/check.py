@@ -6,38 +6,14 @@ each node's output shapes from its inputs and compares them with what the
 file declares: a model whose stored shapes disagree with its ops would make
 the memory plan and the kernels disagree, so it is rejected up front.
 
-Op modules are written by several people and see untrusted attrs and
-shapes; `op_guard` turns any exception escaping them into a one-line
-BadModel naming the node, so a hostile file never produces a traceback.
+Op code runs under `op_guard` (tinyml/errors.py): an exception escaping it
+becomes a one-line BadModel naming the node.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
-from tinyml.errors import BadModel, TinymlError, UnsupportedOps
-from tinyml.frontend.tflite import show
+from tinyml.errors import BadModel, UnsupportedOps, op_guard, show
 from tinyml.ir import Graph, Node
 from tinyml.ops import OPS
-
-
-class OpCrashed(BadModel):
-    """An op module raised on this model instead of rejecting it.
-
-    That is a bug in tinyml (the op's check() should have named the problem),
-    but the user still gets one line and exit 2; tests look for this class.
-    """
-
-
-@contextmanager
-def op_guard(n: Node, what: str) -> Iterator[None]:
-    """Re-raise anything but a TinymlError from op code as OpCrashed for node `n`."""
-    try:
-        yield
-    except TinymlError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the boundary between untrusted models and op code
-        raise OpCrashed(f"node {show(n.name)} ({n.op}): {what} failed: {type(e).__name__}: {show(str(e))}") from None
 
 
 def unsupported_reason(g: Graph, n: Node) -> str | None:

@@ -152,10 +152,6 @@ class Table:
         self.fb.charge(count * elem_size, what)
         return start, count
 
-    def vector_len(self, fid: int, elem_size: int, name: str) -> int:
-        v = self._vector(fid, elem_size, name)
-        return v[1] if v else 0
-
     def numbers(self, fid: int, dtype: str, name: str) -> np.ndarray | None:
         """A vector of scalars as a fresh little-endian-decoded numpy array (None if absent)."""
         dt = np.dtype(dtype).newbyteorder("<")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyml.errors import BadModel
+from tinyml.errors import BadModel, show
 from tinyml.frontend import schema as S
 from tinyml.frontend.flatbuf import FlatBuffer, Table, TableVector
 from tinyml.ir import Graph, Node, Quant, Tensor
@@ -77,12 +77,6 @@ def _bytes_of(data: bytes | bytearray | memoryview | str | Path) -> tuple[bytes,
     if len(data) > MAX_FILE_BYTES:
         raise BadModel(f"{len(data):,} bytes is larger than any microcontroller model")
     return bytes(data), "model"
-
-
-def show(text: str, limit: int = 80) -> str:
-    """A model-provided name made safe for a one-line message."""
-    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
 @dataclass
