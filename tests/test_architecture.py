@@ -13,8 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Installed package name of each source folder (pyproject.toml's package-dir).
 FOLDERS = {"tinyml": ROOT / "tinyml", "tinyml.codegen": ROOT / "codegen", "tinyml.sim": ROOT / "sim"}
-# Cycles that exist today and are being cut; remove an entry when its cycle is gone.
-KNOWN_CYCLES = {frozenset({"tinyml.codegen.firmware", "tinyml.sim.measure", "tinyml.sim.renode"})}
 
 
 def modules() -> dict[str, Path]:
@@ -111,8 +109,5 @@ def test_imports_find_the_project_modules() -> None:
 def test_no_import_cycles() -> None:
     known = modules()
     graph = {name: imported(name, path, known) for name, path in known.items()}
-    found = cycles(graph)
-    new = [sorted(c) for c in found - KNOWN_CYCLES]
-    gone = [sorted(c) for c in KNOWN_CYCLES - found]
-    assert not new, f"modules that import each other: {new}"
-    assert not gone, f"cycle removed, delete it from KNOWN_CYCLES: {gone}"
+    found = [sorted(c) for c in cycles(graph)]
+    assert not found, f"modules that import each other: {found}"

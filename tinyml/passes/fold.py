@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyml.errors import BadModel
-from tinyml.frontend.check import op_guard, unsupported_reason, verify_node
-from tinyml.frontend.tflite import show
+from tinyml.errors import BadModel, op_guard, show
+from tinyml.frontend.check import unsupported_reason, verify_node
 from tinyml.ir import Graph, Node, Tensor
 
 # Folding may grow the constants by at most this much per node: folding must
