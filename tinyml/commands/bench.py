@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, write_json
+from tinyml.commands._common import add_json_arg, add_patch_args, add_report_arg, patch_options, write_json, write_report
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.fsutil import write_text_atomic
 
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", metavar="MD", help="write the summary table as Markdown to this file")
     add_patch_args(p)
     add_json_arg(p)
+    add_report_arg(p)
     p.set_defaults(func=run)
 
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         print_result(con, result)
     write_json(args.json, result)
+    write_report(args, "bench", result)
     return verdict(result)
 
 
