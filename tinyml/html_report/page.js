@@ -28,6 +28,12 @@
     return v.toFixed(digits === undefined ? 2 : digits);
   }
   const shape = (s) => (s && s.length ? s.join("x") : "scalar");
+  // converters build long hierarchical names; the last component says enough in running text
+  function short(name) {
+    const parts = String(name).split(/[;/]/).filter((p) => p);
+    const last = parts.length ? parts[parts.length - 1] : String(name);
+    return last.length > 40 ? last.slice(0, 39) + "\u2026" : last;
+  }
 
   function hover(node, text) {
     node.addEventListener("mousemove", (ev) => {
@@ -141,9 +147,11 @@
     if (R.model) {
       const m = R.model.memory;
       const peak = R.model.layers[m.peak_step];
+      const live = m.buffers.filter((b) => b.first <= m.peak_step && m.peak_step <= b.last).sort((a, b) => b.bytes - a.bytes);
       s.append(el("p", { class: "note", id: "peak-note" }, `peak: ${fmt(m.live_bytes[m.peak_step])} B live at step ${m.peak_step}` +
-        (peak ? ` (#${peak.index} ${peak.op} ${peak.tensor || ""})` : " (graph outputs)") +
-        `; arena ${fmt(m.arena_bytes)} B placed by ${m.strategy}`));
+        (peak ? ` (#${peak.index} ${peak.op})` : " (graph outputs)") + "; largest buffers then: " +
+        live.slice(0, 3).map((b) => `${b.kind === "scratch" ? "scratch" : short(b.tensors[0])} ${fmt(b.bytes)} B`).join(", ") +
+        `. Arena ${fmt(m.arena_bytes)} B, placed by ${m.strategy}.`));
     }
   };
 
@@ -182,7 +190,7 @@
 
   S.timeline = function () {
     const m = R.model.memory, layers = R.model.layers;
-    const W = Math.max(1000, m.steps * 6), H = 380, left = 80, top = 24;
+    const W = Math.max(1000, m.steps * 3), H = 380, left = 80, top = 24;
     const lane = m.streamed.length ? 34 : 0, bottom = 34 + lane;
     const ymax = Math.max(m.arena_bytes, m.arena_layer_by_layer || 0, 1) * 1.06;
     const X = (s) => left + ((s + 0.5) / m.steps) * W, Y = (b) => top + H - (b / ymax) * H;
