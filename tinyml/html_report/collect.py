@@ -33,9 +33,13 @@ KEY_FIGURES: dict[str, list[tuple[str, str, str]]] = {
                  ("weights_bytes", "weights", "B"), ("tflm_arena_bytes", "TFLite Micro arena", "B")],
 }
 
+KEY_FIGURES["demo"] = [("device_accuracy", "accuracy on the simulated board", ""),
+                       ("float_accuracy", "accuracy of the float model", "")] + KEY_FIGURES["validate"]
+
 SECTIONS = {
     "analyze": ["summary", "budget", "timeline", "costs", "graph"],
     "validate": ["summary", "validation", "budget", "timeline", "costs", "graph"],
+    "demo": ["summary", "validation", "budget", "timeline", "costs", "graph"],
     "bench": ["bench"],
 }
 

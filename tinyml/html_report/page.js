@@ -96,10 +96,12 @@
     return el("div", { class: "tablewrap" }, el("table", {}, el("thead", {}, head), body));
   }
 
-  // Vertical bars, one per item {label, value, tip}; the largest items are named below the chart.
-  function bars(title, items, unit) {
+  // Vertical bars, one per item {label, value, tip, fill}; the largest items are named below the chart,
+  // with their share of the total when the values add up (share false: ratios do not).
+  function bars(title, items, unit, share) {
     const wrap = el("div", {}, el("h3", {}, title));
-    const W = Math.max(900, items.length * 6), H = 170, left = 70, bottom = 18;
+    const few = items.length <= 16;
+    const W = Math.max(few ? 120 * items.length : 900, items.length * 6), H = 170, left = 70, bottom = few ? 30 : 18;
     const max = Math.max(1, ...items.map((i) => i.value || 0));
     const svg = sv("svg", { width: W + left + 10, height: H + bottom + 10, class: "bars", "data-chart": title });
     svg.append(sv("line", { x1: left, y1: 5, x2: left, y2: H + 5, class: "axis" }));
@@ -112,15 +114,17 @@
     items.forEach((it, k) => {
       const h = ((it.value || 0) / max) * H;
       const r = sv("rect", { class: "bar", x: left + k * bw + bw * 0.1, y: 5 + H - h, width: Math.max(1, bw * 0.8), height: Math.max(h, 0.5) });
+      if (it.fill) r.style.fill = it.fill;
       hover(r, it.tip);
       svg.append(r);
+      if (few) svg.append(sv("text", { x: left + (k + 0.5) * bw, y: H + 20, "text-anchor": "middle" }, short(it.label).slice(0, 22)));
     });
     wrap.append(el("div", { class: "scroll" }, svg));
     const total = items.reduce((s, i) => s + (i.value || 0), 0);
     const top = items.slice().sort((a, b) => (b.value || 0) - (a.value || 0)).slice(0, 3).filter((i) => i.value);
     if (top.length && total)
       wrap.append(el("p", { class: "note" }, "largest: " + top.map((i) =>
-        `${i.label} ${fmt(i.value)}${unit || ""} (${Math.round((100 * i.value) / total)}%)`).join("; ")));
+        `${i.label} ${fmt(i.value, 3)}${unit || ""}` + (share === false ? "" : ` (${Math.round((100 * i.value) / total)}%)`)).join("; ")));
     return wrap;
   }
 
@@ -324,13 +328,13 @@
       el("p", { class: "note" }, "Instructions are exact QEMU counts per inference; RAM is arena + stack + model data. anchor: " + (R.bench.anchor_source || "-")),
       sortable(cols, runs));
     const lab = (r) => `${r.model} ${r.board} ${r.kernels}`;
-    s.append(bars("Instructions per MAC", runs.map((r) => ({ label: lab(r), value: r.instructions_per_mac, tip: `${lab(r)}\n${fmt(r.instructions_per_mac, 3)} instructions per MAC` }))));
+    s.append(bars("Instructions per MAC", runs.map((r) => ({ label: lab(r), value: r.instructions_per_mac, tip: `${lab(r)}\n${fmt(r.instructions_per_mac, 3)} instructions per MAC` })), "", false));
     const ram = [];
     for (const r of runs) {
       ram.push({ label: lab(r) + " RAM", value: r.ram_bytes, tip: `${lab(r)}\nRAM ${fmt(r.ram_bytes)} B` });
-      ram.push({ label: lab(r) + " TFLM arena", value: r.tflm_arena_bytes, tip: `${r.model}\nTFLite Micro arena ${fmt(r.tflm_arena_bytes)} B` });
+      ram.push({ label: lab(r) + " TFLM arena", value: r.tflm_arena_bytes, tip: `${r.model}\nTFLite Micro arena ${fmt(r.tflm_arena_bytes)} B`, fill: "#9aa3b2" });
     }
-    s.append(bars("RAM (ours) beside TFLite Micro's arena, bytes", ram, " B"));
+    s.append(bars("RAM (ours, blue) beside TFLite Micro's arena (grey), bytes", ram, " B", false));
     for (const r of runs.filter((x) => x.per_layer)) {
       const d = el("details", {}, el("summary", {}, `per layer: ${lab(r)} (profiled build)`));
       d.append(sortable([
