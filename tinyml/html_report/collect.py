@@ -92,13 +92,14 @@ def model_data(c: Compiled, measured: list[int] | None = None) -> dict:
         layers.append(d)
     steps = len(g.nodes) + 1
     live = live_profile(plan.buffers, steps)
-    heads = {b.key: b for b in plan.buffers if b.base is None}
+    heads = {b.key: i for i, b in enumerate(plan.buffers) if b.base is None}
     buffers = [{
         "key": b.key,
         "kind": "scratch" if b.key.startswith("@scratch") else "segment" if b.base else "tensor",
-        "tensors": heads[b.base].tensors if b.base else b.tensors,
+        "tensors": b.tensors,  # a segment's are its head's (buffers[head])
+        "head": heads[b.base] if b.base else i,
         "bytes": b.size, "offset": b.offset, "first": b.first, "last": b.last,
-    } for b in plan.buffers]
+    } for i, b in enumerate(plan.buffers)]
     chosen = c.patches.chosen if c.patches else None
     readers: dict[str, list[int]] = {}
     for i, n in enumerate(g.nodes):

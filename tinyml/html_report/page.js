@@ -154,7 +154,7 @@
       const live = m.buffers.filter((b) => b.first <= m.peak_step && m.peak_step <= b.last).sort((a, b) => b.bytes - a.bytes);
       s.append(el("p", { class: "note", id: "peak-note" }, `peak: ${fmt(m.live_bytes[m.peak_step])} B live at step ${m.peak_step}` +
         (peak ? ` (#${peak.index} ${peak.op})` : " (graph outputs)") + "; largest buffers then: " +
-        live.slice(0, 3).map((b) => `${b.kind === "scratch" ? "scratch" : short(b.tensors[0])} ${fmt(b.bytes)} B`).join(", ") +
+        live.slice(0, 3).map((b) => `${b.kind === "scratch" ? "scratch" : short(m.buffers[b.head].tensors[0])} ${fmt(b.bytes)} B`).join(", ") +
         `. Arena ${fmt(m.arena_bytes)} B, placed by ${m.strategy}.`));
     }
   };
@@ -196,7 +196,9 @@
     const m = R.model.memory, layers = R.model.layers;
     const W = Math.max(1000, m.steps * 3), H = 380, left = 80, top = 24;
     const lane = m.streamed.length ? 34 : 0, bottom = 34 + lane;
-    const ymax = Math.max(m.arena_bytes, m.arena_layer_by_layer || 0, 1) * 1.06;
+    // the layer-by-layer arena of a patch schedule is drawn only when it does not squash the plan
+    const base = m.arena_layer_by_layer, baseShown = base && base <= 1.6 * m.arena_bytes;
+    const ymax = Math.max(m.arena_bytes, baseShown ? base : 0, 1) * 1.06;
     const X = (s) => left + ((s + 0.5) / m.steps) * W, Y = (b) => top + H - (b / ymax) * H;
     const sw = W / m.steps;
     const svg = sv("svg", { width: left + W + 20, height: top + H + bottom, id: "timeline" });
@@ -214,16 +216,13 @@
       const b = Math.round((ymax / 1.06) * k / 4), y = Y(b);
       svg.append(sv("line", { x1: left, y1: y, x2: left + W, y2: y, class: "grid" }), sv("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, fmt(b)));
     }
-    const colour = {};
-    m.buffers.forEach((b, i) => { if (b.kind === "tensor") colour[b.key] = `hsl(${(i * 47) % 360},55%,72%)`; });
     m.buffers.forEach((b, i) => {
-      const head = b.kind === "segment" ? b.key.split("#")[0] : b.key;
       const r = sv("rect", {
         class: "buf", "data-i": i, x: X(b.first) - sw * 0.45, width: (b.last - b.first + 0.9) * sw,
         y: Y(b.offset + b.bytes), height: Math.max(0.5, Y(b.offset) - Y(b.offset + b.bytes)),
-        fill: b.kind === "scratch" ? "url(#hatch)" : colour[head] || "#ccc",
+        fill: b.kind === "scratch" ? "url(#hatch)" : `hsl(${(b.head * 47) % 360},55%,72%)`,
       });
-      const names = b.kind === "scratch" ? [`scratch of layer #${b.first} ${layers[b.first] ? layers[b.first].op : ""}`] : b.tensors;
+      const names = b.kind === "scratch" ? [`scratch of layer #${b.first} ${layers[b.first] ? layers[b.first].op : ""}`] : m.buffers[b.head].tensors;
       const op = (s) => (layers[s] ? `#${s} ${layers[s].op}` : "graph outputs");
       hover(r, () => names.slice(0, 4).join("\n") + (names.length > 4 ? `\n+${names.length - 4} more tensors` : "") +
         `\n${fmt(b.bytes)} B at offset ${fmt(b.offset)}` + (b.kind === "segment" ? " (part of this tensor group's bytes)" : "") +
@@ -235,10 +234,12 @@
     const ya = Y(m.arena_bytes);
     svg.append(sv("line", { x1: left, y1: ya, x2: left + W, y2: ya, stroke: "#c62828", "stroke-dasharray": "6 4", "stroke-width": 1.5 }),
       sv("text", { x: left + W - 4, y: ya - 5, "text-anchor": "end", fill: "#c62828" }, `arena ${fmt(m.arena_bytes)} B`));
-    if (m.arena_layer_by_layer) {
-      const yb = Y(m.arena_layer_by_layer);
+    if (baseShown) {
+      const yb = Y(base);
       svg.append(sv("line", { x1: left, y1: yb, x2: left + W, y2: yb, stroke: "#777", "stroke-dasharray": "2 3" }),
-        sv("text", { x: left + 4, y: yb - 5 }, `layer by layer ${fmt(m.arena_layer_by_layer)} B`));
+        sv("text", { x: left + 4, y: yb - 5 }, `layer by layer ${fmt(base)} B`));
+    } else if (base) {
+      svg.append(sv("text", { x: left + 4, y: top + 12 }, `layer by layer: ${fmt(base)} B (above this scale)`));
     }
     const px = X(m.peak_step), pv = m.live_bytes[m.peak_step];
     const peak = sv("g", { id: "peak" });
