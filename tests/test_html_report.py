@@ -190,6 +190,9 @@ def test_hostile_tensor_names_stay_text_with_patch_stage_and_streamed_input(
     assert page.page.locator("#timeline rect.buf").count() == plan_buffers(model, "streamed")
     assert page.page.locator("#timeline rect.stage").count() == len(data["patches"]["stages"]) >= 1
     assert page.page.locator("#timeline rect.streamed").count() == 1
+    assert page.page.locator("#graph .badge.patch").count() == sum(1 for r in data["layers"] if r["patch"]) > 0
+    assert page.page.locator("#graph .badge.stream").count() == sum(1 for r in data["layers"] if r["op"] == "READ_WINDOW"
+                                                                    and r["inputs"] == [[1, 12, 12, 3]])
     page.shot(artifacts, "analyze-streamed-hostile")
 
 
@@ -234,3 +237,12 @@ def test_bench_report_holds_every_run(browser, artifacts: Path, tmp_path: Path) 
     assert ints(column(page, "bench", "instructions")) == sorted((r["instructions"] for r in runs), reverse=True)
     assert page.page.locator("#bench details").count() == len(runs)
     page.shot(artifacts, "bench")
+
+
+def test_an_unwritable_report_path_is_one_line_and_exit_2(tmp_path: Path, zoo_path: Callable[[str], Path],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    argv = ["analyze", str(zoo_path("op_relu")), "--no-tflm", "--report", str(tmp_path / "file" / "r.html")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tinyml analyze: error: cannot write the report") and "\n" not in err

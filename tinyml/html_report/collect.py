@@ -78,6 +78,7 @@ def model_data(c: Compiled, measured: list[int] | None = None) -> dict:
     """Layers in execution order and the memory plan, as analyze computes them."""
     g, plan = c.graph, c.plan
     group = {t: b.key for b in plan.buffers for t in b.tensors}  # tensor -> the buffer that holds it
+    made_by = {t: i for i, n in enumerate(g.nodes) for t in n.outputs}
     layers = []
     for row, n in zip(layer_rows(g, plan), g.nodes):
         d = asdict(row)
@@ -86,6 +87,7 @@ def model_data(c: Compiled, measured: list[int] | None = None) -> dict:
         d["tensor"] = out
         d["bits"] = g[out].bits if out else None
         d["weight_bits"] = sorted({g[t].bits for t in ins if g[t].is_const})
+        d["from"] = [made_by.get(t) for t in ins if not g[t].is_const]  # producer layers; None: a graph input
         d["in_place"] = out in group and any(group.get(t) == group[out] for t in ins)
         d["streamed_input"] = any(g[t].streamed for t in ins)
         d["instructions"] = measured[row.index] if measured and len(measured) == len(g.nodes) else None

@@ -293,12 +293,11 @@
 
   S.graph = function () {
     const L = R.model.layers;
-    const producer = {};
-    L.forEach((l) => { if (l.tensor) producer[l.tensor] = l.index; });
     const cols = [
       { key: "index", label: "#", num: true },
       { key: "op", label: "op" },
       { key: "name", label: "layer", cls: "name" },
+      { key: "from", label: "from", show: (l) => l.from.map((i) => (i === null ? "input" : "#" + i)).join(", "), get: (l) => Math.min(...l.from.map((i) => (i === null ? -1 : i))) },
       { key: "inputs", label: "inputs", show: (l) => l.inputs.map(shape).join(", "), get: (l) => l.inputs.length },
       { key: "output", label: "output", show: (l) => shape(l.output), get: (l) => l.output.reduce((a, b) => a * b, 1) },
       { key: "bits", label: "bits (out / weights)", show: (l) => `${l.bits ?? "-"} / ${l.weight_bits.length ? l.weight_bits.join(",") : "-"}` },

@@ -15,6 +15,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from tinyml.errors import TinymlError
 from tinyml.fsutil import write_text_atomic
 
 HERE = Path(__file__).parent
@@ -53,5 +54,9 @@ def render(page: dict) -> str:
 
 
 def write_page(dest: str | Path, page: dict) -> Path:
-    """Write the page atomically (tinyml/fsutil.py); returns its path."""
-    return write_text_atomic(dest, render(page))
+    """Write the page atomically (tinyml/fsutil.py); returns its path. An unwritable place is bad input."""
+    text = render(page)
+    try:
+        return write_text_atomic(dest, text)
+    except OSError as e:
+        raise TinymlError(f"cannot write the report {dest}: {e.strerror or e}") from None
