@@ -21,25 +21,27 @@ if TYPE_CHECKING:
     from tinyml.board import Board
     from tinyml.pipeline import Compiled
 
-# (key of the verb's JSON, label, unit) shown as headline figures, per verb
+# (key of the verb's JSON, label, unit) shown as headline figures, per verb; absent keys are left out
+_MEASURED = [("instructions", "instructions per inference (measured)", ""),
+             ("cycles", "cycles per inference (measured)", ""), ("macs", "MACs", ""),
+             ("arena_bytes", "arena", "B"), ("stack_bytes", "stack used by tinyml_run", "B"),
+             ("ram_bytes", "RAM (arena + stack + model data)", "B"), ("flash_bytes", "flash", "B"),
+             ("weights_bytes", "weights", "B"), ("tflm_arena_bytes", "TFLite Micro arena", "B")]
 KEY_FIGURES: dict[str, list[tuple[str, str, str]]] = {
     "analyze": [("macs", "MACs", ""), ("weights_bytes", "weights", "B"), ("arena_bytes", "arena (planned)", "B"),
                 ("arena_lower_bound", "lower bound (most bytes live at one step)", "B"),
                 ("tflm_arena_bytes", "TFLite Micro arena", "B")],
-    "validate": [("instructions", "instructions per inference (measured)", ""),
-                 ("cycles", "cycles per inference (measured)", ""), ("macs", "MACs", ""),
-                 ("arena_bytes", "arena", "B"), ("stack_bytes", "stack used by tinyml_run", "B"),
-                 ("ram_bytes", "RAM (arena + stack + model data)", "B"), ("flash_bytes", "flash", "B"),
-                 ("weights_bytes", "weights", "B"), ("tflm_arena_bytes", "TFLite Micro arena", "B")],
+    "validate": _MEASURED,
+    "demo": [("device_accuracy", "accuracy on the simulated board", ""),
+             ("float_accuracy", "accuracy of the float model", "")] + _MEASURED,
 }
 
-KEY_FIGURES["demo"] = [("device_accuracy", "accuracy on the simulated board", ""),
-                       ("float_accuracy", "accuracy of the float model", "")] + KEY_FIGURES["validate"]
-
+# the sections of each verb's page, in order (page.js draws each by name)
+_MODEL = ["summary", "validation", "budget", "timeline", "costs", "graph"]
 SECTIONS = {
-    "analyze": ["summary", "budget", "timeline", "costs", "graph"],
-    "validate": ["summary", "validation", "budget", "timeline", "costs", "graph"],
-    "demo": ["summary", "validation", "budget", "timeline", "costs", "graph"],
+    "analyze": [s for s in _MODEL if s != "validation"],
+    "validate": _MODEL,
+    "demo": _MODEL,
     "bench": ["bench"],
 }
 
