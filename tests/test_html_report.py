@@ -208,6 +208,33 @@ def test_validate_host_report_shows_bit_exactness_and_tflm(browser, artifacts: P
     page.shot(artifacts, "validate-host")
 
 
+def test_a_mismatch_report_says_so(browser, artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   zoo_path: Callable[[str], Path]) -> None:
+    """The report is written when validation fails (exit 1), and leads with the mismatch."""
+    from tinyml.commands import validate as validate_cmd
+    from tinyml.sim.runner import RunResult
+
+    real = validate_cmd.make_runner
+
+    class FlipsOneByte:
+        def __init__(self, inner):  # noqa: ANN001
+            self.inner, self.target = inner, inner.target
+
+        def run(self, inputs):  # noqa: ANN001, ANN202
+            r = self.inner.run(inputs)
+            r.outputs[0][0] = r.outputs[0][0].copy()
+            r.outputs[0][0].reshape(-1)[0] ^= 1
+            return RunResult(r.outputs)
+
+    monkeypatch.setattr(validate_cmd, "make_runner", lambda *a: (FlipsOneByte(real(*a)[0]), None))
+    data, html = run_verb(tmp_path, ["validate", str(zoo_path("op_fc")), "--target", "host", "--inputs", "2"],
+                          "validate-mismatch", exit_code=1)
+    page = open_report(browser, html)
+    assert page.page.locator("#verdict.bad").text_content() == "1 of 2 output sets differ from TensorFlow Lite Micro"
+    assert data["mismatch_details"][0] in page.page.locator("#validation").text_content()
+    page.shot(artifacts, "validate-mismatch")
+
+
 @pytest.mark.slow
 def test_validate_board_report_shows_measured_use_against_the_budgets(browser, artifacts: Path, tmp_path: Path,
                                                                        zoo_path: Callable[[str], Path]) -> None:

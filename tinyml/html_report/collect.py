@@ -32,8 +32,8 @@ KEY_FIGURES: dict[str, list[tuple[str, str, str]]] = {
                 ("arena_lower_bound", "lower bound (most bytes live at one step)", "B"),
                 ("tflm_arena_bytes", "TFLite Micro arena", "B")],
     "validate": _MEASURED,
-    "demo": [("device_accuracy", "accuracy on the simulated board", ""),
-             ("float_accuracy", "accuracy of the float model", "")] + _MEASURED,
+    "demo": [("device_accuracy", "accuracy on the simulated board", "%"),  # "%": a fraction shown in percent
+             ("float_accuracy", "accuracy of the float model", "%")] + _MEASURED,
 }
 
 # the sections of each verb's page, in order (page.js draws each by name)

@@ -137,7 +137,8 @@
     const figs = el("div", { class: "figs" });
     for (const f of R.key_figures) {
       figs.append(el("div", { class: "fig" }, el("span", { class: "label" }, f.label),
-        el("span", { class: "value", "data-key": f.key }, fmt(res[f.key])), f.unit ? " " + f.unit : ""));
+        el("span", { class: "value", "data-key": f.key }, f.unit === "%" ? fmt(100 * res[f.key], 1) : fmt(res[f.key])),
+        f.unit ? " " + f.unit : ""));
     }
     const s = section("summary", "Summary", figs);
     const p = res.patches;
@@ -169,9 +170,9 @@
       ["differing output sets", fmt(r.mismatched_outputs)], ["differing elements", fmt(r.mismatched_elements)],
       ["largest difference", fmt(r.max_abs_diff)],
       ["first divergent layer", r.first_divergence ? `#${r.first_divergence.layer} ${r.first_divergence.op} (${r.first_divergence.tensor})` : "-"],
-      ["arena: ours / TFLite Micro", `${fmt(r.arena_bytes)} B / ${fmt(r.tflm_arena_bytes)} B` +
-        (r.tflm_arena_bytes ? ` (${fmt(r.arena_bytes / r.tflm_arena_bytes)}x)` : "")],
     ];
+    if (r.tflm_arena_bytes)
+      rows.push(["arena: ours / TFLite Micro", `${fmt(r.arena_bytes)} B / ${fmt(r.tflm_arena_bytes)} B (${fmt(r.arena_bytes / r.tflm_arena_bytes)}x)`]);
     const t = el("table", {}, el("tbody", {}, ...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))));
     const s = section("validation", "Validation against TensorFlow Lite Micro", verdict, t);
     for (const d of r.mismatch_details || []) s.append(el("p", { class: "note" }, d));
@@ -347,7 +348,8 @@
     }
   };
 
-  const kind = { analyze: "planned figures (no firmware run)", validate: "measured on the target", bench: "measured in QEMU" }[R.kind] || "";
+  const kind = { analyze: "planned figures (no firmware run)", validate: "measured on the target",
+    demo: "default model measured in QEMU", bench: "measured in QEMU" }[R.kind] || "";
   document.getElementById("subtitle").textContent = `${R.generator} · ${R.kind}: ${kind}`;
   for (const name of R.sections) if (S[name] && (R.model || !["timeline", "costs", "graph"].includes(name))) S[name]();
 })();
