@@ -154,6 +154,8 @@ def test_hovering_a_tensor_shows_its_name_bytes_and_lifetime(browser, tmp_path: 
     assert b["tensors"][0] in tip.text_content()
     assert f"{b['bytes']:,} B" in tip.text_content()
     assert f"live steps {b['first']}-{b['last']}" in tip.text_content()
+    page.page.locator("#costs tbody tr").nth(3).hover()
+    assert page.page.locator("#step-cursor").get_attribute("data-step") == "3"
 
 
 def test_clicking_a_column_header_sorts_the_table(browser, tmp_path: Path, zoo_path: Callable[[str], Path]) -> None:

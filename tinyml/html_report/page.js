@@ -54,8 +54,12 @@
     return s;
   }
 
-  // A table whose numeric and text columns sort on a click of their header.
-  // columns: {key, label, num, get(row), show(row), cls(row)}
+  // Marks a layer's step on the memory timeline (set by S.timeline), so a table row shows where it runs.
+  let markStep = () => {};
+
+  // A table whose numeric and text columns sort on a click of their header; rows with an `index`
+  // (layers) mark their step on the timeline when hovered.
+  // columns: {key, label, num, digits, get(row), show(row), cls}
   function sortable(columns, rows, rowClass) {
     const body = el("tbody");
     const head = el("tr");
@@ -63,6 +67,7 @@
     function fill(list) {
       body.replaceChildren(...list.map((r) => {
         const tr = el("tr", rowClass ? { class: rowClass(r) } : {});
+        if (r.index !== undefined && R.model) tr.addEventListener("mouseenter", () => markStep(r.index));
         for (const c of columns) {
           const v = c.get ? c.get(r) : r[c.key];
           const cell = el("td", { "data-col": c.key, class: (c.num ? "num " : "") + (c.cls || "") });
@@ -242,6 +247,13 @@
     } else if (base) {
       svg.append(sv("text", { x: left + 4, y: top + 12 }, `layer by layer: ${fmt(base)} B (above this scale)`));
     }
+    const cursor = sv("rect", { id: "step-cursor", y: top, width: Math.max(sw, 2), height: H, fill: "#2760c4", opacity: 0.25, visibility: "hidden", "pointer-events": "none" });
+    svg.append(cursor);
+    markStep = (s) => {
+      cursor.setAttribute("x", X(s) - Math.max(sw, 2) / 2);
+      cursor.setAttribute("data-step", s);
+      cursor.setAttribute("visibility", "visible");
+    };
     const px = X(m.peak_step), pv = m.live_bytes[m.peak_step];
     const peak = sv("g", { id: "peak" });
     peak.append(sv("line", { x1: px, y1: top, x2: px, y2: top + H, stroke: "#c62828", "stroke-width": 1 }),
@@ -260,7 +272,7 @@
     svg.append(sv("text", { x: 12, y: top + H / 2, transform: `rotate(-90 12 ${top + H / 2})`, "text-anchor": "middle" }, "arena offset (bytes)"));
     section("memory", "Memory timeline",
       el("p", { class: "note" }, `Each rectangle is one arena buffer (${m.buffers.length}): x = the steps it is live, y = its bytes in the arena. ` +
-        "Hover for the tensor, its bytes and lifetime. Black line: bytes live at each step (no placement can use less than its top); " +
+        "Hover for the tensor, its bytes and lifetime; hover a table row below to mark its step here. Black line: bytes live at each step (no placement can use less than its top); " +
         "red: the arena and the peak step. Hatched: layer scratch" + (m.streamed.length ? " and the streamed input." : ".")),
       el("div", { class: "scroll" }, svg));
   };
