@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, add_patch_args, add_report_arg, patch_options, write_json, write_report
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, patch_options, write_json,
+                                     write_report)
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.fsutil import write_text_atomic
 
