@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev)
+APT_PACKAGES=(gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev chromium)
 VENV=.venv
 
 missing_apt() {
@@ -17,6 +17,7 @@ missing_apt() {
   [ -n "$(find /usr/lib/arm-none-eabi -name libc_nano.a 2>/dev/null | head -1)" ] || missing+=(libnewlib-arm-none-eabi)
   command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
   command -v stm32flash >/dev/null || missing+=(stm32flash)
+  command -v chromium >/dev/null || missing+=(chromium)  # the HTML report tests drive it headless
   command -v python3 >/dev/null || missing+=(python3 python3-venv python3-dev)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   echo "${missing[@]:-}"

@@ -246,9 +246,10 @@ def test_zoo_patch_schedules_are_bit_exact_on_the_simulated_board(name: str, tmp
 
 
 @pytest.mark.slow
-def test_demo_runs_the_default_model_bit_exact_and_accurate(capsys) -> None:
-    assert main(["demo", "--inputs", "60", "--json", "-"]) == 0
+def test_demo_runs_the_default_model_bit_exact_and_accurate(capsys, tmp_path) -> None:
+    assert main(["demo", "--inputs", "60", "--json", "-", "--report", str(tmp_path / "demo.html")]) == 0
     r = json.loads(capsys.readouterr().out)
+    assert Path(r["report_html"]) == (tmp_path / "demo.html").resolve() and '"device_accuracy"' in (tmp_path / "demo.html").read_text()
     assert (r["board"], r["target"], r["inputs"], r["bit_exact"]) == ("stm32f405", "qemu:netduinoplus2", 60, True)
     assert r["device_accuracy"] >= 0.9 and r["float_accuracy"] >= 0.9
     assert 0 < r["ram_bytes"] <= r["ram_size"] and 0 < r["flash_bytes"] <= r["flash_size"]

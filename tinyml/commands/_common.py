@@ -14,6 +14,23 @@ def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE ('-' for stdout)")
 
 
+def add_report_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--report", metavar="HTML", default=default,
+                   help="also write a self-contained HTML report (graph, memory timeline, per-layer costs) to HTML"
+                        + (f" (default {default})" if default else ""))
+
+
+def write_report(args: argparse.Namespace, kind: str, result: dict, compiled=None, board=None) -> None:
+    """--report: the page of this verb's --json result (tinyml/html_report); board: a Board or its name."""
+    if not getattr(args, "report", None):
+        return
+    from tinyml.board import load_board
+    from tinyml.html_report import build_page, write_page
+
+    board = board or getattr(args, "board", None)
+    write_page(args.report, build_page(kind, result, compiled, load_board(board) if isinstance(board, str) else board))
+
+
 def write_json(dest: str | None, data: Any) -> None:
     """Write `data` to dest atomically ('-' = stdout)."""
     if not dest:

@@ -7,7 +7,8 @@ import itertools
 from rich.console import Console
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, patch_options, patch_summary,
+                                     write_json, write_report)
 from tinyml.pipeline import compile_model
 from tinyml.report import summary
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tflm", action="store_true", help="skip measuring TFLite Micro's arena")
     add_patch_args(p)
     add_json_arg(p)
+    add_report_arg(p)
     p.set_defaults(func=run)
 
 
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if patch_summary(c.patches):
             Console().print(patch_summary(c.patches))
     write_json(args.json, data)
+    write_report(args, "analyze", data, c)
     return 0
 
 

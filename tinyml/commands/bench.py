@@ -8,7 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, write_json
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, patch_options, write_json,
+                                     write_report)
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.fsutil import write_text_atomic
 
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", metavar="MD", help="write the summary table as Markdown to this file")
     add_patch_args(p)
     add_json_arg(p)
+    add_report_arg(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         print_result(con, result)
     write_json(args.json, result)
+    write_report(args, "bench", result)
     return verdict(result)
 
 

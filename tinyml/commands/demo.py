@@ -20,13 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, write_json
+from tinyml.commands._common import add_json_arg, add_report_arg, write_json, write_report
 from tinyml.errors import CheckFailed
 
 if TYPE_CHECKING:
     from tinyml.board import Board
 
 DEFAULT_BOARD = "stm32f405"
+DEFAULT_REPORT = "tinyml-demo-report.html"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", type=int, default=100, metavar="N", help="held-out digits to run (default 100)")
     p.add_argument("-o", "--output", metavar="DIR", help="keep the firmware in DIR (default: a temporary dir)")
     add_json_arg(p)
+    add_report_arg(p, default=DEFAULT_REPORT)
     p.set_defaults(func=run)
 
 
@@ -95,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         "flash_size": board.flash.size,
         "ram_size": board.ram.size,
         "clock_hz": board.clock_hz,
+        "report_html": str(Path(args.report).resolve()),
     })
+    write_report(args, "demo", report, c, board)
     print_report(Console() if not quiet else con, report, board)
     write_json(args.json, report)
     if not report["bit_exact"]:
@@ -119,4 +123,5 @@ def print_report(con: Console, r: dict[str, Any], board: Board) -> None:
     t.add_row("flash", f"{r['flash_bytes']:,} B of {r['flash_size']:,} B (weights {r['weights_bytes']:,} B)")
     if r["firmware"]:
         t.add_row("firmware", f"{r['firmware']}/firmware.elf (flash it with `tinyml flash`)")
+    t.add_row("report", f"{r['report_html']} (open it in a browser: memory timeline, per-layer costs)")
     con.print(t)

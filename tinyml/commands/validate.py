@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, patch_options, patch_summary,
+                                     write_json, write_report)
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.pipeline import Compiled, compile_model
 from tinyml.sim.runner import Runner
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
     add_patch_args(p)
     add_json_arg(p)
+    add_report_arg(p)
     p.set_defaults(func=run)
 
 
@@ -66,17 +68,20 @@ def run(args: argparse.Namespace) -> int:
 
     c = compile_model(args.model, patch_options(args))
     inputs = load_inputs(c.graph, args.inputs, args.seed)
-    expected = TflmOracle(c.model_bytes).run_batch(inputs)
+    oracle = TflmOracle(c.model_bytes)
+    expected = oracle.run_batch(inputs)
     with tempfile.TemporaryDirectory(prefix="tinyml-validate-") as tmp:
         runner, board = make_runner(args, c, Path(tmp))
         result = runner.run(inputs)
     report = validation_report(c, inputs, result, expected, runner.target, board)
     report["patches"] = c.patches.describe() if c.patches else None
+    report["tflm_arena_bytes"] = oracle.arena_bytes()
     if args.json != "-":
         print_report(report)
         if patch_summary(c.patches):
             print(patch_summary(c.patches))
     write_json(args.json, report)
+    write_report(args, "validate", report, c)
     if not report["bit_exact"]:
         raise CheckFailed(f"{report['mismatched_outputs']} of {report['inputs']} output sets differ from TFLite Micro"
                           + (f"; first divergent layer: {report['first_divergence']}"
