@@ -14,6 +14,7 @@ decoding error or unsupported construct is a one-line BadModel.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,8 @@ class _Reader:
     # ---- the graph -------------------------------------------------------------
     def run(self) -> Graph:
         og = self.onnx_graph
+        self.uses = Counter(i for node in og.node for i in node.input)
+        self.uses.update(v.name for v in og.output)
         for init in og.initializer:
             self.consts[init.name] = self.nh.to_array(init)
         inputs = [v for v in og.input if v.name not in self.consts]
@@ -235,8 +238,7 @@ class _Reader:
         shift = beta - mean * scale
         x = self.names[ins[0]]
         prod = self.g.producers().get(x)
-        if prod is not None and prod.op in ("CONV_2D", "DEPTHWISE_CONV_2D") and \
-                len(self.g.consumers().get(x, [])) == 1 and x not in self.g.outputs:
+        if prod is not None and prod.op in ("CONV_2D", "DEPTHWISE_CONV_2D") and self.uses[ins[0]] == 1:
             wt, bt = self.g[prod.inputs[1]], self.g[prod.inputs[2]]
             axis = 0 if prod.op == "CONV_2D" else 3
             shape = [1] * 4
@@ -293,8 +295,7 @@ class _Reader:
         x = self.names[x_value]
         prod = self.g.producers().get(x)
         c = self.consts[c_value].reshape(-1)
-        if prod is None or prod.op != "FULLY_CONNECTED" or len(self.g.consumers().get(x, [])) or \
-                c.size != self.g[x].shape[-1]:
+        if prod is None or prod.op != "FULLY_CONNECTED" or self.uses[x_value] != 1 or c.size != self.g[x].shape[-1]:
             return False
         bt = self.g[prod.inputs[2]]
         bt.data = (bt.data + c).astype(np.float32)
