@@ -241,7 +241,7 @@ def _cli(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("case", ["unknown_format", "garbage_onnx", "garbage_tflite", "calib_shape", "calib_no_x",
                                   "calib_nan", "calib_pickle", "eval_labels", "eval_no_y", "int8_model", "out_suffix",
-                                  "unsupported_op"])
+                                  "unsupported_op", pytest.param("garbage_keras", marks=pytest.mark.slow)])
 def test_bad_input_is_one_line_and_exit_2(case: str, onnx_model: Path, calib: Path, quantized: Path,
                                           tmp_path: Path) -> None:
     model, data, extra, out = str(onnx_model), str(calib), [], str(tmp_path / "o.tflite")
@@ -251,6 +251,9 @@ def test_bad_input_is_one_line_and_exit_2(case: str, onnx_model: Path, calib: Pa
     elif case == "garbage_onnx":
         (tmp_path / "m.onnx").write_bytes(b"\x08\x07garbage" * 10)
         model = str(tmp_path / "m.onnx")
+    elif case == "garbage_keras":
+        (tmp_path / "m.keras").write_bytes(b"PK\x03\x04 not a zip archive")
+        model = str(tmp_path / "m.keras")
     elif case == "garbage_tflite":
         (tmp_path / "m.tflite").write_bytes(b"\0\0\0\0TFL3" + b"\xff" * 40)
         model = str(tmp_path / "m.tflite")
