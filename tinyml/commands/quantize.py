@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="activation ranges: minmax (default, as TensorFlow's converter), percentile (clip the tails), "
                         "mse (the clip with the least squared quantization error)")
     p.add_argument("--percentile", type=float, default=99.99, metavar="P",
-                   help="with --calibration percentile: keep P%% of each side's values (default 99.99)")
+                   help="with --calibration percentile: clip at the (100-P)-th and P-th percentiles (default 99.99)")
     p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="do not compensate the output shift caused by rounding the weights")
     add_json_arg(p)
@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    # Hostile weights can overflow float arithmetic; that is reported as one line, never as warnings.
+    with np.errstate(all="ignore"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tinyml.frontend.float_model import load_float_model
     from tinyml.fsutil import write_bytes_atomic
     from tinyml.quantize import QuantPolicy, quantize_float_graph

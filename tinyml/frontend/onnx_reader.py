@@ -56,6 +56,11 @@ def load_onnx(data: bytes) -> Graph:
         raise BadModel(f"malformed ONNX model: {type(e).__name__}: {show(str(e), 160)}") from None
 
 
+def _text(v: str | bytes) -> str:
+    """A protobuf string field (bytes when the file holds invalid UTF-8) as text."""
+    return v if isinstance(v, str) else bytes(v).decode("utf-8", "replace")
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
@@ -125,11 +130,11 @@ class _Reader:
     # ---- the graph -------------------------------------------------------------
     def run(self) -> Graph:
         og = self.onnx_graph
-        self.uses = Counter(i for node in og.node for i in node.input)
-        self.uses.update(v.name for v in og.output)
+        self.uses = Counter(_text(i) for node in og.node for i in node.input)
+        self.uses.update(_text(v.name) for v in og.output)
         for init in og.initializer:
-            self.consts[init.name] = self.nh.to_array(init)
-        inputs = [v for v in og.input if v.name not in self.consts]
+            self.consts[_text(init.name)] = self.nh.to_array(init)
+        inputs = [v for v in og.input if _text(v.name) not in self.consts]
         if len(inputs) != 1:
             raise BadModel(f"the ONNX model has {len(inputs)} inputs; tinyml quantize handles single-input models")
         self._input(inputs[0])
@@ -137,27 +142,27 @@ class _Reader:
             self._node(node, k)
         if self.unsupported:
             raise UnsupportedOps(self.unsupported)
-        for v in og.output:
-            if v.name not in self.names:
-                raise BadModel(f"ONNX output {show(v.name)} is a constant or never computed")
-            self.g.outputs.append(self.plain_of(v.name))
+        for name in (_text(v.name) for v in og.output):
+            if name not in self.names:
+                raise BadModel(f"ONNX output {show(name)} is a constant or never computed")
+            self.g.outputs.append(self.plain_of(name))
         return self.g
 
     def _input(self, v: Any) -> None:
         t = v.type.tensor_type
+        name = _text(v.name)
         if t.elem_type != 1:
-            raise BadModel(f"ONNX input {show(v.name)} has element type {t.elem_type}, expected float32 (1)")
+            raise BadModel(f"ONNX input {show(name)} has element type {t.elem_type}, expected float32 (1)")
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
         shape = tuple([1] + dims[1:]) if dims else ()
         if not shape or any(d < 1 for d in shape):
-            raise BadModel(f"ONNX input {show(v.name)} needs static dimensions after the batch, got {dims}")
-        name = self.g.add_tensor(Tensor(name=v.name, shape=shape, dtype="float32")).name
-        self.g.inputs = [name]
-        self.names[v.name] = name
+            raise BadModel(f"ONNX input {show(name)} needs static dimensions after the batch, got {dims}")
+        self.g.inputs = [self.g.add_tensor(Tensor(name=name, shape=shape, dtype="float32")).name]
+        self.names[name] = self.g.inputs[0]
 
     def _node(self, node: Any, k: int) -> None:
-        op, ins, outs, a = node.op_type, list(node.input), list(node.output), _attrs(node)
-        label = show(node.name or (outs[0] if outs else f"node {k}"))
+        op, ins, outs, a = _text(node.op_type), [_text(i) for i in node.input], [_text(o) for o in node.output], _attrs(node)
+        label = show(_text(node.name) or (outs[0] if outs else f"node {k}"))
         if op == "Constant":
             value = a.get("value")
             if value is None:
@@ -234,7 +239,10 @@ class _Reader:
 
     def batchnorm(self, ins: list[str], out: str, a: dict, label: str) -> str:
         gamma, beta, mean, var = (self.weight(i, f"node {label} (BatchNormalization)") for i in ins[1:5])
-        scale = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+        var = var + float(a.get("epsilon", 1e-5))
+        if not np.all(var > 0):
+            raise BadModel(f"node {label} (BatchNormalization): variance + epsilon is not positive")
+        scale = gamma / np.sqrt(var)
         shift = beta - mean * scale
         x = self.names[ins[0]]
         prod = self.g.producers().get(x)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinyml.errors import TinymlError
+from tinyml.frontend.tflite import show
 from tinyml.ir import Graph, Node
 from tinyml.quantize.float_ref import LINEAR, Arrays, run_float
 from tinyml.quantize.policy import QuantPolicy, signed_range
@@ -59,6 +61,9 @@ def calibrate(g: Graph, data: np.ndarray, policy: QuantPolicy,
 
     _passes(g, data, "calibrating (min/max)", progress, observe_minmax, record)
     minmax = {k: (lo[k], hi[k]) for k in lo}
+    for k, (a, b) in minmax.items():
+        if not (np.isfinite(a) and np.isfinite(b)):
+            raise TinymlError(f"the float model computes NaN or infinity at {show(k)} on the calibration data")
     ranges = dict(minmax)
     if policy.calibration != "minmax":
         hists = {k: np.zeros(BINS, np.int64) for k in minmax}

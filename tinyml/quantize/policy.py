@@ -29,7 +29,7 @@ class QuantPolicy:
     # Overrides by node name (a node is named after its first output tensor).
     layers: dict[str, LayerBits] = field(default_factory=dict)
     calibration: str = "minmax"
-    percentile: float = 99.99  # of |values| kept per side, for calibration="percentile"
+    percentile: float = 99.99  # clip at the (100-P)th and P-th percentiles, for calibration="percentile"
     bias_correction: bool = True
 
     def bits_of(self, node_name: str) -> LayerBits:

@@ -8,6 +8,8 @@ requantization, and the pre-activation range is never stored).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tinyml.errors import BadModel, UnsupportedOps
 from tinyml.frontend.tflite import show
 from tinyml.ir import Graph
@@ -56,4 +58,9 @@ def prepare_float(g: Graph) -> Graph:
     for t in g.activations():
         if t.dtype != "float32":
             raise BadModel(f"tensor {show(t.name)} is {t.dtype}: tinyml quantize takes float32 models")
+        if t.shape[:1] != (1,):
+            raise BadModel(f"tensor {show(t.name)} has shape {list(t.shape)}: the batch (first) dimension must stay 1")
+    for t in g.tensors.values():
+        if t.is_const and t.dtype == "float32" and not np.all(np.isfinite(t.data)):
+            raise BadModel(f"constant {show(t.name)} holds NaN or infinity")
     return g
