@@ -71,10 +71,10 @@ def _run(args: argparse.Namespace) -> int:
             bar.update(tasks[phase], completed=done)
 
         result = quantize_float_graph(g, calib, policy, progress)
-    write_bytes_atomic(args.output, result.tflite)
-    report = describe(args, fmt, policy, result)
-    if labelled is not None:
-        report["accuracy"] = evaluate(result, *labelled)
+        write_bytes_atomic(args.output, result.tflite)
+        report = describe(args, fmt, policy, result)
+        if labelled is not None:
+            report["accuracy"] = evaluate(result, *labelled, lambda done, total: progress("evaluating", done, total))
     if not quiet:
         print_report(report)
     write_json(args.json, report)
@@ -108,10 +108,10 @@ def describe(args: argparse.Namespace, fmt: str, policy, result) -> dict:
     }
 
 
-def evaluate(result, x, y) -> dict:
+def evaluate(result, x, y, progress) -> dict:
     from tinyml.quantize.evaluate import accuracy, float_outputs, run_int8
 
-    f, q = float_outputs(result.float_graph, x), run_int8(result.int8_graph, x)
+    f, q = float_outputs(result.float_graph, x), run_int8(result.int8_graph, x, progress)
     agree = float((f.argmax(axis=1) == q.argmax(axis=1)).mean() * 100)
     fa, qa = accuracy(f, y), accuracy(q, y)
     return {"float": fa, "int8": qa, "delta": qa - fa, "top1_agreement": agree, "samples": int(len(y)),

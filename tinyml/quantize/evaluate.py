@@ -9,6 +9,7 @@ shape is the only place a batch of 1 is spelled out.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,8 +39,8 @@ def quantize_input(g: Graph, x: np.ndarray) -> np.ndarray:
     return np.clip(codes, -128, 127).astype(np.int8)
 
 
-def run_int8(g: Graph, x: np.ndarray) -> np.ndarray:
-    """The first output's int8 codes for float inputs x [N, ...]."""
+def run_int8(g: Graph, x: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The first output's int8 codes for float inputs x [N, ...]; progress(done, total) after each batch."""
     codes = quantize_input(g, x)
     out = []
     batched: dict[int, Graph] = {}
@@ -47,6 +48,8 @@ def run_int8(g: Graph, x: np.ndarray) -> np.ndarray:
         chunk = codes[start:start + BATCH]
         gb = batched.setdefault(len(chunk), with_batch(g, len(chunk)))
         out.append(reference_outputs(gb, [chunk])[0].reshape(len(chunk), -1))
+        if progress:
+            progress(start + len(chunk), len(codes))
     return np.concatenate(out)
 
 
