@@ -425,9 +425,16 @@ def _gather(r: _Reader, ins: list[str], a: dict) -> np.ndarray:
     return np.take(r.consts[ins[0]], r.consts[ins[1]], axis=int(a.get("axis", 0)))
 
 
+def _axes(r: _Reader, ins: list[str], a: dict) -> tuple[int, ...] | None:
+    """The axes of (Un)Squeeze: an attribute before opset 13, an optional input since."""
+    if "axes" in a:
+        return tuple(int(d) for d in a["axes"])
+    return tuple(int(d) for d in r.consts[ins[1]].reshape(-1)) if len(ins) > 1 and ins[1] else None
+
+
 def _unsqueeze(r: _Reader, ins: list[str], a: dict) -> np.ndarray:
     x = r.consts[ins[0]]
-    axes = a.get("axes") if "axes" in a else r.consts[ins[1]].tolist()
+    axes = _axes(r, ins, a) or ()
     for d in sorted(int(d) % (x.ndim + len(axes)) for d in axes):
         x = np.expand_dims(x, d)
     return x
@@ -438,7 +445,7 @@ SHAPE_FOLDS = {
     "Concat": lambda r, ins, a: np.concatenate([np.atleast_1d(r.consts[i]) for i in ins], axis=int(a.get("axis", 0))),
     "Cast": lambda r, ins, a: r.consts[ins[0]],
     "Identity": lambda r, ins, a: r.consts[ins[0]],
-    "Squeeze": lambda r, ins, a: np.squeeze(r.consts[ins[0]]),
+    "Squeeze": lambda r, ins, a: np.squeeze(r.consts[ins[0]], axis=_axes(r, ins, a)),
 }
 HANDLERS: dict[str, Any] = {
     "Conv": _Reader.conv, "BatchNormalization": _Reader.batchnorm, "Gemm": _Reader.gemm, "MatMul": _Reader.matmul,
