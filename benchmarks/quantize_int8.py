@@ -147,6 +147,18 @@ def run_task(name: str, tf, work: Path) -> dict:
     return row
 
 
+def print_table(rows: list[dict]) -> None:
+    cols = list(rows[0]["ours"])
+    t = Table(title="top-1 accuracy (%), int8 models run by tinyml's reference (bit-exact with TFLite Micro)")
+    for c in ["task", "float", "TF converter", *[f"ours {c.replace('_', ' ')}" for c in cols], "max |ours - TF|"]:
+        t.add_column(c, justify="left" if c == "task" else "right")
+    for r in rows:
+        ours = [r["ours"][c]["accuracy"] for c in cols]
+        t.add_row(r["task"], f"{r['float']:.2f}", f"{r['tf_converter']:.2f}", *[f"{a:.2f}" for a in ours],
+                  f"{max(abs(a - r['tf_converter']) for a in ours):.2f}")
+    Console(width=160).print(t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: " + ", ".join(TASKS))
@@ -158,15 +170,7 @@ def main() -> None:
         for name in args.tasks.split(","):
             rows.append(run_task(name, tf, Path(tmp)))
             Console(stderr=True).print(f"{name}: done")
-    cols = [k for k in rows[0]["ours"]]
-    t = Table(title="top-1 accuracy (%), int8 models run by tinyml's reference (bit-exact with TFLite Micro)")
-    for c in ["task", "float", "TF converter", *[f"ours {c}" for c in cols], "best ours - TF"]:
-        t.add_column(c, justify="left" if c == "task" else "right")
-    for r in rows:
-        ours = [r["ours"][c]["accuracy"] for c in cols]
-        t.add_row(r["task"], f"{r['float']:.2f}", f"{r['tf_converter']:.2f}", *[f"{a:.2f}" for a in ours],
-                  f"{max(ours[:3]) - r['tf_converter']:+.2f}")
-    Console(width=160).print(t)
+    print_table(rows)
     exact = all(v["bit_exact_vs_tflm"] for r in rows for v in r["ours"].values())
     Console().print(f"our int8 models bit-exact with TFLite Micro on {BITEXACT_INPUTS} test inputs each: {exact}")
     Path(args.json).write_text(json.dumps({"tasks": rows, "all_bit_exact": exact}, indent=2) + "\n")
