@@ -33,12 +33,21 @@ def atomic_directory(dest: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomic(dest: str | Path, text: str) -> Path:
+def write_bytes_atomic(dest: str | Path, data: bytes) -> Path:
     """Write a file through a temp file in the same folder, then rename it into place."""
     path = Path(dest)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_text_atomic(dest: str | Path, text: str) -> Path:
+    """write_bytes_atomic for text (UTF-8)."""
+    return write_bytes_atomic(dest, text.encode())

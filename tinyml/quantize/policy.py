@@ -1,0 +1,53 @@
+"""What the quantizer is asked to do: bit widths per layer, calibration, corrections.
+
+The PTQ pass reads every width from here rather than assuming 8, so a later
+mixed-precision search (issue 12: Hessian sensitivities, an ILP under flash,
+SRAM and instruction budgets) only has to fill `layers`. Today every width
+must be 8: the kernels, the .tflite writer and the oracle are int8-only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinyml.errors import TinymlError
+
+CALIBRATIONS = ("minmax", "percentile", "mse")
+SUPPORTED_BITS = (8,)
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    """Widths for one layer: its weights and the activation it writes."""
+
+    weights: int = 8
+    activations: int = 8
+
+
+@dataclass
+class QuantPolicy:
+    default: LayerBits = LayerBits()
+    # Overrides by node name (a node is named after its first output tensor).
+    layers: dict[str, LayerBits] = field(default_factory=dict)
+    calibration: str = "minmax"
+    percentile: float = 99.99  # clip at the (100-P)th and P-th percentiles, for calibration="percentile"
+    bias_correction: bool = True
+
+    def bits_of(self, node_name: str) -> LayerBits:
+        return self.layers.get(node_name, self.default)
+
+    def check(self) -> None:
+        """Raise TinymlError (exit 2) for anything this version cannot produce."""
+        if self.calibration not in CALIBRATIONS:
+            raise TinymlError(f"unknown calibration {self.calibration!r} (choose from {', '.join(CALIBRATIONS)})")
+        if not 50.0 < self.percentile <= 100.0:
+            raise TinymlError(f"percentile {self.percentile} must lie in (50, 100]")
+        for name, b in [("default", self.default), *self.layers.items()]:
+            for kind, bits in (("weight", b.weights), ("activation", b.activations)):
+                if bits not in SUPPORTED_BITS:
+                    raise TinymlError(f"{kind} bits {bits} for {name}: only "
+                                      f"{', '.join(map(str, SUPPORTED_BITS))} can be written as .tflite today")
+
+
+def signed_range(bits: int) -> tuple[int, int]:
+    """The integer codes of a signed `bits`-wide value: (-2^(b-1), 2^(b-1) - 1)."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
