@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, padded, padded_bias
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
@@ -90,6 +90,13 @@ class FullyConnected(Op):
             p=args.params, signature=args.signature(),
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """The whole-layer asm kernel (depth and units multiples of 4) or the C loop."""
+        x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+        units, depth = wt.shape
+        cls = "fc_asm" if depth % 4 == 0 and units % 4 == 0 else "fc_loop"
+        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
 
 
 # Deepest input widened once into scratch (2 bytes per input); deeper layers widen it in
