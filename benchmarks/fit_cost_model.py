@@ -88,7 +88,7 @@ def measure(models: list[str], board: str) -> list[dict]:
 
 def fit(board: str) -> dict:
     """Least squares per class over every measured layer; returns what was written."""
-    from tinyml.cost.model import COEFFICIENTS_PATH, fit_classes, layer_terms
+    from tinyml.cost.model import COEFFICIENTS_PATH, fit_classes, flash_features, layer_terms
 
     runs = [r for r in json.loads(MEASUREMENTS.read_text())["runs"] if r["board"] == board and "instructions" in r]
     samples: dict[str, list[tuple[dict, float]]] = {}
@@ -102,13 +102,15 @@ def fit(board: str) -> dict:
         for (cls, t), n in zip(terms, r["per_layer"]):
             samples.setdefault(cls, []).append((t, float(n)))
         overhead.append(r["instructions"] - sum(r["per_layer"]))
-        flash_rows.append((terms, r["model_flash_bytes"] - r["weights_bytes"]))
+        flash_rows.append((flash_features(c.graph, terms), r["model_flash_bytes"] - r["weights_bytes"]))
     coef = fit_classes(samples, flash_rows)
     b = load_board(board)
     data = {"board": board, "core": b.core, "fitted_utc": _now(),
             "source": "QEMU instruction counts of the zoo (benchmarks/fit_cost_model.py), patch off and auto",
             "network_overhead": float(np.median(overhead)),
             "stack_bytes": int(max(r["stack_bytes"] or 0 for r in runs)),
+            # the harness around the model library (UART, protocol, start-up): what a board's flash holds besides
+            "firmware_flash_bytes": int(max(r["flash_bytes"] - r["model_flash_bytes"] for r in runs)),
             **coef}
     _write(COEFFICIENTS_PATH, data)
     print(f"wrote {COEFFICIENTS_PATH} ({len(coef['classes'])} classes from {sum(map(len, samples.values()))} layers)")

@@ -1,0 +1,114 @@
+"""The fitted instruction and code-size model: layer terms, coefficients, least squares.
+
+A layer's instructions are a linear function of its counts (Op.cost_terms): a
+coefficient per count and shape class, fitted to QEMU counts of our own kernels
+(benchmarks/fit_cost_model.py writes coefficients.json). A class without data
+of its own uses its family's coefficients (the class name up to the first '_'),
+and a family without data uses "other".
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tinyml.ir import Graph
+from tinyml.ops import get_op
+
+COEFFICIENTS_PATH = Path(__file__).with_name("coefficients.json")
+Terms = dict[str, float]
+
+
+def layer_terms(g: Graph) -> list[tuple[str, Terms]]:
+    """(shape class, counts) of every node of g, in order."""
+    return [get_op(n.op).cost_terms(g, n) for n in g.nodes]
+
+
+@lru_cache(maxsize=4)
+def load_coefficients(path: Path = COEFFICIENTS_PATH) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def family(cls: str) -> str:
+    return cls.split("_", 1)[0]
+
+
+def layer_instructions(cls: str, terms: Terms, coef: dict) -> float:
+    """Predicted instructions of one layer (0 for a layer that runs nothing)."""
+    if not terms:
+        return 0.0
+    table = coef["classes"]
+    c = table.get(cls) or table.get(family(cls)) or table["other"]
+    return max(0.0, sum(c.get(k, 0.0) * v for k, v in terms.items()))
+
+
+def flash_features(g: Graph, terms: list[tuple[str, Terms]]) -> Terms:
+    """What the code and constants beyond the weights grow with: kernel calls in tinyml_run, distinct
+    kernels (specialized per shape), per-channel constants of weighted layers, depthwise weights
+    (stored widened)."""
+    kernels = set()
+    channels = dw_weights = 0
+    for n, (cls, t) in zip(g.nodes, terms):
+        if not t:
+            continue
+        consts = [g[i] for i in n.inputs[1:] if i is not None and g[i].is_const]
+        if consts:
+            channels += g[n.outputs[0]].shape[-1] if g[n.outputs[0]].shape else 1
+            kernels.add((cls, *(c.shape for c in consts)))
+        else:
+            kernels.add((cls,))
+        if family(cls) == "dw":
+            dw_weights += g[n.inputs[1]].nbytes
+    return {"const": 1.0, "calls": float(sum(t.get("call", 0) for _, t in terms)), "kernels": float(len(kernels)),
+            "channels": float(channels), "dw_weights": float(dw_weights)}
+
+
+def code_bytes(features: Terms, coef: dict) -> float:
+    """Model library flash beyond the weights: code, per-channel constants, widened weights."""
+    return max(0.0, sum(coef["flash"].get(k, 0.0) * v for k, v in features.items()))
+
+
+# -- fitting (benchmarks/fit_cost_model.py) ------------------------------------------------------
+MIN_SAMPLES_PER_TERM = 2  # fewer layers than this per coefficient: the class uses its family's
+
+
+def least_squares(rows: list[tuple[Terms, float]], relative: bool = True) -> dict[str, float]:
+    """Non-negative coefficients of y ~ sum(c_k * terms_k), relative error minimized when `relative`.
+
+    Terms whose coefficient comes out negative are dropped and the rest refitted: a
+    kernel does not get cheaper with more work.
+    """
+    keys = sorted({k for t, _ in rows for k in t})
+    while keys:
+        a = np.array([[t.get(k, 0.0) for k in keys] for t, _ in rows], np.float64)
+        y = np.array([v for _, v in rows], np.float64)
+        w = 1.0 / np.maximum(y, 1.0) if relative else np.ones_like(y)
+        c, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+        if (c >= 0).all():
+            return {k: float(v) for k, v in zip(keys, c)}
+        keys.pop(int(np.argmin(c)))
+    return {}
+
+
+def fit_classes(samples: dict[str, list[tuple[Terms, float]]],
+                flash_rows: list[tuple[Terms, float]]) -> dict:
+    """Coefficients per class (with enough layers), per family (pooled) and for code bytes."""
+    classes: dict[str, dict] = {}
+    pooled: dict[str, list] = {"other": []}
+    for cls, rows in samples.items():
+        rows = [(t, y) for t, y in rows if t]
+        if not rows:
+            continue
+        pooled.setdefault(family(cls), []).extend(rows)
+        if len(rows) >= MIN_SAMPLES_PER_TERM * len({k for t, _ in rows for k in t}):
+            classes[cls] = least_squares(rows)
+    for fam, rows in pooled.items():
+        if fam not in classes and rows:
+            classes[fam] = least_squares(rows)
+    if "other" not in classes or not classes["other"]:  # no unclassified layer measured: element-wise costs
+        classes["other"] = classes.get("eltwise") or {"call": 60.0, "out": 4.0}
+    counts = {cls: len(rows) for cls, rows in samples.items()}
+    return {"classes": classes, "layers_per_class": counts,
+            "flash": least_squares(flash_rows, relative=True)}
