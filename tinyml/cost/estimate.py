@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 from tinyml.board import Board, load_board
 from tinyml.cost import fast_patches
 from tinyml.cost.model import code_bytes, flash_features, layer_instructions, layer_terms, load_coefficients
 from tinyml.ir import Graph
 from tinyml.ops import get_op
-from tinyml.report import weights_bytes
 from tinyml.schedule.memory import MemoryPlan, build_buffers, place_greedy_by_size
 from tinyml.schedule.patches import PatchOptions, schedule_patches
 
@@ -86,31 +86,44 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     coef = load_coefficients()
-    b = load_board(board or coef["board"]) if not isinstance(board, Board) else board
+    b = board if isinstance(board, Board) else _board(board or coef["board"])
     if mode == "exact":
         g, plan, label = _exact(graph, patches, sram_budget)
+        terms, macs = _terms_and_macs(g)
         live = [plan.live_bytes(i) for i in range(len(g.nodes))]
         arena, bound, recompute, copy_bytes = plan.arena_bytes, plan.lower_bound, {}, 0
     else:
         g = graph
-        arena, bound, live, label, recompute, copy_bytes = _fast(graph, patches, sram_budget)
-    terms = layer_terms(g)
+        terms, macs = _terms_and_macs(g)
+        arena, bound, live, label, recompute, copy_bytes = _fast(g, [c for c, _ in terms], macs, patches, sram_budget)
     layers = []
-    for i, (n, (cls, t)) in enumerate(zip(g.nodes, terms)):
-        op = get_op(n.op)
+    consts: set[str] = set()
+    for i, (n, (cls, t), m) in enumerate(zip(g.nodes, terms, macs)):
         instr = layer_instructions(cls, t, coef) * recompute.get(i, 1.0)
-        layers.append(LayerCost(i, n.op, n.name, cls, round(instr), op.macs(g, n),
-                                sum(g[x].nbytes for x in n.inputs[1:] if x is not None and g[x].is_const),
+        weights = [x for x in n.inputs if x is not None and g[x].is_const]
+        consts.update(weights)
+        layers.append(LayerCost(i, n.op, n.name, cls, round(instr), m, sum(g[x].nbytes for x in weights),
                                 live[i] if i < len(live) else 0))
     copy = coef["classes"].get("copy_window", {}).get("bytes", 0.0) * copy_bytes
     total = coef["network_overhead"] + sum(x.instructions for x in layers) + copy
     return Cost(
         mode=mode, board=b.name, core=coef["core"], patches=label, arena_bytes=arena, arena_lower_bound=bound,
-        stack_estimate_bytes=coef["stack_bytes"], weights_bytes=weights_bytes(g),
+        stack_estimate_bytes=coef["stack_bytes"], weights_bytes=sum(g[x].nbytes for x in consts),
         code_estimate_bytes=round(code_bytes(flash_features(g, terms), coef)),
         instructions_estimate=round(total), macs=round(sum(x.macs * recompute.get(x.index, 1.0) for x in layers)),
         sram_available_bytes=b.ram.size - b.min_stack_bytes - STACK_GUARD_BYTES,
         flash_available_bytes=b.flash.size - coef["firmware_flash_bytes"], layers=layers)
+
+
+@lru_cache(maxsize=16)
+def _board(name: str) -> Board:
+    return load_board(name)  # parsed once: a search asks for the same board thousands of times
+
+
+def _terms_and_macs(g: Graph) -> tuple[list, list[int]]:
+    """Op.cost_terms of every layer, and its MACs (from the terms when they count them)."""
+    terms = layer_terms(g)
+    return terms, [t["macs"] if "macs" in t else get_op(n.op).macs(g, n) for n, (_, t) in zip(g.nodes, terms)]
 
 
 def _exact(graph: Graph, patches: str | PatchOptions, sram_budget: int | None) -> tuple[Graph, MemoryPlan, str | None]:
@@ -121,7 +134,7 @@ def _exact(graph: Graph, patches: str | PatchOptions, sram_budget: int | None) -
     return result.graph, result.plan, result.chosen.label if result.chosen is not None else None
 
 
-def _fast(g: Graph, patches: str | PatchOptions, sram_budget: int | None):
+def _fast(g: Graph, classes: list[str], macs: list[int], patches: str | PatchOptions, sram_budget: int | None):
     """Greedy-by-size arena layer by layer, and the patch rule's guess when it lowers it."""
     if not isinstance(patches, str) or patches not in ("auto", "off"):
         raise ValueError("fast mode takes patches='auto' or 'off' (fixed schedules: mode='exact')")
@@ -135,9 +148,6 @@ def _fast(g: Graph, patches: str | PatchOptions, sram_budget: int | None):
     bound = max(live, default=0)
     if patches == "off" or (sram_budget is not None and arena <= sram_budget):
         return arena, bound, live, None, {}, 0
-    ops = [get_op(n.op) for n in g.nodes]
-    classes = [op.cost_terms(g, n)[0] for op, n in zip(ops, g.nodes)]
-    macs = [op.macs(g, n) for op, n in zip(ops, g.nodes)]
     pick = fast_patches.guess(g, classes, live, macs, arena, sram_budget,
                               None if sram_budget is not None else fast_patches.MAX_OVERHEAD)
     if pick is None:

@@ -71,33 +71,61 @@ def stage_prefix(g: Graph, classes: list[str]) -> int:
     return k
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """What the rule reads of a stage layer, computed once per call."""
+
+    out: str
+    height: int
+    nbytes: int
+    geometry: tuple[int, int, int] | None
+    inputs: tuple[tuple[str, int, int], ...]  # (name, height, bytes) of activation inputs
+
+
+def _layers(g: Graph, count: int) -> list[_Layer]:
+    def nbytes(t: str) -> int:
+        x = g[t]
+        return (math.prod(x.shape) * x.bits + 7) // 8
+
+    out = []
+    for n in g.nodes[:count]:
+        ins = tuple((t, g[t].shape[1], nbytes(t)) for t in n.inputs if t is not None and not g[t].is_const)
+        y = n.outputs[0]
+        out.append(_Layer(y, g[y].shape[1], nbytes(y), _geometry(g, n), ins))
+    return out
+
+
 def guess(g: Graph, classes: list[str], live: list[int], macs: list[int], base_arena: int,
           sram_budget: int | None = None, max_overhead: float | None = MAX_OVERHEAD) -> PatchGuess | None:
     """The rule's pick (see the module doc), or None when layer by layer is kept."""
     prefix = stage_prefix(g, classes)
+    layers = _layers(g, prefix)
     total_macs = max(sum(macs), 1)
-    held = sum(_aligned(g[t].nbytes) for t in g.inputs if not g[t].streamed)
+    inputs = {t for t in g.inputs if not g[t].streamed}
+    held = sum(_aligned(g[t].nbytes) for t in inputs)
+    target = sram_budget + 1 if sram_budget is not None else base_arena * (1 - MIN_GAIN)
     best: PatchGuess | None = None
+    after = [0] * (len(live) + 1)  # after[k]: most bytes live at steps k.. (layer by layer)
+    for t in range(len(live) - 1, -1, -1):
+        after[t] = max(after[t + 1], live[t])
     for k in range(prefix):
-        split = g.nodes[k].outputs[0]
-        rest = max(live[k + 1:], default=0)
-        if rest >= (sram_budget + 1 if sram_budget is not None else base_arena * (1 - MIN_GAIN)):
-            continue  # what runs after the stage already needs more
-        sh = g[split].shape
-        for n in range(2, min(MAX_GRID, sh[1]) + 1):
-            c = _candidate(g, k, n, rest, held)
-            if c is None:
-                continue
+        rest = after[k + 1]
+        if rest >= target or layers[k].nbytes >= max((b for _, _, b in layers[k].inputs), default=0):
+            continue  # what runs after the stage needs more; or a split where the tensors do not shrink
+        for n in range(2, min(MAX_GRID, layers[k].height) + 1):
+            c = _candidate(layers, k, n, rest, held, inputs)
             extra = sum(macs[i] * (f - 1) for i, f in c.recompute.items())
             if max_overhead is not None and extra > max_overhead * total_macs:
-                continue
+                break  # finer grids only recompute more
             c = PatchGuess(c.split, c.grid, c.arena_bytes, c.recompute, c.copy_bytes, int(extra))
             if sram_budget is not None:
                 if c.arena_bytes <= sram_budget and (best is None or c.extra_macs < best.extra_macs):
                     best = c
-            elif c.arena_bytes <= base_arena * (1 - MIN_GAIN) and \
+            elif c.arena_bytes < target and \
                     (best is None or (c.arena_bytes, c.extra_macs) < (best.arena_bytes, best.extra_macs)):
                 best = c
+            if c.arena_bytes <= rest:
+                break  # the stage no longer sets the peak: finer grids only cost more
     return best
 
 
@@ -106,35 +134,30 @@ def _fraction(rows: float, height: int) -> float:
     return min(rows / height, 1.0) ** 2
 
 
-def _candidate(g: Graph, k: int, n: int, rest: int, held: int) -> PatchGuess | None:
+def _candidate(layers: list[_Layer], k: int, n: int, rest: int, held: int, inputs: set[str]) -> PatchGuess:
     """Extents walked back from split layer k on an n x n grid."""
-    split = g.nodes[k].outputs[0]
-    ext: dict[str, float] = {split: math.ceil(g[split].shape[1] / n)}
+    split = layers[k]
+    ext: dict[str, float] = {split.out: math.ceil(split.height / n)}
     recompute: dict[int, float] = {}
     worst = 0
-    copy = 0.0
-    split_bytes = _aligned(g[split].nbytes)
+    copy = float(split.nbytes)
+    split_bytes = _aligned(split.nbytes)
     for i in range(k, -1, -1):
-        node = g.nodes[i]
-        y = node.outputs[0]
-        if y not in ext:
+        layer = layers[i]
+        if layer.out not in ext:
             continue  # feeds nothing the split needs
-        e_out = min(ext[y], g[y].shape[1])
-        geo = _geometry(g, node)
-        frac_out = _fraction(e_out, g[y].shape[1])
-        recompute[i] = max(1.0, n * n * frac_out)
-        patch = g[y].nbytes * frac_out
-        for t in node.inputs:
-            if t is None or g[t].is_const:
-                continue
-            e_in = e_out if geo is None else (e_out - 1) * geo[1] + geo[0]
-            e_in = min(e_in, g[t].shape[1])
-            ext[t] = max(ext.get(t, 0), e_in)
-            frac_in = _fraction(e_in, g[t].shape[1])
-            patch += g[t].nbytes * frac_in
-            if t in g.inputs:
-                copy += n * n * g[t].nbytes * frac_in
+        e_out = min(ext[layer.out], layer.height)
+        frac = _fraction(e_out, layer.height)
+        recompute[i] = max(1.0, n * n * frac)
+        patch = layer.nbytes * frac
+        geo = layer.geometry
+        e_in = e_out if geo is None else (e_out - 1) * geo[1] + geo[0]
+        for t, height, nbytes in layer.inputs:
+            e = min(e_in, height)
+            ext[t] = max(ext.get(t, 0), e)
+            part = nbytes * _fraction(e, height)
+            patch += part
+            if t in inputs:
+                copy += n * n * part
         worst = max(worst, held + split_bytes + _aligned(patch))
-    copy += g[split].nbytes
-    arena = max(rest, worst)
-    return PatchGuess(k, n, arena, recompute, int(copy), 0)
+    return PatchGuess(k, n, max(rest, worst), recompute, int(copy), 0)

@@ -46,23 +46,24 @@ def layer_instructions(cls: str, terms: Terms, coef: dict) -> float:
 
 def flash_features(g: Graph, terms: list[tuple[str, Terms]]) -> Terms:
     """What the code and constants beyond the weights grow with: kernel calls in tinyml_run, distinct
-    kernels (specialized per shape), per-channel constants of weighted layers, depthwise weights
-    (stored widened)."""
+    kernels per family (specialized per shape, with their tables), per-channel constants of weighted
+    layers, depthwise weights (stored widened)."""
     kernels = set()
-    channels = dw_weights = 0
+    f = {"const": 1.0, "calls": 0.0, "channels": 0.0, "dw_weights": 0.0}
     for n, (cls, t) in zip(g.nodes, terms):
         if not t:
             continue
+        f["calls"] += t.get("call", 0)
         consts = [g[i] for i in n.inputs[1:] if i is not None and g[i].is_const]
         if consts:
-            channels += g[n.outputs[0]].shape[-1] if g[n.outputs[0]].shape else 1
-            kernels.add((cls, *(c.shape for c in consts)))
-        else:
-            kernels.add((cls,))
+            f["channels"] += g[n.outputs[0]].shape[-1] if g[n.outputs[0]].shape else 1
+        kernels.add((cls, *(c.shape for c in consts)))
         if family(cls) == "dw":
-            dw_weights += g[n.inputs[1]].nbytes
-    return {"const": 1.0, "calls": float(sum(t.get("call", 0) for _, t in terms)), "kernels": float(len(kernels)),
-            "channels": float(channels), "dw_weights": float(dw_weights)}
+            f["dw_weights"] += g[n.inputs[1]].nbytes
+    for cls, *_ in kernels:  # kernels specialized per shape, and their tables (rescale, lookup)
+        key = f"kernels_{family(cls)}"
+        f[key] = f.get(key, 0.0) + 1
+    return f
 
 
 def code_bytes(features: Terms, coef: dict) -> float:
@@ -71,7 +72,8 @@ def code_bytes(features: Terms, coef: dict) -> float:
 
 
 # -- fitting (benchmarks/fit_cost_model.py) ------------------------------------------------------
-MIN_SAMPLES_PER_TERM = 2  # fewer layers than this per coefficient: the class uses its family's
+MIN_SAMPLES_PER_TERM = 2  # fewer layers than this per coefficient: the class is fitted on MAIN_TERMS alone
+MAIN_TERMS = ("macs", "taps", "bytes", "in", "out", "call")
 
 
 def least_squares(rows: list[tuple[Terms, float]], relative: bool = True) -> dict[str, float]:
@@ -104,6 +106,9 @@ def fit_classes(samples: dict[str, list[tuple[Terms, float]]],
         pooled.setdefault(family(cls), []).extend(rows)
         if len(rows) >= MIN_SAMPLES_PER_TERM * len({k for t, _ in rows for k in t}):
             classes[cls] = least_squares(rows)
+        else:  # few layers: the kernel's own cost per unit of its main count (the family's shape is another kernel's)
+            main = next(k for k in MAIN_TERMS if k in rows[0][0])
+            classes[cls] = least_squares([({main: t.get(main, 0.0)}, y) for t, y in rows])
     for fam, rows in pooled.items():
         if fam not in classes and rows:
             classes[fam] = least_squares(rows)

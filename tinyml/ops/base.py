@@ -10,6 +10,7 @@ from tinyml.ir import Graph, Node, Tensor
 
 if TYPE_CHECKING:  # codegen imports ops, not the other way round at run time
     from tinyml.codegen.context import EmitContext
+    from tinyml.ops.quantized import Window
 
 OPS: dict[str, "Op"] = {}
 
@@ -96,6 +97,17 @@ def copy_terms(t: Tensor) -> dict[str, float]:
     """A copy writing tensor `t`: bytes moved and contiguous runs (rows of an NHWC region)."""
     row = t.shape[-1] * t.shape[-2] if len(t.shape) >= 2 else max(t.size, 1)
     return {"call": 1, "bytes": t.nbytes, "runs": t.size // max(row, 1)}
+
+
+def border_pixels(w: "Window") -> int:
+    """Output pixels whose window reaches into the padding (the kernels' slower border path)."""
+    def edge(out: int, stride: int, pad: int, k: int, size: int) -> int:
+        inside = sum(1 for o in range(out) if o * stride - pad >= 0 and o * stride - pad + k <= size)
+        return out - inside
+
+    rows = edge(w.out_h, w.stride_h, w.pad_top, (w.k_h - 1) * w.dil_h + 1, w.in_h)
+    cols = edge(w.out_w, w.stride_w, w.pad_left, (w.k_w - 1) * w.dil_w + 1, w.in_w)
+    return w.out_h * w.out_w - (w.out_h - rows) * (w.out_w - cols)
 
 
 def register(cls: type[Op]) -> type[Op]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, bit_class, register
+from tinyml.ops.base import Op, bit_class, border_pixels, register
 from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.quantized import (
     Window,
@@ -153,7 +153,7 @@ class DepthwiseConv2D(Op):
         else:
             cls = "dw_other"
         return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size,
-                                          "ch": cout}
+                                          "ch": cout, "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
 
 
 @dataclass(frozen=True)
