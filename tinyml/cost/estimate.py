@@ -1,7 +1,7 @@
 """`estimate(graph, board)`: SRAM, flash and instructions of a model without emitting any C."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 
 from tinyml.board import Board, load_board
@@ -9,8 +9,8 @@ from tinyml.cost import fast_patches
 from tinyml.cost.model import code_bytes, flash_features, layer_instructions, layer_terms, load_coefficients
 from tinyml.ir import Graph
 from tinyml.ops import get_op
-from tinyml.schedule.memory import MemoryPlan, build_buffers, place_greedy_by_size
-from tinyml.schedule.patches import PatchOptions, schedule_patches
+from tinyml.schedule.memory import build_buffers, place_greedy_by_size
+from tinyml.schedule.patches import PatchOptions, SearchResult, schedule_patches
 
 MODES = ("fast", "exact")
 STACK_GUARD_BYTES = 32  # the firmware's stack guard (codegen/firmware.py), counted as build does
@@ -46,6 +46,8 @@ class Cost:
     sram_available_bytes: int  # the board's RAM less its minimum stack and the stack guard (for the arena)
     flash_available_bytes: int  # the board's flash less the firmware harness around the model
     layers: list[LayerCost] = field(default_factory=list)
+    # exact mode: what the patch scheduler decided (its graph and memory plan), for callers that go on
+    schedule: SearchResult | None = field(default=None, repr=False, compare=False)
 
     @property
     def peak_sram_bytes(self) -> int:
@@ -66,7 +68,9 @@ class Cost:
         return self.flash_bytes <= self.flash_available_bytes
 
     def describe(self) -> dict:
-        d = asdict(self)
+        """The figures as JSON-ready data (without the schedule object)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("layers", "schedule")}
+        d["layers"] = [asdict(x) for x in self.layers]
         d.update(peak_sram_bytes=self.peak_sram_bytes, flash_bytes=self.flash_bytes,
                  fits_sram=self.fits_sram, fits_flash=self.fits_flash)
         return d
@@ -88,12 +92,14 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
     coef = load_coefficients()
     b = board if isinstance(board, Board) else _board(board or coef["board"])
     if mode == "exact":
-        g, plan, label = _exact(graph, patches, sram_budget)
+        schedule = _exact(graph, patches, sram_budget)
+        g, plan = schedule.graph, schedule.plan
+        label = schedule.chosen.label if schedule.chosen is not None else None
         terms, macs = _terms_and_macs(g)
         live = [plan.live_bytes(i) for i in range(len(g.nodes))]
         arena, bound, recompute, copy_bytes = plan.arena_bytes, plan.lower_bound, {}, 0
     else:
-        g = graph
+        g, schedule = graph, None
         terms, macs = _terms_and_macs(g)
         arena, bound, live, label, recompute, copy_bytes = _fast(g, [c for c, _ in terms], macs, patches, sram_budget)
     layers = []
@@ -112,7 +118,7 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
         code_estimate_bytes=round(code_bytes(flash_features(g, terms), coef)),
         instructions_estimate=round(total), macs=round(sum(x.macs * recompute.get(x.index, 1.0) for x in layers)),
         sram_available_bytes=b.ram.size - b.min_stack_bytes - STACK_GUARD_BYTES,
-        flash_available_bytes=b.flash.size - coef["firmware_flash_bytes"], layers=layers)
+        flash_available_bytes=b.flash.size - coef["firmware_flash_bytes"], layers=layers, schedule=schedule)
 
 
 @lru_cache(maxsize=16)
@@ -126,12 +132,14 @@ def _terms_and_macs(g: Graph) -> tuple[list, list[int]]:
     return terms, [t["macs"] if "macs" in t else get_op(n.op).macs(g, n) for n, (_, t) in zip(g.nodes, terms)]
 
 
-def _exact(graph: Graph, patches: str | PatchOptions, sram_budget: int | None) -> tuple[Graph, MemoryPlan, str | None]:
+def _exact(graph: Graph, patches: str | PatchOptions, sram_budget: int | None) -> SearchResult:
     """schedule_patches on a copy (the planner reorders nodes in place)."""
-    options = PatchOptions.parse(patches, sram_budget=sram_budget) if isinstance(patches, str) else patches
+    if isinstance(patches, str):
+        options = PatchOptions.parse(patches, sram_budget=sram_budget)
+    else:
+        options = patches if sram_budget is None else replace(patches, sram_budget=sram_budget)
     g = Graph(dict(graph.tensors), list(graph.nodes), list(graph.inputs), list(graph.outputs), graph.name)
-    result = schedule_patches(g, options)
-    return result.graph, result.plan, result.chosen.label if result.chosen is not None else None
+    return schedule_patches(g, options)
 
 
 def _fast(g: Graph, classes: list[str], macs: list[int], patches: str | PatchOptions, sram_budget: int | None):
