@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("step", nargs="?", choices=["measure", "fit", "all"], default="all")
     ap.add_argument("--board", default="stm32f405")
     ap.add_argument("models", nargs="*", help="zoo models (default: the whole zoo)")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     if a.step in ("measure", "all"):
         measure(a.models or zoo.names(), a.board)
     if a.step in ("fit", "all"):

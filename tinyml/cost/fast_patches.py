@@ -80,6 +80,7 @@ class _Layer:
     nbytes: int
     geometry: tuple[int, int, int] | None
     inputs: tuple[tuple[str, int, int], ...]  # (name, height, bytes) of activation inputs
+    scratch_per_input: float  # kernel workspace per input byte of a patch (depthwise: one channel's plane)
 
 
 def _layers(g: Graph, count: int) -> list[_Layer]:
@@ -91,7 +92,8 @@ def _layers(g: Graph, count: int) -> list[_Layer]:
     for n in g.nodes[:count]:
         ins = tuple((t, g[t].shape[1], nbytes(t)) for t in n.inputs if t is not None and not g[t].is_const)
         y = n.outputs[0]
-        out.append(_Layer(y, g[y].shape[1], nbytes(y), _geometry(g, n), ins))
+        plane = 1 / g[y].shape[-1] if n.op == "DEPTHWISE_CONV_2D" else 0.0
+        out.append(_Layer(y, g[y].shape[1], nbytes(y), _geometry(g, n), ins, plane))
     return out
 
 
@@ -156,7 +158,7 @@ def _candidate(layers: list[_Layer], k: int, n: int, rest: int, held: int, input
             e = min(e_in, height)
             ext[t] = max(ext.get(t, 0), e)
             part = nbytes * _fraction(e, height)
-            patch += part
+            patch += part + layer.scratch_per_input * part
             if t in inputs:
                 copy += n * n * part
         worst = max(worst, held + split_bytes + _aligned(patch))
