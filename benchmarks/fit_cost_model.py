@@ -99,15 +99,17 @@ def fit(board: str) -> dict:
             print(f"{r['model']} {r['schedule']}: the graph changed since it was measured; skipped", file=sys.stderr)
             continue
         terms = layer_terms(c.graph)
+        # relative error per layer: small layers (patches, the ops zoo) count as much as big ones
         for (cls, t), n in zip(terms, r["per_layer"]):
-            samples.setdefault(cls, []).append((t, float(n)))
+            samples.setdefault(cls, []).append((t, float(n), 1.0 / max(n, 1)))
         overhead.append(r["instructions"] - sum(r["per_layer"]))
-        flash_rows.append((flash_features(c.graph, terms), r["model_flash_bytes"] - r["weights_bytes"]))
+        flash_rows.append((flash_features(c.graph, terms), r["model_flash_bytes"] - r["weights_bytes"],
+                           1.0 / r["model_flash_bytes"]))
     coef = fit_classes(samples, flash_rows)
     b = load_board(board)
     data = {"board": board, "core": b.core, "fitted_utc": _now(),
             "source": "QEMU instruction counts of the zoo (benchmarks/fit_cost_model.py), patch off and auto",
-            "network_overhead": float(np.median(overhead)),
+            "network_overhead": max(0.0, float(np.median(overhead))),
             "stack_bytes": int(max(r["stack_bytes"] or 0 for r in runs)),
             # the harness around the model library (UART, protocol, start-up): what a board's flash holds besides
             "firmware_flash_bytes": int(max(r["flash_bytes"] - r["model_flash_bytes"] for r in runs)),

@@ -72,21 +72,21 @@ def code_bytes(features: Terms, coef: dict) -> float:
 
 
 # -- fitting (benchmarks/fit_cost_model.py) ------------------------------------------------------
-MIN_SAMPLES_PER_TERM = 2  # fewer layers than this per coefficient: the class is fitted on MAIN_TERMS alone
-MAIN_TERMS = ("macs", "taps", "bytes", "in", "out", "call")
+MIN_SAMPLES_PER_TERM = 2  # fewer layers than this per coefficient: the class is fitted on its first MAIN_TERMS
+MAIN_TERMS = ("macs", "in", "taps", "bytes", "out", "call")
 
 
-def least_squares(rows: list[tuple[Terms, float]], relative: bool = True) -> dict[str, float]:
-    """Non-negative coefficients of y ~ sum(c_k * terms_k), relative error minimized when `relative`.
+def least_squares(rows: list[tuple[Terms, float, float]]) -> dict[str, float]:
+    """Non-negative coefficients of y ~ sum(c_k * terms_k) over (terms, y, weight) rows.
 
     Terms whose coefficient comes out negative are dropped and the rest refitted: a
     kernel does not get cheaper with more work.
     """
-    keys = sorted({k for t, _ in rows for k in t})
+    keys = sorted({k for t, _, _ in rows for k in t})
     while keys:
-        a = np.array([[t.get(k, 0.0) for k in keys] for t, _ in rows], np.float64)
-        y = np.array([v for _, v in rows], np.float64)
-        w = 1.0 / np.maximum(y, 1.0) if relative else np.ones_like(y)
+        a = np.array([[t.get(k, 0.0) for k in keys] for t, _, _ in rows], np.float64)
+        y = np.array([v for _, v, _ in rows], np.float64)
+        w = np.array([w for _, _, w in rows], np.float64)
         c, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
         if (c >= 0).all():
             return {k: float(v) for k, v in zip(keys, c)}
@@ -94,26 +94,29 @@ def least_squares(rows: list[tuple[Terms, float]], relative: bool = True) -> dic
     return {}
 
 
-def fit_classes(samples: dict[str, list[tuple[Terms, float]]],
-                flash_rows: list[tuple[Terms, float]]) -> dict:
-    """Coefficients per class (with enough layers), per family (pooled) and for code bytes."""
+def fit_classes(samples: dict[str, list[tuple[Terms, float, float]]],
+                flash_rows: list[tuple[Terms, float, float]]) -> dict:
+    """Coefficients per class (with enough layers), per family (pooled) and for code bytes.
+
+    Rows are (terms, measured, weight); the fit script weighs a layer by 1 / its network's
+    instructions, so every network's total counts alike whatever its layer count.
+    """
     classes: dict[str, dict] = {}
     pooled: dict[str, list] = {"other": []}
     for cls, rows in samples.items():
-        rows = [(t, y) for t, y in rows if t]
+        rows = [r for r in rows if r[0]]
         if not rows:
             continue
         pooled.setdefault(family(cls), []).extend(rows)
-        if len(rows) >= MIN_SAMPLES_PER_TERM * len({k for t, _ in rows for k in t}):
+        if len(rows) >= MIN_SAMPLES_PER_TERM * len({k for t, _, _ in rows for k in t}):
             classes[cls] = least_squares(rows)
-        else:  # few layers: the kernel's own cost per unit of its main count (the family's shape is another kernel's)
-            main = next(k for k in MAIN_TERMS if k in rows[0][0])
-            classes[cls] = least_squares([({main: t.get(main, 0.0)}, y) for t, y in rows])
+        else:  # few layers: the kernel's own cost per unit of its main counts (the family's is another kernel's)
+            main = [k for k in MAIN_TERMS if k in rows[0][0]][:min(len(rows), 2)]
+            classes[cls] = least_squares([({k: t.get(k, 0.0) for k in main}, y, w) for t, y, w in rows])
     for fam, rows in pooled.items():
         if fam not in classes and rows:
             classes[fam] = least_squares(rows)
     if "other" not in classes or not classes["other"]:  # no unclassified layer measured: element-wise costs
         classes["other"] = classes.get("eltwise") or {"call": 60.0, "out": 4.0}
     counts = {cls: len(rows) for cls, rows in samples.items()}
-    return {"classes": classes, "layers_per_class": counts,
-            "flash": least_squares(flash_rows, relative=True)}
+    return {"classes": classes, "layers_per_class": counts, "flash": least_squares(flash_rows)}

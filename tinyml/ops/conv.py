@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, bit_class, border_pixels, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
@@ -120,8 +120,8 @@ class Conv2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """DSP GEMM by filter shape (first layers with 1-3 input channels apart), else the C loop; MACs at
-        the border (windows reaching into the padding) take the slower path."""
+        """DSP GEMM by filter shape (first layers with 1-3 input channels apart), else the C loop; each
+        output pixel's window is widened once (`window` values), then every output channel uses it."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
         if not dsp_shape(g, n):
@@ -130,10 +130,9 @@ class Conv2D(Op):
             cls = "conv_first"
         else:
             cls = "conv_1x1" if k_h == k_w == 1 else "conv_kxk"
-        w = window(g, n, k_h, k_w)
-        edge_macs = border_pixels(w) * w.batch * k_h * k_w * cin_g * cout
-        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "px": y.size // cout,
-                                          "edge_macs": edge_macs}
+        px = y.size // cout
+        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "px": px,
+                                          "window": px * k_h * k_w * cin_g}
 
 
 # Output pixels per DSP GEMM block: the most whose accumulators (two per row

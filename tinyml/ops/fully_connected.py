@@ -92,10 +92,13 @@ class FullyConnected(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """The whole-layer asm kernel (depth and units multiples of 4) or the C loop."""
+        """The whole-layer asm kernel (depth and units multiples of 4; input widened once up to
+        WIDEN_MAX_DEPTH) or the C loop."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         units, depth = wt.shape
-        cls = "fc_asm" if depth % 4 == 0 and units % 4 == 0 else "fc_loop"
+        cls = "fc_loop"
+        if depth % 4 == 0 and units % 4 == 0:  # deeper inputs are widened again per block of rows
+            cls = "fc_asm" if depth <= WIDEN_MAX_DEPTH else "fc_asm_deep"
         return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
 
 
