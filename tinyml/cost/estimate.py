@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 
 from tinyml.board import Board, load_board
+from tinyml.codegen.firmware import STACK_GUARD_BYTES
 from tinyml.cost import fast_patches
 from tinyml.cost.model import code_bytes, flash_features, layer_instructions, layer_terms, load_coefficients
 from tinyml.ir import Graph
@@ -13,7 +14,6 @@ from tinyml.schedule.memory import build_buffers, place_greedy_by_size
 from tinyml.schedule.patches import PatchOptions, SearchResult, schedule_patches
 
 MODES = ("fast", "exact")
-STACK_GUARD_BYTES = 32  # the firmware's stack guard (codegen/firmware.py), counted as build does
 
 
 @dataclass
@@ -85,7 +85,8 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
     milliseconds). `patches`: "auto", "off", or PatchOptions (exact mode only for fixed
     schedules). `sram_budget`: the arena must fit these bytes (auto looks for a patch schedule
     that does; exact mode raises DoesNotFit when none does). Instructions come from
-    coefficients.json (fitted on one core; other cores of the same family differ by < 1 %).
+    coefficients.json, fitted on one core (the Cortex-M7 measures within 1 % of the M4 on the
+    MLPerf Tiny models, docs/cost_model.md).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
