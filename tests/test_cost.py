@@ -110,7 +110,7 @@ def test_coefficients_say_where_they_come_from() -> None:
 
 # -- measured in QEMU ---------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet8", "mobilenet_v1_025_vww", "ds_cnn_kws", "mobilenet_v2_035_96"])
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet_v1_025_vww", "fc_autoencoder_ad", "mobilenet_v2_035_96"])
 def test_prediction_is_within_the_targets_of_the_measured_count(name: str, tmp_path: Path) -> None:
     from tinyml.sim.qemu import board_runner
     from tinyml.validation import load_inputs
