@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     for row, layer in zip(data["layers"], cost.layers):
         row["instructions_estimate"] = layer.instructions
         row["shape_class"] = layer.shape_class
-    data["patches"] = sched.describe() if sched.mode != "off" else None
+    data["patches"] = sched.describe()
     data["cost"] = {k: v for k, v in cost.describe().items() if k != "layers"}
     data["tflm_arena_bytes"] = None
     if not args.no_tflm:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     verdict = board_verdict(cost) if board else None
     if args.json != "-":
         print_summary(data)
-        if patch_summary(sched if sched.mode != "off" else None):
+        if patch_summary(sched):
             Console().print(patch_summary(sched))
         for line in verdict or ():
             Console().print(line)
