@@ -7,6 +7,7 @@ Layout and op semantics follow TFLite (NHWC activations, OHWI conv filters,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # python ints: exact, and cheap on the planner's hot path
 
     @property
     def nbytes(self) -> int:

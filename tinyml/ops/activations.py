@@ -23,7 +23,7 @@ from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier
 from tinyml.fixedpoint import rdbpot, srdhm, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.elementwise import Arith, BinaryOp, byte_codes, emit_lut, per_tensor_reason
 from tinyml.ops.quantized import activation_range, int8_per_tensor
 
@@ -188,6 +188,11 @@ class LutOp(Op):
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         table = self.values(g, n, byte_codes(g[n.inputs[0]].dtype))
         emit_lut(ctx, n.inputs[0], n.outputs[0], table)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """A table lookup per element, whatever the function."""
+        x, y = _io(g, n)
+        return bit_class("lut", x, y), {"call": 1, "out": y.size}
 
 
 def _io(g: Graph, n: Node) -> tuple[Tensor, Tensor]:
@@ -456,3 +461,8 @@ class Softmax(Op):
         depth = x.shape[-1]
         ctx.call(fn, ctx.tensor(x.name), ctx.tensor(y.name), ctx.const(table, "exp_table", "int32_t"),
                  f"{x.size // depth}u", f"{depth}u")
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """Per row: a max pass, an exp pass and a scaling pass over the elements."""
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        return bit_class("softmax", x, y), {"call": 1, "out": y.size, "rows": y.size // max(y.shape[-1], 1)}

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from tinyml.errors import BadModel
-from tinyml.ir import Graph, Node
+from tinyml.ir import Graph, Node, Tensor
 
 if TYPE_CHECKING:  # codegen imports ops, not the other way round at run time
     from tinyml.codegen.context import EmitContext
@@ -108,6 +108,42 @@ class Op:
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         """Render this node's kernel and append its call to the model."""
         raise NotImplementedError
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """The layer's shape class and the counts its instructions are linear in (tinyml/cost).
+
+        The class names the kernel that runs (e.g. "conv_1x1", "dw_3x3_s2"; the part before the
+        first '_' is the family a class without fitted data falls back to); the counts are what
+        its loops run over ("call", "macs", "out" elements, "bytes" moved...). Coefficients per
+        class are fitted to QEMU counts (benchmarks/fit_cost_model.py). Default: one pass over
+        input and output elements.
+        """
+        x = g[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
+        y = g[n.outputs[0]]
+        return bit_class("other", x, y), {"call": 1, "out": y.size, "in": x.size if x is not None else 0}
+
+
+def bit_class(cls: str, *tensors: Tensor | None) -> str:
+    """`cls`, suffixed with the storage widths when a tensor is not 8-bit (another kernel runs then)."""
+    bits = [t.bits for t in tensors if t is not None]
+    return cls if all(b == 8 for b in bits) else f"{cls}_{'_'.join(f'{b}b' for b in bits)}"
+
+
+def copy_terms(t: Tensor) -> dict[str, float]:
+    """A copy writing tensor `t`: bytes moved and contiguous runs (rows of an NHWC region)."""
+    row = t.shape[-1] * t.shape[-2] if len(t.shape) >= 2 else max(t.size, 1)
+    return {"call": 1, "bytes": t.nbytes, "runs": t.size // max(row, 1)}
+
+
+def border_pixels(w: "Window") -> int:
+    """Output pixels whose window reaches into the padding (the kernels' slower border path)."""
+    def edge(out: int, stride: int, pad: int, k: int, size: int) -> int:
+        inside = sum(1 for o in range(out) if o * stride - pad >= 0 and o * stride - pad + k <= size)
+        return out - inside
+
+    rows = edge(w.out_h, w.stride_h, w.pad_top, (w.k_h - 1) * w.dil_h + 1, w.in_h)
+    cols = edge(w.out_w, w.stride_w, w.pad_left, (w.k_w - 1) * w.dil_w + 1, w.in_w)
+    return w.out_h * w.out_w - (w.out_h - rows) * (w.out_w - cols)
 
 
 def output_channels(g: Graph, n: Node) -> int:

@@ -13,8 +13,8 @@ import numpy as np
 
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node, Quant
-from tinyml.ops.base import Op, register
-from tinyml.ops.strided_copy import Copy, contiguous_strides, copy_pixel_cost, emit_copy, node_dtype_problem
+from tinyml.ops.base import bit_class, copy_terms, Op, register
+from tinyml.ops.strided_copy import contiguous_strides, Copy, copy_pixel_cost, emit_copy, node_dtype_problem
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -90,3 +90,8 @@ class Concatenation(Op):
         dst = ctx.tensor(out.name)
         for name, copy in zip(n.inputs, slab_copies(shapes, _axis(g, n), out.shape)):
             emit_copy(ctx, copy, ctx.tensor(name), dst, out.dtype)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """Strided copies of every input into the output."""
+        y = g[n.outputs[0]]
+        return bit_class("copy_concat", y), copy_terms(y)

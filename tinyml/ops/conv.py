@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, output_channels, register
+from tinyml.ops.base import bit_class, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
@@ -130,6 +130,21 @@ class Conv2D(Op):
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """DSP GEMM by filter shape (first layers with 1-3 input channels apart), else the C loop; each
+        output pixel's window is widened once (`window` values), then every output channel uses it."""
+        x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+        cout, k_h, k_w, cin_g = wt.shape
+        if not dsp_shape(g, n):
+            cls = "conv_grouped"
+        elif cin_g <= 3:
+            cls = "conv_first"
+        else:
+            cls = "conv_1x1" if k_h == k_w == 1 else "conv_kxk"
+        px = y.size // cout
+        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "px": px,
+                                          "window": px * k_h * k_w * cin_g}
 
 
 # Output pixels per DSP GEMM block: the most whose accumulators (two per row

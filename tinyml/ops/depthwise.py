@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, output_channels, register
+from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.quantized import (
     Window,
@@ -150,6 +150,21 @@ class DepthwiseConv2D(Op):
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """Per-channel plane kernel by window and stride (it copies each input plane once), else the
+        generic loop (depth multiplier > 1, dilation)."""
+        x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+        _, k_h, k_w, cout = wt.shape
+        w = window(g, n, k_h, k_w)
+        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
+            cls = "dw_generic"
+        elif k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2):
+            cls = f"dw_{k_h}x{k_w}_s{w.stride_h}"
+        else:
+            cls = "dw_other"
+        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size,
+                                          "ch": cout, "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.quantized import activation_range, activation_reason, int8_per_tensor
 
 if TYPE_CHECKING:
@@ -246,6 +246,11 @@ class BinaryOp(Op):
                         fold=fold, pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype))
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """One loop over the (broadcast) output, one kernel per op kind."""
+        a, b, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+        return bit_class(f"eltwise_{self.name.lower()}", a, b, y), {"call": 1, "out": y.size}
 
 
 @register

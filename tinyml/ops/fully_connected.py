@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, output_channels, register
+from tinyml.ops.base import bit_class, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, padded, padded_bias
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
@@ -94,6 +94,16 @@ class FullyConnected(Op):
             p=args.params, signature=args.signature(),
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """The whole-layer asm kernel (depth and units multiples of 4; input widened once up to
+        WIDEN_MAX_DEPTH) or the C loop."""
+        x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+        units, depth = wt.shape
+        cls = "fc_loop"
+        if depth % 4 == 0 and units % 4 == 0:  # deeper inputs are widened again per block of rows
+            cls = "fc_asm" if depth <= WIDEN_MAX_DEPTH else "fc_asm_deep"
+        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
 
 
 # Deepest input widened once into scratch (2 bytes per input); deeper layers widen it in

@@ -14,7 +14,7 @@ import numpy as np
 
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.quantized import c_int32, int8_io_reason
 
 MAX_REDUCED = 1 << 23  # keeps sum and zp*count inside int32 as in TFLite Micro
@@ -89,6 +89,11 @@ class _Reduce(Op):
                         mult=c_int32(mult), shift=shift, zp_sum=g[n.inputs[0]].quant.zp * count,
                         out_zp=g[n.outputs[0]].quant.zp)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """A sum over every input element, a requantization per output."""
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        return bit_class("reduce", x, y), {"call": 1, "in": x.size, "out": y.size}
 
 
 @register

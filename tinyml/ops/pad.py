@@ -14,7 +14,7 @@ import numpy as np
 from tinyml.codegen.cnames import ctype
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, copy_terms, register
 from tinyml.ops.strided_copy import const_ints, node_dtype_problem
 
 if TYPE_CHECKING:
@@ -82,6 +82,11 @@ class _PadBase(Op):
             size *= n_in + lo + hi
         return ctx.kernel("pad.c.j2", t=ctype(x.dtype), byte=x.np_dtype.itemsize == 1,
                           levels=levels, blocks=blocks[::-1], mirror=mirror)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """The input copied into the padded output."""
+        y = g[n.outputs[0]]
+        return bit_class("copy_pad", g[n.inputs[0]], y), copy_terms(y)
 
 
 def pad_value(g: Graph, n: Node) -> int:

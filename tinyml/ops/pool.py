@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, output_channels, register
+from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
 from tinyml.ops.quantized import (
     Window,
     activation_range,
@@ -88,6 +88,13 @@ class _Pool2D(Op):
         fn = ctx.kernel("pool2d.c.j2", kind=self.kind, win=pool_window(g, n),
                         channels=g[n.inputs[0]].shape[3], lo=lo, hi=hi)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """One pass of the window over every output element; border windows clip their taps."""
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        w = pool_window(g, n)
+        return bit_class(f"pool_{self.kind}", x, y), {"call": 1, "out": y.size, "taps": y.size * w.k_h * w.k_w,
+                                                     "edge": border_pixels(w) * w.batch * x.shape[-1]}
 
 
 @register

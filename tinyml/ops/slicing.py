@@ -17,7 +17,7 @@ import numpy as np
 from tinyml.codegen.cnames import ctype
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, copy_terms, register
 from tinyml.ops.concat import positive_axis
 from tinyml.ops.strided_copy import (
     Copy,
@@ -162,6 +162,12 @@ class _ViewOp(Op):
         x = g[n.inputs[self.data_input]]
         for out, axes in zip(n.outputs, self.views(g, n)):
             emit_copy(ctx, view_copy(x.shape, axes), ctx.tensor(x.name), ctx.tensor(out), x.dtype)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """Strided copies of the views."""
+        outs = [g[o] for o in n.outputs]
+        terms = {"call": len(outs), "bytes": sum(t.nbytes for t in outs), "runs": sum(copy_terms(t)["runs"] for t in outs)}
+        return bit_class("copy_slice", g[n.inputs[self.data_input]]), terms
 
 
 @register

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
-from tinyml.ops.strided_copy import Copy, contiguous_strides, copy_pixel_cost, emit_copy, node_dtype_problem
+from tinyml.ops.base import bit_class, copy_terms, Op, register
+from tinyml.ops.strided_copy import contiguous_strides, Copy, copy_pixel_cost, emit_copy, node_dtype_problem
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -90,6 +90,11 @@ class ReadWindow(Op):
         emit_copy(ctx, window_copy(src.shape, _begin(n), dst.shape, into_outer=False),
                   ctx.tensor(src.name), ctx.tensor(dst.name), dst.dtype)
 
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """A strided copy of the window out of the full tensor."""
+        y = g[n.outputs[0]]
+        return bit_class("copy_window", y), copy_terms(y)
+
 
 @register
 class WriteWindow(Op):
@@ -123,3 +128,8 @@ class WriteWindow(Op):
             emit_copy(ctx, Copy((out.size,), (1,), (1,)), ctx.tensor(acc), ctx.tensor(out.name), out.dtype)
         emit_copy(ctx, window_copy(out.shape, _begin(n), src.shape, into_outer=True),
                   ctx.tensor(src.name), ctx.tensor(out.name), out.dtype)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """A strided copy of the window into the full tensor (plus the accumulator's, if kept apart)."""
+        src = g[n.inputs[1]]
+        return bit_class("copy_window", src), copy_terms(src)

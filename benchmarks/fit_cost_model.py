@@ -1,0 +1,147 @@
+"""Fit tinyml/cost/coefficients.json to QEMU instruction counts of our own kernels.
+
+Two steps, both in this script:
+  measure: every zoo model (all groups), compiled layer by layer (`--patch off`) and as `tinyml generate`
+           does (`--patch auto`), built for the board twice: plain (whole-network instructions, stack,
+           flash) and profiled (instructions of every layer). Raw figures go to
+           benchmarks/results/cost_measurements.json (resumable: models already measured are kept).
+  fit:     for every shape class (Op.cost_terms), least squares of the per-layer counts on the class's
+           terms; a per-network constant (entry, marks) from plain minus profiled-layer sums; the code size
+           beyond the weights per class from the model library's flash. Writes tinyml/cost/coefficients.json.
+
+Usage: python benchmarks/fit_cost_model.py [measure|fit|all] [--board stm32f405] [MODEL ...]
+A benchmark script, not a test: it prints tables and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tinyml import zoo
+from tinyml.board import load_board
+from tinyml.errors import DoesNotFit
+from tinyml.pipeline import compile_model
+from tinyml.report import weights_bytes
+from tinyml.schedule.patches import PatchOptions
+
+ROOT = Path(__file__).resolve().parent
+MEASUREMENTS = ROOT / "results" / "cost_measurements.json"
+SCHEDULES = ("off", "auto")
+# Same core with 4 MiB of RAM and flash: models too big for the fitted board are measured there
+# (the instruction counts of a core do not depend on the board's memory map).
+ROOMY = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
+
+
+def measure_one(name: str, board: str, schedule: str) -> dict:
+    """Plain and profiled firmware of one zoo model under one patch mode, run on one input in QEMU."""
+    from tinyml.codegen.firmware import build_firmware
+    from tinyml.sim.qemu import QemuRunner
+    from tinyml.validation import load_inputs
+
+    c = compile_model(zoo.path(name), PatchOptions.parse(schedule))
+    if schedule != "off" and c.patches.chosen is None:
+        return {"model": name, "schedule": schedule, "board": board, "same_as": "off"}  # layer by layer won
+    b = load_board(board)
+    inputs = load_inputs(c.graph, 1, 0)
+    with tempfile.TemporaryDirectory(prefix="tinyml-cost-fit-") as tmp:
+        try:
+            fw = build_firmware(c.graph, c.plan, b, Path(tmp) / "fw")
+        except DoesNotFit:
+            b = load_board(ROOMY[b.core])
+            fw = build_firmware(c.graph, c.plan, b, Path(tmp) / "fw")
+        plain = QemuRunner(fw).run(inputs)
+        pfw = build_firmware(c.graph, c.plan, b, Path(tmp) / "prof", per_layer=True)
+        prof = QemuRunner(pfw).run(inputs)
+    image = fw.qemu_image
+    model_flash = sum(v.get("model", 0) for s, v in image.contributions.items() if s not in (".bss",))
+    return {"model": name, "schedule": schedule, "board": board, "measured_on": b.name, "core": b.core, "layers": len(c.graph.nodes),
+            "ops": [n.op for n in c.graph.nodes], "instructions": plain.instructions,
+            "per_layer": prof.per_layer, "stack_bytes": plain.stack_bytes, "arena_bytes": c.plan.arena_bytes,
+            "weights_bytes": weights_bytes(c.graph), "emitted_const_bytes": fw.weights_bytes,
+            "model_flash_bytes": model_flash, "flash_bytes": plain.extra.get("flash_bytes"),
+            "ram_bytes": plain.extra.get("ram_bytes")}
+
+
+def measure(models: list[str], board: str) -> list[dict]:
+    rows = json.loads(MEASUREMENTS.read_text())["runs"] if MEASUREMENTS.exists() else []
+    rows = [r for r in rows if not r.get("error")]  # failed runs are tried again
+    done = {(r["model"], r["schedule"], r["board"]) for r in rows}
+    for name in models:
+        for schedule in SCHEDULES:
+            if (name, schedule, board) in done:
+                continue
+            try:
+                row = measure_one(name, board, schedule)
+            except Exception as e:  # noqa: BLE001 - one model that does not build must not end the run
+                row = {"model": name, "schedule": schedule, "board": board, "error": f"{type(e).__name__}: {e}"}
+            rows.append(row)
+            print(f"{name:36s} {schedule:4s} {row.get('instructions') or row.get('same_as') or row.get('error')}", flush=True)
+            _write(MEASUREMENTS, {"measured_utc": _now(), "runs": rows})
+    return rows
+
+
+def fit(board: str) -> dict:
+    """Least squares per class over every measured layer; returns what was written."""
+    from tinyml.cost.model import COEFFICIENTS_PATH, fit_classes, flash_features, layer_terms
+
+    runs = [r for r in json.loads(MEASUREMENTS.read_text())["runs"] if r["board"] == board and "instructions" in r]
+    samples: dict[str, list[tuple[dict, float]]] = {}
+    overhead, flash_rows = [], []
+    for r in runs:
+        c = compile_model(zoo.path(r["model"]), PatchOptions.parse(r["schedule"]))
+        if [n.op for n in c.graph.nodes] != r["ops"]:
+            print(f"{r['model']} {r['schedule']}: the graph changed since it was measured; skipped", file=sys.stderr)
+            continue
+        terms = layer_terms(c.graph)
+        # relative error per layer: small layers (patches, the ops zoo) count as much as big ones
+        for (cls, t), n in zip(terms, r["per_layer"]):
+            samples.setdefault(cls, []).append((t, float(n), 1.0 / max(n, 1)))
+        overhead.append(r["instructions"] - sum(r["per_layer"]))
+        flash_rows.append((flash_features(c.graph, terms), r["model_flash_bytes"] - r["weights_bytes"],
+                           1.0 / r["model_flash_bytes"]))
+    coef = fit_classes(samples, flash_rows)
+    b = load_board(board)
+    data = {"board": board, "core": b.core, "fitted_utc": _now(),
+            "source": "QEMU instruction counts of the zoo (benchmarks/fit_cost_model.py), patch off and auto",
+            "network_overhead": max(0.0, float(np.median(overhead))),
+            "stack_bytes": int(max(r["stack_bytes"] or 0 for r in runs)),
+            # the harness around the model library (UART, protocol, start-up): what a board's flash holds besides
+            "firmware_flash_bytes": int(max(r["flash_bytes"] - r["model_flash_bytes"] for r in runs)),
+            **coef}
+    _write(COEFFICIENTS_PATH, data)
+    print(f"wrote {COEFFICIENTS_PATH} ({len(coef['classes'])} classes from {sum(map(len, samples.values()))} layers)")
+    return data
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write(path: Path, data: dict) -> None:  # noqa: D103
+    from tinyml.fsutil import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", nargs="?", choices=["measure", "fit", "all"], default="all")
+    ap.add_argument("--board", default="stm32f405")
+    ap.add_argument("models", nargs="*", help="zoo models (default: the whole zoo)")
+    a = ap.parse_intermixed_args(argv)
+    if a.step in ("measure", "all"):
+        measure(a.models or zoo.names(), a.board)
+    if a.step in ("fit", "all"):
+        fit(a.board)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
