@@ -15,7 +15,8 @@ from tinyml.cost import estimate
 from tinyml.cost.model import layer_instructions, load_coefficients
 from tinyml.ir import Graph
 from tinyml.pipeline import compile_model, load_graph, read_model_bytes
-from tinyml.schedule.memory import build_buffers, lower_bound, plan_memory
+from tinyml.schedule.lifetimes import build_buffers, lower_bound
+from tinyml.schedule.memory import plan_memory
 from tinyml.schedule.patches import PatchOptions
 
 

@@ -10,7 +10,8 @@ from tinyml.cost import fast_patches
 from tinyml.cost.model import code_bytes, flash_features, layer_instructions, layer_terms, load_coefficients
 from tinyml.ir import Graph
 from tinyml.ops import get_op
-from tinyml.schedule.memory import build_buffers, place_greedy_by_size
+from tinyml.schedule.lifetimes import build_buffers
+from tinyml.schedule.memory import place_greedy_by_size
 from tinyml.schedule.patches import PatchOptions, SearchResult, schedule_patches
 
 MODES = ("fast", "exact")

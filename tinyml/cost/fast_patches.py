@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.quantized import window
-from tinyml.schedule.memory import ALIGN
+from tinyml.schedule.inplace import ALIGN
 
 STAGE_FAMILIES = ("conv", "dw", "pool", "eltwise", "lut")
 MAX_GRID = 8
