@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyml.errors import BadModel
-from tinyml.frontend.tflite import show
+from tinyml.errors import BadModel, show
 from tinyml.ir import Graph
 
 FORMATS = ".tflite, .onnx, .keras, .h5 or a SavedModel directory"

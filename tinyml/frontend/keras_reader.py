@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tinyml.errors import BadModel, ToolMissing
-from tinyml.frontend.tflite import show
+from tinyml.errors import BadModel, ToolMissing, show
 
 
 def _tensorflow() -> Any:
