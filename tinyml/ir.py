@@ -8,6 +8,7 @@ Layout and op semantics follow TFLite (NHWC activations, OHWI conv filters,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,10 @@ class Graph:
                 if i is not None:
                     out.setdefault(i, []).append(n)
         return out
+
+    def activations(self) -> Iterator[Tensor]:
+        """Tensors computed at run time (everything that is not a constant)."""
+        return (t for t in self.tensors.values() if not t.is_const)
 
     def remove_unused_tensors(self) -> None:
         used = set(self.inputs) | set(self.outputs)

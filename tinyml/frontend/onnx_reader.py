@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from tinyml.errors import BadModel, ToolMissing, UnsupportedOps
+from tinyml.errors import BadModel, ToolMissing, UnsupportedOps, show
 from tinyml.frontend.check import inferred_shapes
-from tinyml.frontend.tflite import show
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops.quantized import out_size, same_padding
 

@@ -239,8 +239,9 @@ class Relu6(LutOp):
 
     def fusable_activation(self, g: Graph, n: Node) -> bool:
         # the fused clamp is [zp, zp + round(6 / scale)]; the producer computes round(6 / scale)
-        # in int32 (CalculateActivationRangeQuantized)
-        return 6.0 / float(g[n.inputs[0]].quant.s) < 2**30
+        # in int32 (CalculateActivationRangeQuantized); a float graph clamps to [0, 6] either way
+        q = g[n.inputs[0]].quant
+        return q is None or 6.0 / float(q.s) < 2**30
 
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         xi = g[n.inputs[0]]

@@ -66,7 +66,8 @@ class Op:
 
     def fusable_activation(self, g: Graph, n: Node) -> bool:
         """Whether this standalone activation equals its producer's fused activation of the same
-        name, so passes/fuse.py may fold it (asked once fuse.py has checked equal int8 quantization)."""
+        name, so passes/fuse.py may fold it (asked once fuse.py has checked equal int8 quantization;
+        tinyml/quantize/prepare.py asks it of float graphs, whose tensors have no quantization)."""
         return False
 
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyml.errors import TinymlError
-from tinyml.frontend.tflite import show
+from tinyml.errors import TinymlError, show
 from tinyml.ir import Graph, Node
 from tinyml.quantize.float_ref import LINEAR, Arrays, run_float
 from tinyml.quantize.policy import QuantPolicy, signed_range

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyml.errors import TinymlError
-from tinyml.frontend.tflite import show
+from tinyml.errors import TinymlError, show
 
 
 def _load(path: str | Path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

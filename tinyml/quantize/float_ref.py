@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tinyml.errors import BadModel
-from tinyml.frontend.tflite import show
+from tinyml.errors import BadModel, show
 from tinyml.ir import Graph, Node
 from tinyml.ops.pool import pool_window, valid_taps
 from tinyml.ops.quantized import pad_for_window, taps, window

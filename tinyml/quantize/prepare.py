@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyml.errors import BadModel, UnsupportedOps
-from tinyml.frontend.tflite import show
+from tinyml.errors import BadModel, UnsupportedOps, show
 from tinyml.ir import Graph
 from tinyml.passes.cleanup import drop_identities, remove_dead
 from tinyml.passes.fold import fold_constants, fold_static_shapes, static_reshape_shapes
-from tinyml.passes.fuse import ACTIVATION_PRODUCERS, FUSABLE_ACTIVATIONS
+from tinyml.ops import traits
 from tinyml.passes.rewrite import drop_nodes
 from tinyml.quantize.float_ref import FLOAT_OPS
 
@@ -24,13 +23,13 @@ def fuse_float_activations(g: Graph) -> None:
     producers, consumers = g.producers(), g.consumers()
     fused = []
     for act in g.nodes:
-        if act.op not in FUSABLE_ACTIVATIONS or len(act.inputs) != 1 or act.inputs[0] is None:
+        if len(act.inputs) != 1 or act.inputs[0] is None or not act.outputs:
             continue
         src = act.inputs[0]
         prod = producers.get(src)
-        if (prod is None or prod.op not in ACTIVATION_PRODUCERS
+        if (prod is None or not traits(prod.op).fuses_activation
                 or prod.attrs.get("fused_activation_function", "NONE") != "NONE"
-                or consumers.get(src) != [act] or src in g.outputs):
+                or consumers.get(src) != [act] or src in g.outputs or not traits(act.op).fusable_activation(g, act)):
             continue
         prod.attrs["fused_activation_function"] = act.op
         prod.outputs = [act.outputs[0] if o == src else o for o in prod.outputs]

@@ -19,8 +19,7 @@ import copy
 
 import numpy as np
 
-from tinyml.errors import TinymlError
-from tinyml.frontend.tflite import show
+from tinyml.errors import TinymlError, show
 from tinyml.ir import Graph, Node, Quant, Tensor
 from tinyml.quantize.calibrate import Calibration
 from tinyml.quantize.policy import QuantPolicy
