@@ -75,7 +75,7 @@ class Package:
 def example_inputs(inputs: list[IOInfo], seed: int = 0) -> list[np.ndarray]:
     """The example's sample input: floats uniform over each input's representable range ([-1, 1] for float)."""
     rng = np.random.default_rng(seed)
-    bounds = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+    bounds = {"int8": (-128, 127), "uint8": (0, 255)}
     out = []
     for io in inputs:
         lo, hi = -1.0, 1.0

@@ -1,0 +1,214 @@
+"""The quantization helpers against TFLite Micro, and the packages built by the tools that consume them.
+
+Helpers: hand-built single-QUANTIZE models give libraries whose input and output carry chosen
+scales, zero points and types; the generated tinyml_quantize_input / tinyml_dequantize_output,
+compiled for this machine, are compared with TFLite Micro running one QUANTIZE (float -> type)
+or DEQUANTIZE (type -> float) model with the same parameters. Packages: the CMake example is
+configured and built with CMake + Ninja (for this machine, and for a Cortex-M4 run in QEMU: the
+slow test), and its printed class is checked against TFLite Micro on the same floats.
+"""
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_oracle import _buffer, _model, _tensor, fb  # noqa: E402  (tests/ has no __init__.py)
+from tinyml.cli import main
+from tinyml.codegen.emit import generate
+from tinyml.codegen.package import KINDS, example_inputs, write_package
+from tinyml.oracle import TflmOracle
+from tinyml.pipeline import load_graph
+from tinyml.schedule.memory import plan_memory
+
+TYPES = {"int8": (fb.TensorType.INT8, np.int8), "uint8": (fb.TensorType.UINT8, np.uint8)}
+N = 4096  # elements per tensor of the hand-built models
+
+# (input type, scale, zero point) the quantize helper is checked with; the output side
+# (int8 or uint8 with its own scale and zero point) checks the dequantize helper.
+CASES = [
+    ("int8", 0.0173, -7, "int8", 0.0419, 5),
+    ("int8", 1 / 255, -128, "uint8", 0.1, 0),
+    ("int8", 0.1, 0, "int8", 3.1e-5, -128),
+    ("uint8", 0.0078125, 128, "int8", 12.5, 127),
+    ("uint8", 3.7e-4, 255, "uint8", 0.9876543, 200),
+    ("int8", 1234.5, 127, "int8", 0.00390625, -128),
+]
+
+
+def _quantize_op_model(t_in: str, s_in: float, z_in: int, t_out: str, s_out: float, z_out: int,
+                       float_in: bool = False, float_out: bool = False) -> bytes:
+    """One QUANTIZE (or DEQUANTIZE when float_out) over [1, N] elements."""
+    ti = _tensor([1, N], fb.TensorType.FLOAT32, 1, name="x") if float_in else \
+        _tensor([1, N], TYPES[t_in][0], 1, [s_in], [z_in], "x")
+    to = _tensor([1, N], fb.TensorType.FLOAT32, 2, name="y") if float_out else \
+        _tensor([1, N], TYPES[t_out][0], 2, [s_out], [z_out], "y")
+    op = fb.BuiltinOperator.DEQUANTIZE if float_out else fb.BuiltinOperator.QUANTIZE
+    return _model(op, [ti, to], [_buffer(None)] * 3, fb.BuiltinOptions.NONE, None, [0], [1])
+
+
+HARNESS = r"""
+#include <stdio.h>
+#include <string.h>
+#include "tinyml_model.h"
+/* q: floats on stdin -> quantized input 0 on stdout; d: output-0 values on stdin -> floats on stdout */
+int main(int argc, char **argv)
+{
+    static float f[TINYML_INPUT0_ELEMENTS > TINYML_OUTPUT0_ELEMENTS ? TINYML_INPUT0_ELEMENTS : TINYML_OUTPUT0_ELEMENTS];
+    int quantize = argc > 1 && argv[1][0] == 'q';
+    tinyml_init();
+    if (quantize) {
+        if (fread(f, sizeof(float), TINYML_INPUT0_ELEMENTS, stdin) != TINYML_INPUT0_ELEMENTS) return 3;
+        if (tinyml_quantize_input(0, f) != 0) return 4;
+        fwrite(tinyml_input(0), 1, TINYML_INPUT0_BYTES, stdout);
+    } else {
+        if (fread((void *)tinyml_output(0), 1, TINYML_OUTPUT0_BYTES, stdin) != TINYML_OUTPUT0_BYTES) return 3;
+        if (tinyml_dequantize_output(0, f) != 0) return 4;
+        fwrite(f, sizeof(float), TINYML_OUTPUT0_ELEMENTS, stdout);
+    }
+    return tinyml_quantize_input(TINYML_NUM_INPUTS, f) == 0 ? 5 : 0;  /* an index out of range is an error */
+}
+"""
+
+
+def _helper_binary(model: bytes, out: Path) -> Path:
+    """The generated library + HARNESS compiled for this machine."""
+    g = load_graph(model)
+    generate(g, plan_memory(g), out / "lib", model_sha256=hashlib.sha256(model).hexdigest())
+    (out / "harness.c").write_text(HARNESS)
+    exe = out / "harness"
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(out / "lib"), str(out / "harness.c"),
+                    str(out / "lib" / "tinyml_model.c"), str(out / "lib" / "tinyml_weights.c"), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    return exe
+
+
+def _run(exe: Path, mode: str, data: bytes) -> bytes:
+    return subprocess.run([str(exe), mode], input=data, capture_output=True, check=True).stdout
+
+
+def _floats_to_test(scale: float, zp: int, lo: int, hi: int, rng: np.random.Generator) -> np.ndarray:
+    """Random floats over the representable range and far beyond, the float neighbours of every
+    rounding tie (k + 0.5) * scale, exact multiples, signed zeros and tiny values."""
+    s = np.float32(scale)
+    r_lo, r_hi = float(s) * (lo - zp), float(s) * (hi - zp)
+    inside = rng.uniform(r_lo, r_hi, 8000)
+    beyond = rng.uniform(-100, 100, 2000) * (r_hi - r_lo)
+    huge = rng.uniform(-1, 1, 500) * float(s) * 1e9  # |x / scale| < 2^31: still defined in TFLite
+    ties = (np.arange(lo - zp - 2, hi - zp + 2) + 0.5).astype(np.float32) * s
+    neighbours = [np.nextafter(ties, np.float32(sign * np.inf)) for sign in (1, -1)]
+    twice = [np.nextafter(n, np.float32(sign * np.inf)) for n, sign in zip(neighbours, (1, -1))]
+    exact = np.arange(lo - zp - 2, hi - zp + 2).astype(np.float32) * s
+    small = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, float(s) * 0.5, -float(s) * 0.5])
+    x = np.concatenate([inside, beyond, huge, ties, *neighbours, *twice, exact, small]).astype(np.float32)
+    return x[np.abs(x / s) < 2.0 ** 31 - 256]
+
+
+def _in_chunks(x: np.ndarray, fill: float) -> list[np.ndarray]:
+    pad = (-len(x)) % N
+    x = np.concatenate([x, np.full(pad, fill, dtype=x.dtype)])
+    return [x[i:i + N] for i in range(0, len(x), N)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]:g}-{c[2]}" for c in CASES])
+def test_quantize_helper_is_bit_exact_with_tflite_micro(case, tmp_path: Path) -> None:
+    t_in, s_in, z_in = case[:3]
+    exe = _helper_binary(_quantize_op_model(*case), tmp_path)
+    # TFLite Micro quantizes float to int8 but not to uint8: clamp(round(x / s) + z) over [0, 255]
+    # is its int8 result with zero point z - 128, plus 128 (the same template, OutputT = uint8, in TFLite)
+    shift = 128 if t_in == "uint8" else 0
+    oracle = TflmOracle(_quantize_op_model("int8", s_in, z_in - shift, "int8", s_in, z_in - shift, float_in=True))
+    info = np.iinfo(TYPES[t_in][1])
+    x = _floats_to_test(s_in, z_in, int(info.min), int(info.max), np.random.default_rng(zlib.crc32(repr(case).encode())))
+    assert len(x) > 10000
+    for chunk in _in_chunks(x, 0.0):
+        ours = np.frombuffer(_run(exe, "q", chunk.astype("<f4").tobytes()), dtype=TYPES[t_in][1])
+        theirs = (oracle.run([chunk.reshape(1, N)])[0].reshape(-1).astype(np.int32) + shift).astype(TYPES[t_in][1])
+        bad = np.flatnonzero(ours != theirs)
+        assert bad.size == 0, f"{bad.size} mismatches, first x={chunk[bad[0]]!r}: ours {ours[bad[0]]}, TFLM {theirs[bad[0]]}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[3]}-{c[4]:g}-{c[5]}" for c in CASES])
+def test_dequantize_helper_gives_tflite_micros_floats_for_every_value(case, tmp_path: Path) -> None:
+    t_out, s_out, z_out = case[3:]
+    exe = _helper_binary(_quantize_op_model(*case), tmp_path)
+    oracle = TflmOracle(_quantize_op_model(t_out, s_out, z_out, t_out, s_out, z_out, float_out=True))
+    info = np.iinfo(TYPES[t_out][1])
+    q = np.resize(np.arange(info.min, info.max + 1), N).astype(TYPES[t_out][1])
+    ours = np.frombuffer(_run(exe, "d", q.tobytes()), dtype="<f4")
+    theirs = oracle.run([q.reshape(1, N)])[0].reshape(-1).astype(np.float32)
+    assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_quantize_helper_saturates_where_tflite_is_undefined(tmp_path: Path) -> None:
+    """inf, NaN and |x / scale| >= 2^31: TFLite's float->int32 cast is undefined there (x86 TFLite
+    Micro gives -128 for all of them, a Cortex-M saturates); the helper saturates, NaN -> zero point."""
+    case = ("int8", 0.0173, -7, "int8", 0.0419, 5)
+    exe = _helper_binary(_quantize_op_model(*case), tmp_path)
+    x = np.array([np.inf, -np.inf, np.nan, -np.nan, 3.4e38, -3.4e38, 1e30, -1e30, 0.0173 * 2.0 ** 31,
+                  -0.0173 * 2.0 ** 32], dtype=np.float32)
+    ours = np.frombuffer(_run(exe, "q", _in_chunks(x, 0.0)[0].astype("<f4").tobytes()), dtype=np.int8)[:len(x)]
+    assert ours.tolist() == [127, -128, -7, -7, 127, -128, 127, -128, 127, -128]
+
+
+def test_float_io_is_copied_unchanged(zoo_path, tmp_path: Path) -> None:
+    """A model that quantizes inside (io_float32): the macros say float, scale 1, zero point 0."""
+    out = tmp_path / "pkg"
+    assert main(["generate", str(zoo_path("io_float32")), "-o", str(out)]) == 0
+    header = (out / "tinyml_model.h").read_text()
+    for kind in ("INPUT0", "OUTPUT0"):
+        assert f"#define TINYML_{kind}_TYPE TINYML_TYPE_FLOAT32" in header
+        assert f"#define TINYML_{kind}_CTYPE float" in header
+        assert f"#define TINYML_{kind}_SCALE 0x1.0000000000000p+0f" in header
+        assert f"#define TINYML_{kind}_ZERO_POINT (0)" in header
+    harness = tmp_path / "h.c"
+    harness.write_text(r"""
+#include <string.h>
+#include "tinyml_model.h"
+int main(void)
+{
+    static float x[TINYML_INPUT0_ELEMENTS], y[TINYML_OUTPUT0_ELEMENTS];
+    unsigned k;
+    for (k = 0; k < TINYML_INPUT0_ELEMENTS; k++) x[k] = (float)k * -0.37f + 1e-3f;
+    if (tinyml_quantize_input(0, x) != 0 || memcmp(tinyml_input(0), x, sizeof x) != 0) return 1;
+    if (tinyml_run() != 0 || tinyml_dequantize_output(0, y) != 0) return 2;
+    return memcmp(tinyml_output(0), y, sizeof y) != 0 ? 3 : 0;
+}
+""")
+    exe = tmp_path / "h"
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", str(out), str(harness),
+                    str(out / "tinyml_model.c"), str(out / "tinyml_weights.c"), "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)]).returncode == 0
+
+
+def test_header_carries_the_quantization_the_version_and_the_models_hash(zoo_path, tmp_path: Path) -> None:
+    model = zoo_path("io_two_outputs")
+    assert main(["generate", str(model), "-o", str(tmp_path / "lib")]) == 0
+    header = (tmp_path / "lib" / "tinyml_model.h").read_text()
+    assert f'#define TINYML_MODEL_SHA256 "{hashlib.sha256(model.read_bytes()).hexdigest()}"' in header
+    assert re.search(r'#define TINYML_VERSION "\d+\.\d+\.\d+"', header)
+    oracle = TflmOracle(model.read_bytes())
+    for kind, specs in (("INPUT", oracle.inputs), ("OUTPUT", oracle.outputs)):
+        for i, spec in enumerate(specs):
+            scale = re.search(rf"#define TINYML_{kind}{i}_SCALE (\S+)f", header).group(1)
+            assert np.float32(float.fromhex(scale)) == np.float32(spec.scale)
+            assert f"#define TINYML_{kind}{i}_ZERO_POINT ({spec.zero_point})" in header
+            assert f"#define TINYML_{kind}{i}_ELEMENTS {int(np.prod(spec.shape))}u" in header
+            assert f"#define TINYML_{kind}{i}_TYPE TINYML_TYPE_INT8" in header
+    # the documented example at the top compiles as written
+    example = re.search(r"\* Example:.*?\n \*\n(.*?)\n \*\n", header, re.S).group(1)
+    body = "\n".join(line[4:] for line in example.splitlines())
+    src = tmp_path / "example.c"
+    src.write_text(f'#include <stdio.h>\nint main(void)\n{{\n{body.replace("#include", "//")}\n    return (int)best;\n}}\n')
+    src.write_text('#include "tinyml_model.h"\n' + src.read_text())
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-I", str(tmp_path / "lib"), str(src),
+                    str(tmp_path / "lib" / "tinyml_model.c"), str(tmp_path / "lib" / "tinyml_weights.c"),
+                    "-o", str(tmp_path / "example")], check=True)
