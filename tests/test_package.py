@@ -24,7 +24,6 @@ import pytest
 from test_oracle import _buffer, _model, _tensor, fb  # noqa: E402  (tests/ has no __init__.py)
 from tinyml.cli import main
 from tinyml.codegen.emit import generate
-from tinyml.codegen.package import KINDS, example_inputs, write_package
 from tinyml.oracle import TflmOracle
 from tinyml.pipeline import load_graph
 from tinyml.schedule.memory import plan_memory
@@ -45,12 +44,12 @@ CASES = [
 
 
 def _quantize_op_model(t_in: str, s_in: float, z_in: int, t_out: str, s_out: float, z_out: int,
-                       float_in: bool = False, float_out: bool = False) -> bytes:
-    """One QUANTIZE (or DEQUANTIZE when float_out) over [1, N] elements."""
-    ti = _tensor([1, N], fb.TensorType.FLOAT32, 1, name="x") if float_in else \
-        _tensor([1, N], TYPES[t_in][0], 1, [s_in], [z_in], "x")
-    to = _tensor([1, N], fb.TensorType.FLOAT32, 2, name="y") if float_out else \
-        _tensor([1, N], TYPES[t_out][0], 2, [s_out], [z_out], "y")
+                       float_in: bool = False, float_out: bool = False, n: int = N) -> bytes:
+    """One QUANTIZE (or DEQUANTIZE when float_out) over [1, n] elements."""
+    ti = _tensor([1, n], fb.TensorType.FLOAT32, 1, name="x") if float_in else \
+        _tensor([1, n], TYPES[t_in][0], 1, [s_in], [z_in], "x")
+    to = _tensor([1, n], fb.TensorType.FLOAT32, 2, name="y") if float_out else \
+        _tensor([1, n], TYPES[t_out][0], 2, [s_out], [z_out], "y")
     op = fb.BuiltinOperator.DEQUANTIZE if float_out else fb.BuiltinOperator.QUANTIZE
     return _model(op, [ti, to], [_buffer(None)] * 3, fb.BuiltinOptions.NONE, None, [0], [1])
 
@@ -212,3 +211,162 @@ def test_header_carries_the_quantization_the_version_and_the_models_hash(zoo_pat
     subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-I", str(tmp_path / "lib"), str(src),
                     str(tmp_path / "lib" / "tinyml_model.c"), str(tmp_path / "lib" / "tinyml_weights.c"),
                     "-o", str(tmp_path / "example")], check=True)
+
+
+# -- packages ----------------------------------------------------------------------
+
+def _tflm_quantize(x: np.ndarray, dtype: str, scale: float, zp: int) -> np.ndarray:
+    """TFLite Micro's QUANTIZE of x (uint8 through int8 with the zero point moved, as above)."""
+    shift = 128 if dtype == "uint8" else 0
+    m = _quantize_op_model("int8", scale, zp - shift, "int8", scale, zp - shift, float_in=True, n=x.size)
+    q = TflmOracle(m).run([x.reshape(1, -1).astype(np.float32)])[0].astype(np.int32) + shift
+    return q.astype(TYPES[dtype][1])
+
+
+def tflm_class(model: Path, floats: list[np.ndarray]) -> int:
+    """The class TFLite Micro computes from the example's floats: its QUANTIZE, the model, then the
+    first maximum of output 0 (dequantizing keeps the order: the scale is positive)."""
+    oracle = TflmOracle(model.read_bytes())
+    inputs = [x.reshape(spec.shape) if spec.dtype == "float32" else
+              _tflm_quantize(x, spec.dtype, spec.scale, spec.zero_point).reshape(spec.shape)
+              for x, spec in zip(floats, oracle.inputs)]
+    return int(np.argmax(oracle.run(inputs)[0].reshape(-1)))
+
+
+def _package(model: Path, out: Path, *extra: str) -> Path:
+    assert main(["generate", str(model), "-o", str(out), "--package", *extra]) == 0
+    return out
+
+
+def example_floats(example_dir: Path) -> list[np.ndarray]:
+    """The sample input the example was built with, read back from its tinyml_example.h."""
+    text = (example_dir / "tinyml_example.h").read_text()
+    arrays = re.findall(r"tinyml_example_input\d+\[\w+\] = \{(.*?)\};", text, re.S)
+    return [np.array([float.fromhex(v.strip().rstrip("f")) for v in a.split(",") if v.strip()], dtype=np.float32)
+            for a in arrays]
+
+
+def _cmake_build(src: Path, build: Path, *defs: str) -> None:
+    for cmd in (["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja", *defs], ["cmake", "--build", str(build)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def _printed_class(text: str) -> int:
+    m = re.search(r"tinyml example: class (-?\d+)", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_package_layout_follows_each_tools_documented_fields(zoo_path, tmp_path: Path) -> None:
+    out = _package(zoo_path("io_per_tensor"), tmp_path / "pkg")
+    # PlatformIO library.json (docs.platformio.org/en/latest/manifests/library-json/): name is a slug of
+    # a-z, digits and dashes (<= 50), version semver (<= 20), description <= 255; build.srcDir/includeDir
+    # are folders of the library, build.flags reach the library's own sources, examples are globs.
+    lj = json.loads((out / "library.json").read_text())
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", lj["name"]) and len(lj["name"]) <= 50
+    assert re.fullmatch(r"\d+\.\d+\.\d+", lj["version"]) and len(lj["description"]) <= 255
+    assert lj["frameworks"] == "*" and lj["platforms"] == "*"
+    assert (out / lj["build"]["srcDir"] / lj["headers"]).is_file() and (out / lj["build"]["includeDir"]).is_dir()
+    assert "-O2" in lj["build"]["flags"]
+    assert all(list(out.glob(pattern)) for pattern in lj["examples"])
+    ini = configparser.ConfigParser()
+    ini.read(out / "examples/platformio/platformio.ini")
+    assert (out / "examples/platformio" / ini["platformio"]["src_dir"]).resolve() == \
+        (out / "examples/tinyml_classify").resolve()
+    assert ini["env:example"]["lib_deps"] == "symlink://../.."
+    # Arduino library.properties (arduino.github.io/arduino-cli/latest/library-specification/): the
+    # required fields, a category from the fixed list, sources under src/, examples/<name>/<name>.ino
+    props = dict(line.split("=", 1) for line in (out / "library.properties").read_text().splitlines() if "=" in line)
+    for field in ("name", "version", "author", "maintainer", "sentence", "paragraph", "category", "url",
+                  "architectures"):
+        assert props.get(field), field
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _.\-]*", props["name"])
+    assert props["category"] in ("Display", "Communication", "Signal Input/Output", "Sensors", "Device Control",
+                                 "Timing", "Data Storage", "Data Processing", "Other")
+    assert (out / "src" / props["includes"]).is_file()
+    assert (out / "examples/tinyml_classify/tinyml_classify.ino").is_file()
+    # Zephyr module: module.yml points at a CMake folder and a Kconfig file; the Kconfig has the DSP option
+    yml = (out / "zephyr/module.yml").read_text()
+    cmake_dir = re.search(r"^\s+cmake:\s*(\S+)", yml, re.M).group(1)
+    kconfig = re.search(r"^\s+kconfig:\s*(\S+)", yml, re.M).group(1)
+    assert (out / cmake_dir / "CMakeLists.txt").is_file() and (out / kconfig).is_file()
+    kc = (out / kconfig).read_text()
+    assert "config TINYML_MODEL\n" in kc and "config TINYML_MODEL_DSP\n" in kc
+    zc = (out / cmake_dir / "CMakeLists.txt").read_text()
+    assert "zephyr_library" in zc and "zephyr_library_compile_options(-O2)" in zc
+    # every source the CMake and Zephyr files name exists
+    for f in re.findall(r"\$\{CMAKE_CURRENT_LIST_DIR\}/(\S+\.c)", (out / "CMakeLists.txt").read_text()):
+        assert (out / f).is_file(), f
+    for variant in ("portable", "dsp"):
+        for f in re.findall(r"/src/\$\{TINYML_MODEL_VARIANT\}/(\S+\.c)", zc):
+            assert (out / "src" / variant / f).is_file()
+
+
+def test_one_kind_writes_only_its_manifest(zoo_path, tmp_path: Path) -> None:
+    out = _package(zoo_path("io_per_tensor"), tmp_path / "pkg", "zephyr")
+    assert (out / "zephyr/module.yml").is_file() and (out / "examples/zephyr/src/main.c").is_file()
+    for absent in ("CMakeLists.txt", "library.json", "library.properties", "examples/cmake"):
+        assert not (out / absent).exists(), absent
+
+
+def test_board_without_package_is_bad_input(zoo_path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(Path(__file__).parent.parent / ".venv/bin/tinyml"), "generate",
+                           str(zoo_path("io_per_tensor")), "-o", str(tmp_path / "x"), "--board", "stm32f405"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_exactly_one_variant_compiles_and_dsp_needs_the_extension(zoo_path, tmp_path: Path) -> None:
+    out = _package(zoo_path("io_per_tensor"), tmp_path / "pkg")
+    sources = sorted(str(p) for p in (out / "src").rglob("*.c"))
+
+    def compile_all(cc: str, *flags: str) -> subprocess.CompletedProcess:
+        objs = tmp_path / f"obj{abs(hash(flags))}"
+        objs.mkdir(exist_ok=True)
+        procs = [subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(out / "src"), *flags,
+                                 "-c", s, "-o", str(objs / f"{i}.o")], capture_output=True, text=True)
+                 for i, s in enumerate(sources)]
+        bad = [p for p in procs if p.returncode]
+        return bad[0] if bad else subprocess.run(["sh", "-c", f"{cc.replace('gcc', 'nm')} {objs}/*.o"],
+                                                 capture_output=True, text=True)
+
+    host = compile_all("gcc")
+    assert host.returncode == 0 and host.stdout.count(" T tinyml_run\n") == 1
+    assert "#error" in compile_all("gcc", "-DTINYML_MODEL_DSP=1").stderr
+    m4 = compile_all("arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb")
+    assert m4.returncode == 0 and m4.stdout.count(" T tinyml_run\n") == 1
+    m0 = compile_all("arm-none-eabi-gcc", "-mcpu=cortex-m0", "-mthumb", "-DTINYML_MODEL_DSP=1")
+    assert "needs a core with the DSP extension" in m0.stderr
+
+
+@pytest.mark.parametrize("name", ["resnet8", "io_uint8", "io_float32"])
+def test_cmake_example_on_this_machine_prints_tflite_micros_class(name: str, zoo_path, tmp_path: Path) -> None:
+    model = zoo_path(name)
+    out = _package(model, tmp_path / "pkg", "cmake", "--patch", "off")  # the schedule is not what is tested here
+    _cmake_build(out / "examples/cmake", tmp_path / "build")
+    proc = subprocess.run([str(tmp_path / "build/tinyml_example")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    assert hashlib.sha256(model.read_bytes()).hexdigest() in proc.stdout
+    assert _printed_class(proc.stdout) == tflm_class(model, example_floats(out / "examples/cmake"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dsp", ["AUTO", "OFF"])
+def test_cmake_example_on_a_cortex_m4_in_qemu_prints_tflite_micros_class(dsp: str, zoo_path, tmp_path: Path) -> None:
+    model = zoo_path("resnet8")
+    out = _package(model, tmp_path / "pkg", "cmake", "--board", "stm32f405")
+    example = out / "examples/cmake"
+    _cmake_build(example, tmp_path / "build", f"-DCMAKE_TOOLCHAIN_FILE={example / 'arm-none-eabi.cmake'}",
+                 "-DTINYML_EXAMPLE_SEMIHOSTING=ON", f"-DTINYML_MODEL_DSP={dsp}")
+    objs = {p.parent.name: p for p in (tmp_path / "build").rglob("tinyml_model.c.obj")}
+    sizes = {v: int(subprocess.run(["arm-none-eabi-size", str(p)], capture_output=True, text=True,
+                                   check=True).stdout.splitlines()[1].split()[0]) for v, p in objs.items()}
+    assert (sizes["dsp"] > 0, sizes["portable"] > 0) == ((True, False) if dsp == "AUTO" else (False, True))
+    proc = subprocess.run(["qemu-system-arm", "-M", "netduinoplus2", "-display", "none", "-monitor", "none",
+                           "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
+                           "-kernel", str(tmp_path / "build/tinyml_example.elf")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert hashlib.sha256(model.read_bytes()).hexdigest() in proc.stdout
+    assert _printed_class(proc.stdout) == tflm_class(model, example_floats(out / "examples/cmake"))
