@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.board and not args.package:
-        raise TinymlError("--board needs --package (the plain library is board-independent)")
+    if args.board and args.package not in ("all", "cmake"):
+        raise TinymlError("--board sets up the CMake example: use it with --package or --package cmake")
     board = None
     if args.board:
         from tinyml.board import load_board
