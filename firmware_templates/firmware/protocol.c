@@ -105,8 +105,9 @@ void tm_send_error(uint8_t seq, uint8_t code, const char *text)
     tm_tx_end();
 }
 
-/* After a fault only QUIT is served, so the host can still end a simulation cleanly. */
-void tm_serve_quit_only(void)
+/* After a fault only QUIT is served, so the host can still end a simulation cleanly.
+ * Cold: a fault path, kept small (GCC would otherwise inline the receive functions here). */
+__attribute__((cold)) void tm_serve_quit_only(void)
 {
     for (;;) {
         tm_header_t h;
