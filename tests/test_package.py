@@ -370,3 +370,78 @@ def test_cmake_example_on_a_cortex_m4_in_qemu_prints_tflite_micros_class(dsp: st
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert hashlib.sha256(model.read_bytes()).hexdigest() in proc.stdout
     assert _printed_class(proc.stdout) == tflm_class(model, example_floats(out / "examples/cmake"))
+
+
+ARM_HARNESS = r"""
+#include <string.h>
+#include "tm_firmware.h"
+#include "tinyml_model.h"
+#include "test_data.h"   /* test_bits[TEST_COUNT]: float bit patterns, TEST_COUNT a multiple of the input size */
+
+static void put_hex(const void *p, uint32_t n)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    for (uint32_t i = 0; i < n; i++) {
+        tm_uart_putc((uint8_t)"0123456789abcdef"[b[i] >> 4]);
+        tm_uart_putc((uint8_t)"0123456789abcdef"[b[i] & 15u]);
+    }
+}
+
+int main(void)
+{
+    static float f[TINYML_INPUT0_ELEMENTS];
+    tm_board_init();
+    tm_uart_init();
+    tinyml_init();
+    tm_puts("Q ");
+    for (uint32_t c = 0; c < TEST_COUNT; c += TINYML_INPUT0_ELEMENTS) {
+        memcpy(f, &test_bits[c], sizeof f);
+        if (tinyml_quantize_input(0, f) != 0) tm_exit(0, 2);
+        put_hex(tinyml_input(0), TINYML_INPUT0_BYTES);
+    }
+    tm_puts("\r\nD ");
+    for (uint32_t k = 0; k < TINYML_OUTPUT0_BYTES; k++)
+        ((uint8_t *)(uintptr_t)tinyml_output(0))[k] = (uint8_t)k;
+    if (tinyml_dequantize_output(0, f) != 0) tm_exit(0, 3);
+    put_hex(f, TINYML_OUTPUT0_ELEMENTS * sizeof(float));
+    tm_puts("\r\nEND\r\n");
+    tm_exit(0, 0);
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=["int8-in-uint8-out", "uint8-in-int8-out"])
+def test_helpers_on_a_cortex_m4_in_qemu_match_tflite_micro(case, tmp_path: Path) -> None:
+    """The same comparison as above with the helpers compiled by arm-none-eabi-gcc (FPv4) and run in QEMU."""
+    t_in, s_in, z_in, t_out, s_out, z_out = case
+    model = tmp_path / "quantize.tflite"
+    model.write_bytes(_quantize_op_model(*case))
+    out = _package(model, tmp_path / "pkg", "cmake", "--board", "stm32f405")
+    info = np.iinfo(TYPES[t_in][1])
+    x = _floats_to_test(s_in, z_in, int(info.min), int(info.max), np.random.default_rng(zlib.crc32(repr(case).encode())))
+    chunks = _in_chunks(x, 0.0)
+    bits = np.concatenate(chunks).view(np.uint32)
+    example = out / "examples/cmake"
+    (example / "main.c").write_text(ARM_HARNESS)
+    (example / "test_data.h").write_text(
+        f"#define TEST_COUNT {bits.size}u\nstatic const uint32_t test_bits[TEST_COUNT] = {{\n"
+        + ",\n".join(", ".join(f"0x{b:08x}u" for b in bits[i:i + 16]) for i in range(0, bits.size, 16)) + "\n};\n")
+    _cmake_build(example, tmp_path / "build", f"-DCMAKE_TOOLCHAIN_FILE={example / 'arm-none-eabi.cmake'}")
+    proc = subprocess.run(["qemu-system-arm", "-M", "netduinoplus2", "-display", "none", "-monitor", "none",
+                           "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
+                           "-kernel", str(tmp_path / "build/tinyml_example.elf")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "END" in proc.stdout, proc.stdout[-500:] + proc.stderr
+    q_hex = re.search(r"Q ([0-9a-f]*)", proc.stdout).group(1)
+    d_hex = re.search(r"D ([0-9a-f]*)", proc.stdout).group(1)
+    ours_q = np.frombuffer(bytes.fromhex(q_hex), dtype=TYPES[t_in][1])
+    shift = 128 if t_in == "uint8" else 0
+    oracle = TflmOracle(_quantize_op_model("int8", s_in, z_in - shift, "int8", s_in, z_in - shift, float_in=True))
+    theirs_q = np.concatenate([(oracle.run([c.reshape(1, N)])[0].reshape(-1).astype(np.int32) + shift)
+                               for c in chunks]).astype(TYPES[t_in][1])
+    assert np.array_equal(ours_q, theirs_q), f"{np.count_nonzero(ours_q != theirs_q)} mismatches"
+    q = (np.arange(N) % 256).astype(np.uint8).view(TYPES[t_out][1])
+    theirs_d = TflmOracle(_quantize_op_model(t_out, s_out, z_out, t_out, s_out, z_out, float_out=True)).run(
+        [q.reshape(1, N)])[0].reshape(-1).astype(np.float32)
+    assert np.array_equal(np.frombuffer(bytes.fromhex(d_hex), dtype="<u4"), theirs_d.view(np.uint32))
