@@ -66,8 +66,6 @@ class Package:
     kinds: tuple[str, ...]
     board: str | None  # the board examples/cmake/ is set up for, if any
     files: list[str]
-    inputs: list[IOInfo]
-    outputs: list[IOInfo]
     arena_bytes: int
     weights_bytes: dict[str, int]  # per variant
 
@@ -93,8 +91,8 @@ def _variant_source(text: str, variant: str) -> str:
             f"#else\ntypedef int tinyml_{variant}_variant_not_selected;  /* ISO C: no empty file */\n#endif\n")
 
 
-def _board_files(board: Board, banner: str) -> dict[str, str]:
-    """examples/cmake/board/: the firmware's startup, drivers and linker script for `board`."""
+def _board_files(board: Board, banner: str) -> tuple[dict[str, str], str]:
+    """examples/cmake/board/: the firmware's startup, drivers and linker script for `board`; its UART driver."""
     from tinyml.codegen.firmware import image_plans  # imports the firmware builder: only when a board is given
 
     env = environment()
@@ -105,15 +103,15 @@ def _board_files(board: Board, banner: str) -> dict[str, str]:
     out = {name: (src / name).read_text() for name in (*BOARD_FILES, image.uart_source)}
     for name in ("tm_config.h", "linker.ld"):
         out[name] = env.get_template(f"firmware/{name}.j2").render(**params)
-    return out
+    return out, image.uart_source
 
 
 def render_package(g: Graph, plan: MemoryPlan, model_sha256: str, kinds: tuple[str, ...] = KINDS,
                    board: Board | None = None, seed: int = 0) -> tuple[dict[str, str], dict[str, Emitted]]:
     """Every file of the package (relative path -> text) and the two emitted variants."""
     emitted = {v: emit_model(g, plan, t, model_sha256) for v, t in VARIANTS.items()}
-    portable, dsp = emitted["portable"], emitted["dsp"]
-    assert portable.texts["tinyml_model.h"] == dsp.texts["tinyml_model.h"], "the variants must share one API"
+    portable = emitted["portable"]
+    assert portable.texts["tinyml_model.h"] == emitted["dsp"].texts["tinyml_model.h"], "the variants share one API"
     texts = {f"src/{name}": portable.texts[name] for name in SHARED_FILES}
     for v, em in emitted.items():
         for name in VARIANT_FILES:
@@ -122,14 +120,12 @@ def render_package(g: Graph, plan: MemoryPlan, model_sha256: str, kinds: tuple[s
     env = environment()
     sources = [f"src/{v}/{name}" for v in VARIANTS for name in VARIANT_FILES if name.endswith(".c")]
     params = dict(banner=banner, version=__version__, model_sha256=model_sha256, kinds=kinds,
-                  sources=sources, variants=list(VARIANTS), variant_files=[n for n in VARIANT_FILES if n.endswith(".c")],
-                  streamed=any(io.offset is None for io in portable.inputs), inputs=portable.inputs,
-                  outputs=portable.outputs, board=board, sketch=ARDUINO_SKETCH,
+                  sources=sources, variant_files=[n for n in VARIANT_FILES if n.endswith(".c")],
+                  streamed=any(io.offset is None for io in portable.inputs), board=board, sketch=ARDUINO_SKETCH,
                   uart_source=None, cpu_flags=" ".join(board.cpu_flags()) if board else "")
     if board is not None and "cmake" in kinds:
-        board_texts = _board_files(board, banner)
+        board_texts, params["uart_source"] = _board_files(board, banner)
         texts.update({f"examples/cmake/board/{k}": v for k, v in board_texts.items()})
-        params["uart_source"] = next(k for k in board_texts if k.startswith("uart_"))
         texts["examples/cmake/arm-none-eabi.cmake"] = env.get_template(
             "package/example_cmake/arm-none-eabi.cmake.j2").render(**params)
     texts["src/tinyml_variant.h"] = env.get_template("package/tinyml_variant.h.j2").render(**params)
@@ -156,6 +152,4 @@ def write_package(g: Graph, plan: MemoryPlan, out_dir: str | Path, model_sha256:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text)
     weights = {v: sum(int(c.values.nbytes) for c in em.ctx.consts) for v, em in emitted.items()}
-    em = emitted["portable"]
-    return Package(Path(out_dir), kinds, board.name if board else None, sorted(texts), em.inputs, em.outputs,
-                   plan.arena_bytes, weights)
+    return Package(Path(out_dir), kinds, board.name if board else None, sorted(texts), plan.arena_bytes, weights)

@@ -5,7 +5,8 @@ scales, zero points and types; the generated tinyml_quantize_input / tinyml_dequ
 compiled for this machine, are compared with TFLite Micro running one QUANTIZE (float -> type)
 or DEQUANTIZE (type -> float) model with the same parameters. Packages: the CMake example is
 configured and built with CMake + Ninja (for this machine, and for a Cortex-M4 run in QEMU: the
-slow test), and its printed class is checked against TFLite Micro on the same floats.
+slow test), and its printed class is checked against TFLite Micro on the same floats; the helpers
+are also compiled for the Cortex-M4 (FPv4) and compared in QEMU (slow).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import configparser
 import hashlib
 import json
 import re
-import shutil
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -310,11 +311,13 @@ def test_one_kind_writes_only_its_manifest(zoo_path, tmp_path: Path) -> None:
         assert not (out / absent).exists(), absent
 
 
-def test_board_without_package_is_bad_input(zoo_path, tmp_path: Path) -> None:
-    proc = subprocess.run([str(Path(__file__).parent.parent / ".venv/bin/tinyml"), "generate",
-                           str(zoo_path("io_per_tensor")), "-o", str(tmp_path / "x"), "--board", "stm32f405"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("extra", [["--board", "stm32f405"], ["--package", "zephyr", "--board", "stm32f405"],
+                                   ["--package", "cmake", "--board", "no-such-board"]])
+def test_a_board_the_package_cannot_use_is_one_line_and_exit_2(extra: list[str], zoo_path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "tinyml.cli", "generate", str(zoo_path("io_per_tensor")),
+                           "-o", str(tmp_path / "x"), *extra], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_exactly_one_variant_compiles_and_dsp_needs_the_extension(zoo_path, tmp_path: Path) -> None:
