@@ -448,3 +448,41 @@ def test_helpers_on_a_cortex_m4_in_qemu_match_tflite_micro(case, tmp_path: Path)
     theirs_d = TflmOracle(_quantize_op_model(t_out, s_out, z_out, t_out, s_out, z_out, float_out=True)).run(
         [q.reshape(1, N)])[0].reshape(-1).astype(np.float32)
     assert np.array_equal(np.frombuffer(bytes.fromhex(d_hex), dtype="<u4"), theirs_d.view(np.uint32))
+
+
+ARDUINO_STUB = r"""
+/* Just enough of the Arduino core for the sketch: Serial prints to stdout. */
+#include <stdio.h>
+struct StubSerial {
+    void begin(long) {}
+    explicit operator bool() const { return true; }
+    void print(const char *s) { fputs(s, stdout); }
+    void print(int v) { printf("%d", v); }
+    void println(const char *s) { printf("%s\n", s); }
+    void println(int v) { printf("%d\n", v); }
+};
+static StubSerial Serial;
+"""
+
+
+def test_arduino_sketch_compiles_as_cpp_and_prints_tflite_micros_class(zoo_path, tmp_path: Path) -> None:
+    """The sketch is C++ (Arduino and PlatformIO build it so): with a stub Serial it compiles with g++ against
+    the library compiled as C the way the Arduino IDE does it (-Os, ARDUINO defined: the O2 pragma), and runs."""
+    model = zoo_path("io_two_outputs")
+    out = _package(model, tmp_path / "pkg", "arduino", "--patch", "off")
+    objs = []
+    for i, src in enumerate(sorted((out / "src").rglob("*.c"))):
+        objs.append(str(tmp_path / f"{i}.o"))
+        subprocess.run(["gcc", "-std=gnu11", "-Os", "-DARDUINO=10819", "-Wall", "-Wextra", "-Werror",
+                        "-I", str(out / "src"), "-c", str(src), "-o", objs[-1]], check=True)
+    sketch_dir = out / "examples/tinyml_classify"
+    (tmp_path / "stub.h").write_text(ARDUINO_STUB)
+    (tmp_path / "main.cpp").write_text('#include "stub.h"\n#include "tinyml_classify.ino"\n'
+                                       "int main() { setup(); return 0; }\n")
+    exe = tmp_path / "sketch"
+    subprocess.run(["g++", "-std=gnu++11", "-Os", "-Wall", "-Wextra", "-Werror", "-I", str(tmp_path),
+                    "-I", str(sketch_dir), "-I", str(out / "src"), str(tmp_path / "main.cpp"), *objs, "-o", str(exe)],
+                   check=True)
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and hashlib.sha256(model.read_bytes()).hexdigest() in proc.stdout
+    assert _printed_class(proc.stdout) == tflm_class(model, example_floats(sketch_dir))
