@@ -486,3 +486,46 @@ def test_arduino_sketch_compiles_as_cpp_and_prints_tflite_micros_class(zoo_path,
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and hashlib.sha256(model.read_bytes()).hexdigest() in proc.stdout
     assert _printed_class(proc.stdout) == tflm_class(model, example_floats(sketch_dir))
+
+
+ZEPHYR_STUB = """
+# Stand-ins for the few Zephyr extension functions the module uses (cmake/modules/extensions.cmake in
+# Zephyr: a zephyr_library_* call acts on the library zephyr_library_named() made current).
+cmake_minimum_required(VERSION 3.20)
+project(zephyr_stub C)
+function(zephyr_include_directories)
+  include_directories(${ARGN})
+endfunction()
+macro(zephyr_library_named name)
+  set(ZEPHYR_CURRENT_LIBRARY ${name})
+  add_library(${name} STATIC "")
+endmacro()
+function(zephyr_library_sources)
+  target_sources(${ZEPHYR_CURRENT_LIBRARY} PRIVATE ${ARGN})
+endfunction()
+function(zephyr_library_compile_definitions)
+  target_compile_definitions(${ZEPHYR_CURRENT_LIBRARY} PRIVATE ${ARGN})
+endfunction()
+function(zephyr_library_compile_options)
+  target_compile_options(${ZEPHYR_CURRENT_LIBRARY} PRIVATE ${ARGN})
+endfunction()
+add_subdirectory(${MODULE_DIR}/zephyr module)
+"""
+
+
+@pytest.mark.parametrize("dsp", ["n", "y"])
+def test_zephyr_module_cmake_selects_the_configured_variant(dsp: str, zoo_path, tmp_path: Path) -> None:
+    """No Zephyr SDK here: the module's CMakeLists runs against stand-ins for Zephyr's functions, with the
+    Kconfig choice as Zephyr passes it (CONFIG_* variables), and compiles (Cortex-M4 for the DSP variant)."""
+    out = _package(zoo_path("io_per_tensor"), tmp_path / "pkg", "zephyr", "--patch", "off")
+    (tmp_path / "stub").mkdir()
+    (tmp_path / "stub/CMakeLists.txt").write_text(ZEPHYR_STUB)
+    defs = [f"-DMODULE_DIR={out}", "-DCONFIG_TINYML_MODEL=y", f"-DCONFIG_TINYML_MODEL_DSP={dsp}"]
+    if dsp == "y":
+        defs += ["-DCMAKE_SYSTEM_NAME=Generic", "-DCMAKE_C_COMPILER=arm-none-eabi-gcc",
+                 "-DCMAKE_TRY_COMPILE_TARGET_TYPE=STATIC_LIBRARY", "-DCMAKE_C_FLAGS=-mcpu=cortex-m4 -mthumb"]
+    _cmake_build(tmp_path / "stub", tmp_path / "build", *defs)
+    ninja = (tmp_path / "build/build.ninja").read_text()
+    variant, other = ("dsp", "portable") if dsp == "y" else ("portable", "dsp")
+    assert f"src/{variant}/tinyml_model.c" in ninja and f"src/{other}/" not in ninja
+    assert f"-DTINYML_MODEL_DSP={int(dsp == 'y')}" in ninja and "-O2" in ninja
