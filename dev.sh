@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(gcc make cmake ninja-build gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev)
+APT_PACKAGES=(gcc g++ make cmake ninja-build gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev)
 VENV=.venv
 
 missing_apt() {
   local missing=()
   command -v gcc >/dev/null || missing+=(gcc)
+  command -v g++ >/dev/null || missing+=(g++)   # tests: the Arduino sketch is C++
   command -v make >/dev/null || missing+=(make)
   command -v cmake >/dev/null || missing+=(cmake)
   command -v ninja >/dev/null || missing+=(ninja-build)
