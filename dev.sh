@@ -6,13 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev chromium)
+APT_PACKAGES=(gcc g++ make cmake ninja-build gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev chromium)
 VENV=.venv
 
 missing_apt() {
   local missing=()
   command -v gcc >/dev/null || missing+=(gcc)
+  command -v g++ >/dev/null || missing+=(g++)   # tests: the Arduino sketch is C++
   command -v make >/dev/null || missing+=(make)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v ninja >/dev/null || missing+=(ninja-build)
   command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
   [ -n "$(find /usr/lib/arm-none-eabi -name libc_nano.a 2>/dev/null | head -1)" ] || missing+=(libnewlib-arm-none-eabi)
   command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)

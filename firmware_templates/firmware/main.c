@@ -236,21 +236,6 @@ static void handle(const tm_header_t *h)
     }
 }
 
-/* After a fault only QUIT is served, so the host can still end a simulation cleanly. */
-void tm_serve_quit_only(void)
-{
-    for (;;) {
-        tm_header_t h;
-        tm_rx_header(&h);
-        if (h.type == TM_MSG_QUIT && h.len == 2) {
-            uint8_t b[2];
-            tm_rx_bytes(b, 2);
-            if (tm_rx_end() == 0)
-                tm_exit(b[0], b[1]);
-        }
-    }
-}
-
 #if TM_SELFTEST
 static void put_hex(uint32_t v)
 {

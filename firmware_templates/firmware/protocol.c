@@ -104,3 +104,19 @@ void tm_send_error(uint8_t seq, uint8_t code, const char *text)
     tm_tx_bytes(text, n);
     tm_tx_end();
 }
+
+/* After a fault only QUIT is served, so the host can still end a simulation cleanly.
+ * Cold: a fault path, kept small (GCC would otherwise inline the receive functions here). */
+__attribute__((cold)) void tm_serve_quit_only(void)
+{
+    for (;;) {
+        tm_header_t h;
+        tm_rx_header(&h);
+        if (h.type == TM_MSG_QUIT && h.len == 2) {
+            uint8_t b[2];
+            tm_rx_bytes(b, 2);
+            if (tm_rx_end() == 0)
+                tm_exit(b[0], b[1]);
+        }
+    }
+}
