@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyml import __version__
-from tinyml.board import Board
-from tinyml.board import Target
+from tinyml.board import Board, Target
 from tinyml.codegen.emit import Emitted, IOInfo, emit_model
 from tinyml.codegen.templates import environment
 from tinyml.fsutil import atomic_directory
