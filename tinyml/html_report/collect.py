@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinyml import __version__
 from tinyml.report import layer_rows
-from tinyml.schedule.memory import live_profile
+from tinyml.schedule.lifetimes import live_profile
 
 if TYPE_CHECKING:
     from tinyml.board import Board
