@@ -18,6 +18,8 @@ TFLite Micro semantics; the conditions spell out why:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tinyml.ir import Graph, Node
@@ -72,7 +74,8 @@ def fuse_pad_into_conv(g: Graph) -> None:
     drop_nodes(g, fused)
 
 
-def _act_fusable(g: Graph, act: Node) -> bool:
+def int8_fusable(g: Graph, act: Node) -> bool:
+    """An int8 activation folds when it keeps its input's quantization and its op says so."""
     x, y = g[act.inputs[0]], g[act.outputs[0]]
     if x.dtype != "int8" or y.dtype != "int8" or x.shape != y.shape or x.quant is None:
         return False
@@ -81,7 +84,8 @@ def _act_fusable(g: Graph, act: Node) -> bool:
     return traits(act.op).fusable_activation(g, act)
 
 
-def fuse_activations(g: Graph) -> None:
+def fuse_activations(g: Graph, fusable: Callable[[Graph, Node], bool] = int8_fusable) -> None:
+    """Fold each standalone activation that `fusable` accepts into the producer it alone reads."""
     producers, consumers = g.producers(), g.consumers()
     fused = []
     for act in g.nodes:
@@ -90,8 +94,8 @@ def fuse_activations(g: Graph) -> None:
         src = act.inputs[0]
         prod = producers.get(src)
         if (prod is None or not traits(prod.op).fuses_activation
-                or prod.attrs.get("fused_activation_function") != "NONE"
-                or consumers.get(src) != [act] or src in g.outputs or not _act_fusable(g, act)):
+                or prod.attrs.get("fused_activation_function", "NONE") != "NONE"
+                or consumers.get(src) != [act] or src in g.outputs or not fusable(g, act)):
             continue
         prod.attrs["fused_activation_function"] = act.op
         prod.outputs = [act.outputs[0] if o == src else o for o in prod.outputs]

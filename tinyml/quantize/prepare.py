@@ -12,30 +12,16 @@ import numpy as np
 
 from tinyml.errors import BadModel, UnsupportedOps, show
 from tinyml.ir import Graph
+from tinyml.ops import traits
 from tinyml.passes.cleanup import drop_identities, remove_dead
 from tinyml.passes.fold import fold_constants, fold_static_shapes, static_reshape_shapes
-from tinyml.ops import traits
-from tinyml.passes.rewrite import drop_nodes
+from tinyml.passes.fuse import fuse_activations
 from tinyml.quantize.float_ref import FLOAT_OPS
 
 
 def fuse_float_activations(g: Graph) -> None:
-    producers, consumers = g.producers(), g.consumers()
-    fused = []
-    for act in g.nodes:
-        if len(act.inputs) != 1 or act.inputs[0] is None or not act.outputs:
-            continue
-        src = act.inputs[0]
-        prod = producers.get(src)
-        if (prod is None or not traits(prod.op).fuses_activation
-                or prod.attrs.get("fused_activation_function", "NONE") != "NONE"
-                or consumers.get(src) != [act] or src in g.outputs or not traits(act.op).fusable_activation(g, act)):
-            continue
-        prod.attrs["fused_activation_function"] = act.op
-        prod.outputs = [act.outputs[0] if o == src else o for o in prod.outputs]
-        prod.name = act.name or prod.name
-        fused.append(act)
-    drop_nodes(g, fused)
+    """RELU/RELU6 after a conv, FC, elementwise or pooling node: exact in float, whatever the scales."""
+    fuse_activations(g, lambda g, act: traits(act.op).fusable_activation(g, act))
 
 
 def prepare_float(g: Graph) -> Graph:
