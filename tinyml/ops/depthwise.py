@@ -6,6 +6,7 @@ channel oc = ic * multiplier + m. Per-channel scales are on axis 3.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -238,6 +239,7 @@ class PairSchedule:
         return len(self.steps[0])
 
 
+@lru_cache(maxsize=64)  # a few kernel shapes, asked for every depthwise layer's plane (read only)
 def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
     """Two pixels per step share input words at stride 1 (and wide kernels); a 3-wide kernel
     at stride 2 shares too little to pay for the registers, and each step computes one pixel."""
