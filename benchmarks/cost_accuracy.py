@@ -59,17 +59,19 @@ def compare(name: str, m: dict, board: str) -> dict:
     return row
 
 
-def speed(board: str, seconds: float = 2.0) -> dict[str, float]:
-    """Fast-mode calls per second on one core (wall clock: printed, never asserted)."""
+def speed(board: str, seconds: float = 3.0) -> dict[str, dict[str, float]]:
+    """Fast-mode calls per second on one core: per CPU second of this process (what the target is
+    about; other jobs on a shared machine do not lower it) and per wall second. Printed, never asserted."""
     out = {}
     for name in SPEED_MODELS:
         g = load_graph(read_model_bytes(zoo.path(name)))
         estimate(g, board)  # warm caches (coefficients)
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+        calls, cpu, wall = 0, time.process_time(), time.perf_counter()
+        while time.process_time() - cpu < seconds:
             estimate(g, board)
             calls += 1
-        out[name] = calls / (time.perf_counter() - start)
+        out[name] = {"cpu": calls / (time.process_time() - cpu), "wall": calls / (time.perf_counter() - wall),
+                     "layers": len(g.nodes)}
     return out
 
 
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{100 * summary[mode]['max_abs_flash_error']:.1f}%")
     calls = speed(board)
     for name, v in calls.items():
-        con.print(f"fast mode on {name}: {v:,.0f} calls/s (one core)")
+        con.print(f"fast mode on {name} ({v['layers']} layers): {v['cpu']:,.0f} calls per CPU second "
+                  f"(one core), {v['wall']:,.0f} per wall second")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps({"board": board, "targets": TARGETS, "summary": summary,
                                         "fast_calls_per_second": calls, "models": rows}, indent=1) + "\n")

@@ -131,11 +131,6 @@ def guess(g: Graph, classes: list[str], live: list[int], macs: list[int], base_a
     return best
 
 
-def _fraction(rows: float, height: int) -> float:
-    """Share of a plane a square patch `rows` high covers (the grid is n x n on any aspect)."""
-    return min(rows / height, 1.0) ** 2
-
-
 def _candidate(layers: list[_Layer], k: int, n: int, rest: int, held: int, inputs: set[str]) -> PatchGuess:
     """Extents walked back from split layer k on an n x n grid."""
     split = layers[k]
@@ -149,15 +144,16 @@ def _candidate(layers: list[_Layer], k: int, n: int, rest: int, held: int, input
         if layer.out not in ext:
             continue  # feeds nothing the split needs
         e_out = min(ext[layer.out], layer.height)
-        frac = _fraction(e_out, layer.height)
+        frac = (e_out / layer.height) ** 2  # share of the plane a square patch covers (n x n grid on any aspect)
         recompute[i] = max(1.0, n * n * frac)
         patch = layer.nbytes * frac
         geo = layer.geometry
         e_in = e_out if geo is None else (e_out - 1) * geo[1] + geo[0]
         for t, height, nbytes in layer.inputs:
             e = min(e_in, height)
-            ext[t] = max(ext.get(t, 0), e)
-            part = nbytes * _fraction(e, height)
+            if e > ext.get(t, 0):
+                ext[t] = e
+            part = nbytes * (e / height) ** 2
             patch += part + layer.scratch_per_input * part
             if t in inputs:
                 copy += n * n * part

@@ -113,7 +113,7 @@ class Op:
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The layer's shape class and the counts its instructions are linear in (tinyml/cost).
 
-        The class names the kernel that runs (e.g. "conv_1x1", "dw_3x3_s2"; the part before the
+        The class names the kernel that runs (e.g. "conv_gemm", "dw_3x3_s2"; the part before the
         first '_' is the family a class without fitted data falls back to); the counts are what
         its loops run over ("call", "macs", "out" elements, "bytes" moved...). Coefficients per
         class are fitted to QEMU counts (benchmarks/fit_cost_model.py). Default: one pass over

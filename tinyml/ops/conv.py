@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, Op, output_channels, register
+from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
@@ -141,10 +141,16 @@ class Conv2D(Op):
         elif cin_g <= 3:
             cls = "conv_first"
         else:
-            cls = "conv_1x1" if k_h == k_w == 1 else "conv_kxk"
+            cls = "conv_gemm"
         px = y.size // cout
+        w = window(g, n, k_h, k_w)
+        # a window row of whole words is widened four taps at a time, else tap by tap (first layers);
+        # windows reaching into the padding go through a border function, by words when the channels allow
+        widen = "window" if k_w * cin_g % 4 == 0 else "window_taps"
+        border = "border_window" if cin_g % 4 == 0 else "border_taps"
         return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "px": px,
-                                          "window": px * k_h * k_w * cin_g}
+                                          widen: px * k_h * k_w * cin_g,
+                                          border: border_pixels(w) * w.batch * k_h * k_w * cin_g}
 
 
 # Output pixels per DSP GEMM block: the most whose accumulators (two per row

@@ -6,6 +6,7 @@ channel oc = ic * multiplier + m. Per-channel scales are on axis 3.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -163,8 +164,14 @@ class DepthwiseConv2D(Op):
             cls = f"dw_{k_h}x{k_w}_s{w.stride_h}"
         else:
             cls = "dw_other"
-        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size,
-                                          "ch": cout, "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
+        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size, "ch": cout,
+                 "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
+        if cls != "dw_generic":  # the plane kernel's loops: input rows copied, output rows, pixel steps
+            pixels = pair_schedule(k_h, k_w, w.stride_w).pixels if w.out_w >= 2 else 1
+            rows = w.batch * cout * w.out_h
+            terms.update(copy_rows=w.batch * cout * min(w.in_h, (w.out_h - 1) * w.stride_h + k_h - w.pad_top),
+                         rows=rows, steps=rows * -(-w.out_w // pixels))
+        return bit_class(cls, x, wt, y), terms
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,7 @@ class PairSchedule:
         return len(self.steps[0])
 
 
+@lru_cache(maxsize=64)  # a few kernel shapes, asked for every depthwise layer's plane (read only)
 def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
     """Two pixels per step share input words at stride 1 (and wide kernels); a 3-wide kernel
     at stride 2 shares too little to pay for the registers, and each step computes one pixel."""

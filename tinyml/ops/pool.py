@@ -90,11 +90,13 @@ class _Pool2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """One pass of the window over every output element; border windows clip their taps."""
+        """Per output pixel, then per channel over the window; border windows clip their taps. One
+        template for both kinds (the same loops, measured within 4 % of each other): one class."""
         x, y = g[n.inputs[0]], g[n.outputs[0]]
         w = pool_window(g, n)
-        return bit_class(f"pool_{self.kind}", x, y), {"call": 1, "out": y.size, "taps": y.size * w.k_h * w.k_w,
-                                                     "edge": border_pixels(w) * w.batch * x.shape[-1]}
+        return bit_class("pool", x, y), {"call": 1, "px": w.batch * w.out_h * w.out_w, "out": y.size,
+                                         "taps": y.size * w.k_h * w.k_w,
+                                         "edge": border_pixels(w) * w.batch * x.shape[-1]}
 
 
 @register

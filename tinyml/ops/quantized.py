@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,21 +86,27 @@ def window(g: Graph, n: Node, k_h: int, k_w: int, dilated: bool = True) -> Windo
     x = g[n.inputs[0]]
     if len(x.shape) != 4:
         raise ValueError(f"input must be 4-D NHWC, got shape {x.shape}")
-    b, in_h, in_w, _ = x.shape
-    sh, sw = int(n.attrs.get("stride_h", 1)), int(n.attrs.get("stride_w", 1))
-    dh = int(n.attrs.get("dilation_h_factor", 1)) if dilated else 1
-    dw = int(n.attrs.get("dilation_w_factor", 1)) if dilated else 1
+    a = n.attrs
+    explicit = a.get("explicit_padding")
+    return _window(tuple(x.shape), k_h, k_w, int(a.get("stride_h", 1)), int(a.get("stride_w", 1)),
+                   int(a.get("dilation_h_factor", 1)) if dilated else 1,
+                   int(a.get("dilation_w_factor", 1)) if dilated else 1,
+                   None if explicit is None else tuple(int(p) for p in explicit), a.get("padding", "VALID"))
+
+
+@lru_cache(maxsize=1024)  # asked many times per layer by the planner, the patch pass and the cost model
+def _window(shape: tuple[int, ...], k_h: int, k_w: int, sh: int, sw: int, dh: int, dw: int,
+            explicit: tuple[int, ...] | None, padding: str) -> Window:
+    b, in_h, in_w, _ = shape
     if min(sh, sw, dh, dw, k_h, k_w) < 1:
         raise ValueError("strides, dilations and kernel sizes must be >= 1")
-    explicit = n.attrs.get("explicit_padding")
     if explicit is not None:
-        pt, pb, pl, pr = (int(p) for p in explicit)
+        pt, pb, pl, pr = explicit
         if min(pt, pb, pl, pr) < 0:
-            raise ValueError(f"negative explicit padding {tuple(explicit)}")
+            raise ValueError(f"negative explicit padding {explicit}")
         out_h = (in_h + pt + pb - effective_size(k_h, dh)) // sh + 1
         out_w = (in_w + pl + pr - effective_size(k_w, dw)) // sw + 1
     else:
-        padding = n.attrs.get("padding", "VALID")
         out_h = out_size(padding, in_h, k_h, sh, dh)
         out_w = out_size(padding, in_w, k_w, sw, dw)
         if padding == "SAME":

@@ -88,12 +88,17 @@ class _Problem:
         self.lasts = [max(la for _, la, _, _ in p) for p in self.pieces]
         self.steps = max(steps, max((la + 1 for la in self.lasts), default=1))
         n = len(units)
-        holed = [any(self.held(i, t) < self.extent(i, t, t) for t in range(self.firsts[i], self.lasts[i] + 1))
-                 for i in range(n)]
+        holed = [p[0][2] > 0 if len(p) == 1 else  # one rectangle: a hole iff it sits above its offset
+                 any(self.held(i, t) < self.extent(i, t, t) for t in range(self.firsts[i], self.lasts[i] + 1))
+                 for i, p in enumerate(self.pieces)]
         self.conflicts: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]  # (j, need, their)
         self.holes: list[dict[int, list[tuple[int, int]]]] = [{} for _ in range(n)]  # j -> forbidden (lo, hi) - o_j
-        for i in range(n):
-            for j in range(i + 1, n):
+        by_first = sorted(range(n), key=lambda k: self.firsts[k])
+        for pos, u in enumerate(by_first):  # a sweep over start steps: only units live together are paired
+            for v in by_first[pos + 1:]:
+                if self.firsts[v] > self.lasts[u]:
+                    break
+                i, j = min(u, v), max(u, v)
                 a, b = max(self.firsts[i], self.firsts[j]), min(self.lasts[i], self.lasts[j])
                 if a <= b:
                     ei, ej = self.extent(i, a, b), self.extent(j, a, b)
@@ -104,6 +109,8 @@ class _Problem:
                                for fq, lq, dq, sq in self.pieces[j] if fp <= lq and fq <= lp]
                         self.holes[i][j] = rel
                         self.holes[j][i] = [(-hi, -lo) for lo, hi in rel]
+        for c in self.conflicts:  # by neighbour index, as the pair order used to give them
+            c.sort()
         self.holed = any(holed)
         self.neighbours = [{j for j, _, _ in c} for c in self.conflicts]
         # units that need their full size against every neighbour take the one-pass scan
@@ -112,7 +119,11 @@ class _Problem:
 
     def extent(self, i: int, a: int, b: int) -> int:
         """How far above its offset unit i reaches at some step in [a, b]."""
-        return max((d + s for f, la, d, s in self.pieces[i] if f <= b and a <= la), default=0)
+        pieces = self.pieces[i]
+        if len(pieces) == 1:  # most units: one rectangle
+            f, la, d, s = pieces[0]
+            return d + s if f <= b and a <= la else 0
+        return max((d + s for f, la, d, s in pieces if f <= b and a <= la), default=0)
 
     def held(self, i: int, t: int) -> int:
         """Bytes unit i holds at step t."""
@@ -152,13 +163,18 @@ class _Problem:
         return max((o + s for o, s in zip(offsets, self.sizes)), default=0), offsets
 
 
+def _greedy_key(p: _Problem):
+    """TFLite Micro's order: biggest first, then earliest."""
+    return lambda i: (-p.sizes[i], p.firsts[i], i)
+
+
 def _orderings(p: _Problem) -> dict[str, list[int]]:
     """Placement orders worth trying; greedy-by-size (TFLite Micro's) comes first."""
     n = len(p.sizes)
     span = [p.lasts[i] - p.firsts[i] + 1 for i in range(n)]
     pressure = [p.sizes[i] + sum(their for _, _, their in p.conflicts[i]) for i in range(n)]
     keys = {
-        "greedy-by-size": lambda i: (-p.sizes[i], p.firsts[i], i),
+        "greedy-by-size": _greedy_key(p),
         "by-start": lambda i: (p.firsts[i], -p.sizes[i], i),
         "by-size-x-lifetime": lambda i: (-p.sizes[i] * span[i], -p.sizes[i], i),
         "by-conflict": lambda i: (-pressure[i], -p.sizes[i], i),
@@ -437,7 +453,7 @@ def place_greedy_by_size(buffers: list[Buffer]) -> int:
         b.offset = b.delta
     units = _units(buffers)
     p = _Problem(units, 0)
-    arena, offsets = p.first_fit(_orderings(p)["greedy-by-size"])
+    arena, offsets = p.first_fit(sorted(range(len(p.sizes)), key=_greedy_key(p)))
     _set_offsets(units, offsets)
     return arena
 
