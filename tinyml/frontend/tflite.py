@@ -372,13 +372,21 @@ def _quant(q: Table, t: Tensor, what: str) -> Quant | None:
     if zp is None or zp.size != scale.size:
         raise BadModel(f"malformed model: {what} has {scale.size} scales but "
                        f"{0 if zp is None else zp.size} zero points")
-    if scale.size > 1:
-        if not 0 <= axis < len(t.shape) or t.shape[axis] != scale.size:
+    if scale.size > 1 and not (0 <= axis < len(t.shape) and t.shape[axis] == scale.size):
+        # TFLite Micro checks quantized_dimension only where a kernel reads it (filters); converters
+        # write any value on 1-D biases, and int8 kernels never read a bias's scales at all.
+        if len(t.shape) == 1 and t.shape[0] == scale.size:
+            axis = 0
+        elif t.is_const and t.dtype in ("int32", "int64"):
+            return None
+        else:
             raise BadModel(f"malformed model: {what} has {scale.size} per-channel scales along dimension {axis} "
                            f"of shape {list(t.shape)}")
-    elif not 0 <= axis < max(len(t.shape), 1):
+    elif scale.size == 1 and not 0 <= axis < max(len(t.shape), 1):
         axis = 0
-    if not np.all(np.isfinite(scale)) or np.any(scale < 0) or (t.data is None and np.any(scale == 0)):
+    # Constants' scales (per-channel filters, biases) become multipliers as they are, sign included,
+    # a tiny one a zero multiplier, as TFLite Micro derives them; an activation's must be positive.
+    if not np.all(np.isfinite(scale)) or (t.data is None and np.any(scale <= 0)):
         raise BadModel(f"malformed model: {what} has an invalid quantization scale {scale.min()!r}")
     lo, hi = _INT_RANGES.get(t.dtype, (-math.inf, math.inf))
     if zp.size and (zp.min() < lo or zp.max() > hi):
