@@ -44,7 +44,16 @@ def _negative_and_tiny(scales: list[float]) -> list[float]:
     return [-scales[0]] + scales[1:-1] + [1e-30]
 
 
+def _zero_points(op: str, tensor: int, values: list[int]):
+    def fn(m, s) -> None:
+        m.subgraphs[0].tensors[_ops(m, s, op)[0].inputs[tensor]].quantization.zeroPoint = values
+    return fn
+
+
 CASES = {
+    "bias_without_zero_points": ("cnn", _zero_points("CONV_2D", 2, [])),
+    "filter_with_one_zero_point": ("cnn", _zero_points("DEPTHWISE_CONV_2D", 1, [0])),
+    "filter_without_zero_points": ("cnn", _zero_points("CONV_2D", 1, [])),
     "bias_quantized_dimension_3": ("cnn", _bias_dimension_beyond_rank),
     "conv_scale_negative_and_tiny": ("cnn", _weight_scales("CONV_2D", _negative_and_tiny)),
     "depthwise_scale_negative_and_tiny": ("cnn", _weight_scales("DEPTHWISE_CONV_2D", _negative_and_tiny)),

@@ -367,9 +367,11 @@ def _quant(q: Table, t: Tensor, what: str) -> Quant | None:
     axis = q.scalar(Q.QUANTIZED_DIMENSION, "i", 0, "quantized_dimension")
     if q.scalar(Q.DETAILS_TYPE, "B", 0, "details_type") != 0:
         raise BadModel(f"{what} uses custom quantization details, which tinyml does not handle")
-    if scale is None or scale.size == 0:
-        return None
-    if zp is None or zp.size != scale.size:
+    if scale is None or scale.size == 0 or zp is None or zp.size == 0:
+        return None  # TFLite Micro too reads a tensor without both vectors as not quantized
+    if zp.size == 1 and scale.size > 1:
+        zp = np.repeat(zp, scale.size)  # TFLite Micro's kernels read zero_point[0] for every channel
+    if zp.size != scale.size:
         raise BadModel(f"malformed model: {what} has {scale.size} scales but "
                        f"{0 if zp is None else zp.size} zero points")
     if scale.size > 1 and not (0 <= axis < len(t.shape) and t.shape[axis] == scale.size):
