@@ -19,6 +19,7 @@ SUPPORTED = {
     "ambiq_har_conv1d": "stm32f405",
     "armkws_ds_cnn_l_quantized": "stm32f405",
     "efinix_mediapipe_face_detection": "stm32f746g-disco",
+    "efinix_yolo_person_detect": "stm32f405",
     "mltk_keyword_spotting_pacman_v3": "stm32f405",
     "mltk_rock_paper_scissors_int8": "stm32f405",
     "tinymaix_cifar10_q": "stm32f405",
@@ -28,7 +29,6 @@ SUPPORTED = {
 REFUSED = {
     "ambiq_nnse_lstm_16x8_int16": ["unsupported op CONV_2D (input is int16", "unsupported op TANH (input is int16"],
     "armkws_basic_lstm_quantized_small": ["unsupported op FILL at node model/lstm/zeros"],
-    "efinix_yolo_person_detect": ["unsupported op RESIZE_NEAREST_NEIGHBOR at node"],
     "mww_v2_vad_streaming": ["unsupported op CALL_ONCE at node", "unsupported op VAR_HANDLE at node stream/states",
                              "unsupported op READ_VARIABLE at node", "unsupported op ASSIGN_VARIABLE at node"],
     "openmv_palm_detection_full_192": ["unsupported op RESIZE_BILINEAR at node"],
