@@ -101,3 +101,15 @@ def test_the_cases_cover_both_verdicts() -> None:
     for base, change in CASES.values():
         verdicts.add("refuses" if _oracle(edit(model(base), change))[1] is None else "runs")
     assert verdicts == {"runs", "refuses"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["conv_scale_negative_and_tiny", "depthwise_scale_negative_and_tiny"])
+def test_dsp_kernels_take_negative_and_zero_multipliers_in_qemu(case: str, tmp_path: Path) -> None:
+    """The Cortex-M4 DSP kernels requantize with the same signed multipliers, bit for bit."""
+    from tinyml.cli import main
+
+    base, change = CASES[case]
+    path = tmp_path / "m.tflite"
+    path.write_bytes(edit(model(base), change))
+    assert main(["validate", str(path), "--board", "stm32f405", "--inputs", "3"]) == 0
