@@ -308,6 +308,23 @@ def test_custom_and_unknown_ops_are_all_listed():
     assert "\n" not in str(e.value)
 
 
+def test_state_is_named_as_unsupported_ops_not_malformed():
+    """A variable (state) tensor and a resource-typed tensor: each operator touching one is listed,
+    with every op tinyml lacks, as UnsupportedOps; the file is not called malformed."""
+    def stateful(m, s):
+        sg = m.subgraphs[0]
+        sg.tensors[sg.operators[0].outputs[0]].isVariable = True
+        sg.tensors[sg.operators[-1].outputs[0]].type = s.TensorType.RESOURCE
+        sg.operators[1].opcodeIndex = opcode_index(m, s, "SVDF")
+
+    with pytest.raises(UnsupportedOps) as e:
+        load_tflite(edit(model("cnn"), stateful))
+    ops = [op for op, _ in e.value.items]
+    assert "is a variable (state kept across invocations)" in ops[0]
+    assert ops[1] == "SVDF" and "has type RESOURCE" in ops[-1]
+    assert "malformed" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_builtin_code_beyond_127_uses_the_new_field():
     def gelu(m, s):
         code = s.OperatorCodeT()

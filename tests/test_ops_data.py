@@ -58,6 +58,8 @@ def _build(tf: Any, kind: str, shapes: list[tuple[int, ...]], p: dict[str, Any])
         "gather": lambda t: tf.gather(t, p["indices"], axis=p["axis"]),
         "reshape": lambda t: tf.reshape(t, p["shape"]),
         "expand": lambda t: tf.expand_dims(t, p["axis"]),
+        "resize_nearest": lambda t: tf.image.resize(t, p["size"], method="nearest"),
+        "resize_nearest_v1": lambda t: tf.compat.v1.image.resize_nearest_neighbor(t, p["size"], **p.get("kw", {})),
     }
     if kind == "concat_inputs":
         out = keras.layers.Concatenate(axis=p["axis"])(ins)
@@ -118,6 +120,9 @@ MODELS: dict[str, tuple[list[tuple[int, ...]], str, dict[str, Any], set[str]]] =
     "gather_axis1_2d_indices": ([(1, 5, 4, 3)], "gather", {"indices": [[4, 1], [0, 4]], "axis": 1}, {"GATHER"}),
     "reshape_rank5": ([(1, 6, 5, 2)], "reshape", {"shape": [1, 3, 2, 5, 2]}, {"RESHAPE"}),
     "expand_dims": ([(1, 5, 3)], "expand", {"axis": -2}, {"RESHAPE"}),
+    "resize_nearest_2x3_half_pixel": ([(1, 5, 4, 3)], "resize_nearest", {"size": (10, 12)},
+                                      {"RESIZE_NEAREST_NEIGHBOR"}),
+    "resize_nearest_4x1": ([(1, 3, 5, 2)], "resize_nearest_v1", {"size": (12, 5)}, {"RESIZE_NEAREST_NEIGHBOR"}),
 }
 
 
@@ -515,3 +520,15 @@ def test_concat_with_differing_input_quant_is_rejected_like_tflm(model_cache: Pa
             oracle.run(random_inputs(oracle, 1)[0])
         with pytest.raises(UnsupportedOps, match="quantized differently"):
             load_graph(data)
+
+
+@pytest.mark.parametrize("size, attrs", [((7, 4), {}), ((9, 8), {"align_corners": True}), ((2, 4), {})])
+def test_resize_nearest_other_than_whole_factors_is_refused(size: tuple[int, int], attrs: dict) -> None:
+    """Down-sampling, fractional factors, align_corners' rounding: named, not miscomputed."""
+    g = Graph()
+    g.add_tensor(Tensor("x", (1, 5, 4, 3), "int8", quant=Quant([0.05], [-3])))
+    g.add_tensor(Tensor("size", (2,), "int32", data=np.array(size, np.int32)))
+    g.add_tensor(Tensor("y", (1, *size, 3), "int8", quant=Quant([0.05], [-3])))
+    node = Node("RESIZE_NEAREST_NEIGHBOR", ["x", "size"], ["y"], attrs)
+    why = get_op("RESIZE_NEAREST_NEIGHBOR").check(g, node)
+    assert why == "only whole-number up-sampling factors are supported"

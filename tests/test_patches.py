@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from tinyml import zoo
@@ -102,7 +102,8 @@ def _synthetic(h: int, w: int, cin: int, layers: list[tuple[str, dict]], seed: i
     """An int8 NHWC chain of conv/dw/pool/relu/add-skip layers with random weights.
 
     ("skip", {}) adds the tensor before the previous layer to the current one,
-    as a residual block does (the ADD reads a crop of a wider patch tensor).
+    as a residual block does (the ADD reads a crop of a wider patch tensor);
+    a conv with src=-k reads the k-th last tensor instead (a shortcut branch).
     """
     rng = np.random.default_rng(seed)
     g = Graph(name="synthetic")
@@ -119,6 +120,7 @@ def _synthetic(h: int, w: int, cin: int, layers: list[tuple[str, dict]], seed: i
     g.inputs = [x]
     history = [x]
     for i, (kind, p) in enumerate(layers):
+        x = history[p["src"]] if "src" in p else x
         c = g[x].shape[3]
         win = dict(padding=p.get("padding", "SAME"), stride_h=p.get("s", 1), stride_w=p.get("s", 1))
         if kind == "conv":
@@ -564,3 +566,51 @@ def test_search_on_mutated_models_never_crashes() -> None:
         assert r.error is None, r.error
         assert r.plan.arena_bytes <= r.baseline.arena_bytes
     assert loaded > 50
+
+
+# -- the search on random graphs: a schedule that is bit-exact, or layer by layer ------------------
+@st.composite
+def _random_graph(draw) -> Graph:
+    """A chain of conv/dw/pool/relu layers, with residual ADDs where a layer keeps its input's shape."""
+    h, w, c = draw(st.integers(4, 20)), draw(st.integers(1, 20)), draw(st.integers(1, 4))
+    layers = []
+    keeps_shape = False  # did the last layer keep its input's shape (so a skip ADD fits)?
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["conv", "dw", "avg", "max", "relu", "skip"] if keeps_shape else
+                                    ["conv", "dw", "avg", "max", "relu"]))
+        s = draw(st.sampled_from([1, 1, 2]))
+        p = {"conv": dict(k=draw(st.sampled_from([1, 3, 5])), s=s, cout=c, d=draw(st.sampled_from([1, 1, 2]))),
+             "dw": dict(k=draw(st.sampled_from([3, 5])), s=s, d=draw(st.sampled_from([1, 1, 2]))),
+             "avg": dict(k=draw(st.sampled_from([2, 3])), s=s),
+             "max": dict(k=draw(st.sampled_from([2, 3])), s=s),
+             "relu": {}, "skip": {}}[kind]
+        if kind in ("conv", "dw", "avg", "max"):
+            p["padding"] = draw(st.sampled_from(["SAME", "VALID"]))
+        layers.append((kind, p))
+        keeps_shape = kind in ("relu", "skip") or (s == 1 and p.get("padding") == "SAME" and kind != "skip")
+        if draw(st.integers(0, 3)) == 0:  # a strided residual block with a projection shortcut (KWS, ResNet)
+            layers += [("conv", dict(k=1, cout=2 * c)), ("dw", dict(k=3, s=s)), ("conv", dict(k=1, cout=c)),
+                       ("conv", dict(k=1, s=s, cout=c, src=-4)), ("skip", {})]
+            keeps_shape = True
+    try:
+        return _synthetic(h, w, c, layers, seed=draw(st.integers(0, 3)))
+    except Exception:  # a window larger than its input, or a layer our ops refuse: not a graph to search
+        assume(False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=_random_graph(), stream=st.booleans(), overhead=st.sampled_from([0.0, 0.2, 1.0]))
+def test_auto_search_schedules_bit_exactly_or_falls_back(g: Graph, stream: bool, overhead: float) -> None:
+    r = schedule_patches(g, PatchOptions("auto", max_overhead=overhead, stream=stream))
+    assert r.error is None, r.error
+    event("layer by layer" if r.chosen is None else f"patched, {len(r.chosen.stages)} stage(s)")
+    if r.chosen is None:
+        assert r.graph is g and r.plan is r.baseline
+        return
+    assert r.plan.arena_bytes < r.baseline.arena_bytes
+    check_supported(r.graph)
+    verify_shapes(r.graph)
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        x = rng.integers(-128, 128, g[g.inputs[0]].shape).astype(np.int8)
+        np.testing.assert_array_equal(reference_outputs(r.graph, [x])[0], reference_outputs(g, [x])[0])

@@ -29,8 +29,9 @@ def memory_timeline(g: Graph, plan: MemoryPlan, path: str | Path, title: str = "
         ax.add_patch(Rectangle((b.first - 0.45, b.offset), b.last - b.first + 0.9, b.size,
                                facecolor="lightgrey" if scratch else cmap(k % 20),
                                edgecolor="black", linewidth=0.4, hatch="//" if scratch else None))
-        if b.size >= plan.arena_bytes * 0.08 and b.last - b.first >= 2:
-            label = "scratch" if scratch else _short(b.tensors[0])
+        # a segment of a group (b.base set) holds no tensor of its own: its head carries the label
+        label = "scratch" if scratch else _short(b.tensors[0]) if b.tensors else None
+        if label and b.size >= plan.arena_bytes * 0.08 and b.last - b.first >= 2:
             ax.text((b.first + b.last) / 2, b.offset + b.size / 2, label, ha="center", va="center", fontsize=6)
     live = [plan.live_bytes(s) for s in range(steps)]
     ax.step(range(steps), live, where="mid", color="black", linewidth=1, label="live bytes (lower bound)")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyml.errors import BadModel, show
+from tinyml.errors import BadModel, UnsupportedOps, show
 from tinyml.frontend import schema as S
 from tinyml.frontend.flatbuf import FlatBuffer, Table, TableVector
 from tinyml.ir import Graph, Node, Quant, Tensor
+from tinyml.ops import OPS
 
 MAX_RANK = 8
 MAX_TENSOR_BYTES = 64 * 1024 * 1024  # far beyond any microcontroller; bounds every allocation
@@ -87,6 +88,7 @@ class _RawTensor:
     name: str
     quant: Table | None
     sparse: bool
+    variable: bool  # state TFLite Micro keeps across invocations
 
 
 @dataclass
@@ -155,6 +157,7 @@ class _Reader:
                 name=t.string(T.NAME, "name") or "",
                 quant=t.table(T.QUANTIZATION, "quantization"),
                 sparse=t.has(T.SPARSITY),
+                variable=bool(t.scalar(T.IS_VARIABLE, "B", 0, "is_variable")),
             ))
         n = len(tensors)
         inputs = self._indices(sg.numbers(S.SubGraph.INPUTS, "<i4", "inputs"), n, f"subgraph {k} inputs")
@@ -238,6 +241,7 @@ class _Reader:
             raise BadModel("malformed model: the main subgraph has no operators")
         if not sg.outputs:
             raise BadModel("malformed model: the main subgraph has no outputs")
+        self._refuse_state(sg)
         # Graph inputs and outputs claim their names first: users see those.
         used = list(dict.fromkeys(sg.inputs + sg.outputs + sorted(
             {i for op in sg.ops for i in op.inputs + op.outputs if i >= 0})))
@@ -251,6 +255,37 @@ class _Reader:
         g.nodes = [self._node(op, names, k) for k, op in enumerate(sg.ops)]
         _check_order(g)
         return Imported(g, {name: i for i, name in names.items()})
+
+    def _refuse_state(self, sg: _RawSubgraph) -> None:
+        """Raise UnsupportedOps when an operator touches state or a type the IR has no room for.
+
+        Such a model (resource variables, variable state tensors of LSTM/SVDF,
+        float16 or string tensors) is well formed and TFLite Micro may run it;
+        it is refused by naming its operators, every one tinyml lacks
+        listed with them, rather than failing later on a tensor the IR cannot
+        hold or a state tensor no node writes.
+        """
+        items, stateful = [], False
+        for k, op in enumerate(sg.ops):
+            name = self.opcodes[op.opcode]
+            why = None
+            for i in (i for i in op.inputs + op.outputs if i >= 0):
+                t = sg.tensors[i]
+                type_name, dtype = S.TENSOR_TYPES.get(t.type_code, (f"type {t.type_code}", None))
+                label = show(t.name, 40) or f"#{i}"
+                if dtype is None:
+                    why = f"tensor {label} has type {type_name}"
+                elif t.variable:
+                    why = f"tensor {label} is a variable (state kept across invocations)"
+                if why:
+                    break
+            stateful = stateful or why is not None
+            if name not in OPS or why is not None:
+                out = sg.tensors[op.outputs[0]].name if op.outputs else ""
+                node = show(out) or (f"tensor{op.outputs[0]}" if op.outputs else f"operator {k}")
+                items.append((name if name not in OPS else f"{name} ({why})", node))
+        if stateful:
+            raise UnsupportedOps(items)
 
     def _tensor(self, r: _RawTensor, i: int) -> Tensor:
         label = show(r.name) or f"#{i}"
@@ -332,18 +367,28 @@ def _quant(q: Table, t: Tensor, what: str) -> Quant | None:
     axis = q.scalar(Q.QUANTIZED_DIMENSION, "i", 0, "quantized_dimension")
     if q.scalar(Q.DETAILS_TYPE, "B", 0, "details_type") != 0:
         raise BadModel(f"{what} uses custom quantization details, which tinyml does not handle")
-    if scale is None or scale.size == 0:
-        return None
-    if zp is None or zp.size != scale.size:
+    if scale is None or scale.size == 0 or zp is None or zp.size == 0:
+        return None  # TFLite Micro too reads a tensor without both vectors as not quantized
+    if zp.size == 1 and scale.size > 1:
+        zp = np.repeat(zp, scale.size)  # TFLite Micro's kernels read zero_point[0] for every channel
+    if zp.size != scale.size:
         raise BadModel(f"malformed model: {what} has {scale.size} scales but "
                        f"{0 if zp is None else zp.size} zero points")
-    if scale.size > 1:
-        if not 0 <= axis < len(t.shape) or t.shape[axis] != scale.size:
+    if scale.size > 1 and not (0 <= axis < len(t.shape) and t.shape[axis] == scale.size):
+        # TFLite Micro checks quantized_dimension only where a kernel reads it (filters); converters
+        # write any value on 1-D biases, and int8 kernels never read a bias's scales at all.
+        if len(t.shape) == 1 and t.shape[0] == scale.size:
+            axis = 0
+        elif t.is_const and t.dtype in ("int32", "int64"):
+            return None
+        else:
             raise BadModel(f"malformed model: {what} has {scale.size} per-channel scales along dimension {axis} "
                            f"of shape {list(t.shape)}")
-    elif not 0 <= axis < max(len(t.shape), 1):
+    elif scale.size == 1 and not 0 <= axis < max(len(t.shape), 1):
         axis = 0
-    if not np.all(np.isfinite(scale)) or np.any(scale < 0) or (t.data is None and np.any(scale == 0)):
+    # Constants' scales (per-channel filters, biases) become multipliers as they are, sign included,
+    # a tiny one a zero multiplier, as TFLite Micro derives them; an activation's must be positive.
+    if not np.all(np.isfinite(scale)) or (t.data is None and np.any(scale <= 0)):
         raise BadModel(f"malformed model: {what} has an invalid quantization scale {scale.min()!r}")
     lo, hi = _INT_RANGES.get(t.dtype, (-math.inf, math.inf))
     if zp.size and (zp.min() < lo or zp.max() > hi):

@@ -50,7 +50,11 @@ class FullyConnected(Op):
         if n.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
             return f"weights format {n.attrs['weights_format']} is not supported"
         bias = bias_tensor(g, n)
-        return int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+        why = int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+        if why is None and wt.quant.scale.size == 1 and wt.quant.scale[0] < 0:
+            # TFLite Micro's per-tensor multiplier needs input scale x weight scale >= 0
+            return "the per-tensor weight scale is negative, which TFLite Micro refuses too"
+        return why
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         x, wt = g[n.inputs[0]], g[n.inputs[1]]

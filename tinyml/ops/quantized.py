@@ -188,8 +188,8 @@ def int8_weights(t: Tensor | None, channels: int, axis: int) -> str | None:
         return "weights are quantized along an unexpected axis"
     if np.any(q.zero_point != 0):
         return "asymmetric weights (non-zero weight zero point) are not supported"
-    if not np.all(q.scale > 0) or not np.all(np.isfinite(q.scale)):
-        return "weights have a non-positive scale"
+    if not np.all(np.isfinite(q.scale)):
+        return "weights have a non-finite scale"
     return None
 
 

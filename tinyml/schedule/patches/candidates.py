@@ -272,9 +272,13 @@ class Searcher:
         """The rewrite with its arena under greedy-by-size placement (`greedy_arena`).
 
         Fast, and never below what the full planner reaches, which tries it
-        first. None when the planner's own lower bound shows it cannot beat `beat`.
+        first. None when the planner's own lower bound shows it cannot beat `beat`,
+        or when the rewrite cannot build this grid (the search moves on).
         """
-        ps = add_stage(self.prior, c.spec, c.stage, self.stream)
+        try:
+            ps = add_stage(self.prior, c.spec, c.stage, self.stream)
+        except NotPatchable:  # a grid the rewrite cannot build (e.g. reuse without the halo): skip it
+            return None
         buffers = build_buffers(ps.graph)
         if beat is not None and lower_bound(buffers, len(ps.graph.nodes) + 1) >= beat:
             return None

@@ -77,6 +77,13 @@ def replay(g: Graph, stages: list[PatchSpec], stream: bool) -> PatchSchedule:
     return ps
 
 
+def _layer_by_layer(g: Graph, baseline: MemoryPlan, e: Exception) -> SearchResult:
+    """The search gave up on `e` (a bug): the model runs layer by layer, and the reports say why."""
+    failed = SearchResult(g, baseline, None, 0, 0)
+    failed.error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    return failed
+
+
 def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | None = None) -> SearchResult:
     """Apply the options: search (auto), the given stages (fixed), or nothing (off).
 
@@ -95,12 +102,12 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
                 results.append(search(g, bound, options.sram_budget, baseline, stream))
             except BudgetExceeded as e:
                 errors.append(e)
-            except TinymlError:
-                raise
+            except TinymlError as e:
+                if not isinstance(e, NotPatchable):  # a schedule the search cannot build is its own problem
+                    raise
+                results.append(_layer_by_layer(g, baseline, e))
             except Exception as e:  # noqa: BLE001 - a search bug must not cost the user the model
-                failed = SearchResult(g, baseline, None, 0, 0)
-                failed.error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-                results.append(failed)  # layer by layer, and the reports say why
+                results.append(_layer_by_layer(g, baseline, e))
         if not results:
             raise min(errors, key=lambda e: e.needed)
 

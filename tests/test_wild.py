@@ -1,0 +1,78 @@
+"""Every model of the wild sample (../shared/models/wild/, real files from public repositories):
+supported ones analyze (with the timeline picture, with and without a streamed input) and
+validate bit-exactly against TFLite Micro on the host and, slow-marked, in QEMU on a board they
+fit; the others are refused in one line, exit 2, naming each unsupported op. docs/wild.md is the
+table these rows check.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinyml.cli import main
+
+WILD = Path(__file__).parents[1].parent / "shared" / "models" / "wild"
+
+# model -> the board its QEMU validation runs on (the smallest that holds it)
+SUPPORTED = {
+    "ambiq_har_conv1d": "stm32f405",
+    "armkws_ds_cnn_l_quantized": "stm32f405",
+    "efinix_mediapipe_face_detection": "stm32f746g-disco",
+    "efinix_yolo_person_detect": "stm32f405",
+    "mltk_keyword_spotting_pacman_v3": "stm32f405",
+    "mltk_rock_paper_scissors_int8": "stm32f405",
+    "tinymaix_cifar10_q": "stm32f405",
+    "tinymaix_mnist_resnet_q": "stm32f405",
+}
+# model -> what the one-line refusal must say (each unsupported op named, "at node" after it)
+REFUSED = {
+    "ambiq_nnse_lstm_16x8_int16": ["unsupported op CONV_2D (input is int16", "unsupported op TANH (input is int16"],
+    "armkws_basic_lstm_quantized_small": ["unsupported op FILL at node model/lstm/zeros"],
+    "mww_v2_vad_streaming": ["unsupported op CALL_ONCE at node", "unsupported op VAR_HANDLE at node stream/states",
+                             "unsupported op READ_VARIABLE at node", "unsupported op ASSIGN_VARIABLE at node"],
+    "openmv_palm_detection_full_192": ["unsupported op RESIZE_BILINEAR at node"],
+    "tinyengine_ptq_mnist_lenet-300-100": ["unsupported op LOG_SOFTMAX at node 83"],
+}
+
+
+def _model(name: str) -> str:
+    path = WILD / f"{name}.tflite"
+    assert path.is_file(), f"{path} is missing: CI checks ../shared out beside the clone"
+    return str(path)
+
+
+def test_every_sample_model_has_a_row() -> None:
+    assert sorted(p.stem for p in WILD.glob("*.tflite")) == sorted([*SUPPORTED, *REFUSED])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", sorted(SUPPORTED))
+def test_analyze_draws_its_timeline(name: str, stream: bool, tmp_path: Path) -> None:
+    png = tmp_path / "timeline.png"
+    extra = ["--input", "streamed"] if stream else []
+    assert main(["analyze", _model(name), "--no-tflm", "--timeline", str(png), *extra]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", sorted(SUPPORTED))
+def test_host_validation_is_bit_exact(name: str, capsys) -> None:
+    assert main(["validate", _model(name), "--target", "host", "--inputs", "5"]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SUPPORTED))
+def test_qemu_validation_is_bit_exact(name: str, capsys) -> None:
+    assert main(["validate", _model(name), "--board", SUPPORTED[name], "--inputs", "2"]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verb", [["analyze", "--no-tflm"], ["validate", "--target", "host"]])
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refusal_is_one_line_naming_each_op(name: str, verb: list[str], capsys) -> None:
+    assert main([verb[0], _model(name), *verb[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "malformed" not in err
+    for words in REFUSED[name]:
+        assert words in err, err
