@@ -19,9 +19,7 @@ Usage: python benchmarks/quantize_int8.py [--json out.json] [--tasks digits,fash
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -31,14 +29,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyml.frontend.float_model import load_float_model
-from tinyml.frontend.tflite import load_tflite
-from tinyml.oracle import TflmOracle, captured_fd
+from tinyml.oracle import TflmOracle
 from tinyml.pipeline import load_graph
 from tinyml.quantize import QuantPolicy, quantize_float_graph
 from tinyml.quantize.evaluate import accuracy, quantize_input, run_int8
 from tinyml.zoo.default_model import EPOCHS as DIGITS_EPOCHS
 from tinyml.zoo.default_model import _build as build_digits
-from tinyml.zoo.default_model import _tensorflow, digits
+from tinyml.zoo.default_model import _tensorflow, digits, tf_int8
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 VARIANTS = (("minmax", True), ("percentile", True), ("mse", True), ("minmax", False))
@@ -94,21 +91,6 @@ TASKS = {
 }
 
 
-def tf_convert(tf, model, calib: np.ndarray) -> bytes:
-    def representative():
-        for i in range(len(calib)):
-            yield [calib[i:i + 1]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with captured_fd(2), contextlib.redirect_stdout(io.StringIO()):
-        return converter.convert()
-
-
 def bit_exact(data: bytes, graph, x: np.ndarray) -> bool:
     """Our numpy reference (the accuracy engine) equals TFLite Micro on the first inputs."""
     codes = quantize_input(graph, x[:BITEXACT_INPUTS])
@@ -129,7 +111,7 @@ def run_task(name: str, tf, work: Path) -> dict:
     model.fit(x_train, y_train, epochs=epochs, batch_size=64 if train_n else 32, verbose=0)
     float_acc = accuracy(model.predict(x_test, verbose=0, batch_size=512), y_test)
     calib = x_train[np.linspace(0, len(x_train) - 1, calib_n).astype(int)]
-    tf_bytes = tf_convert(tf, model, calib)
+    tf_bytes = tf_int8(tf, model, calib)
     tf_graph = load_graph(tf_bytes)
     row = {"task": name, "float": float_acc, "test_samples": int(len(y_test)), "calibration_samples": calib_n,
            "tf_converter": accuracy(run_int8(tf_graph, x_test), y_test),

@@ -313,6 +313,7 @@ def digits_keras(tmp_path_factory: pytest.TempPathFactory):
 def test_keras_digits_accuracy_close_to_float_and_to_tensorflows_converter(digits_keras) -> None:
     from tinyml.pipeline import load_graph
     from tinyml.quantize.evaluate import accuracy, run_int8
+    from tinyml.zoo.default_model import tf_int8
 
     tf, model, d, calib, x_test, y_test = digits_keras
     out = d / "q.tflite"
@@ -323,16 +324,7 @@ def test_keras_digits_accuracy_close_to_float_and_to_tensorflows_converter(digit
     assert acc["int8"] >= acc["float"] - 1.0  # stated bound: within 1 point of float on digits
     assert main(["validate", str(out), "--target", "host", "--inputs", "10"]) == 0
 
-    def representative():
-        for i in range(len(calib)):
-            yield [calib[i:i + 1]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    theirs = accuracy(run_int8(load_graph(converter.convert()), x_test), y_test)
+    theirs = accuracy(run_int8(load_graph(tf_int8(tf, model, calib)), x_test), y_test)
     assert acc["int8"] >= theirs - 0.3
 
 

@@ -114,6 +114,22 @@ def _build(tf: Any) -> Any:
     ])
 
 
+def tf_int8(tf: Any, model: Any, samples: np.ndarray) -> bytes:
+    """TensorFlow's converter, fully int8 (int8 input and output), calibrated on `samples` one at a time."""
+    def representative() -> Any:
+        for i in range(len(samples)):
+            yield [samples[i:i + 1]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with captured_fd(2), contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+
+
 def _train_and_store(stem: Path, progress: Progress | None) -> None:
     tf = _tensorflow()
     tf.keras.utils.set_random_seed(SEED)
@@ -130,18 +146,7 @@ def _train_and_store(stem: Path, progress: Progress | None) -> None:
     model.fit(x_train, y_train, epochs=EPOCHS, batch_size=32, verbose=0, callbacks=[Report()])
     float_acc = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
 
-    def representative() -> Any:
-        for i in range(0, 400, 4):
-            yield [x_train[i:i + 1]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with captured_fd(2), contextlib.redirect_stdout(io.StringIO()):
-        data = converter.convert()
+    data = tf_int8(tf, model, x_train[0:400:4])
     from tinyml.frontend.tflite import load_tflite
 
     graph = load_tflite(data)
