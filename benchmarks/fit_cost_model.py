@@ -107,24 +107,27 @@ def fit_runs(runs: list[tuple[dict, Graph]]) -> dict:
 
     The profiled build's marks between layers change how the compiler inlines and allocates
     registers, so its layer counts do not add up to the plain build's (-3,000 .. +250 on the zoo,
-    up to 30 % of a one-layer model): each run's layer counts are scaled to the plain total, the
-    figure a prediction is compared with.
+    up to 30 % of a one-layer model): each run's layer counts are scaled to the plain total less
+    the network constant (what a model whose layers run nothing counts), the figure a prediction
+    is compared with.
     """
     from tinyml.cost.model import fit_classes, flash_features, layer_terms
 
     samples: dict[str, list[tuple[dict, float, float]]] = {}
-    overhead, flash_rows = [], []
+    flash_rows = []
+    # tinyml_run's own instructions (entry, return): the whole count of a model where no layer runs
+    empty = [r["instructions"] for r, _ in runs if sum(r["per_layer"]) == 0]
+    overhead = float(np.median(empty)) if empty else 0.0
     for r, g in runs:
         terms = layer_terms(g)
         profiled = sum(r["per_layer"])
-        scale = r["instructions"] / profiled if profiled > 0 else 1.0
+        scale = (r["instructions"] - overhead) / profiled if profiled > 0 else 1.0
         # relative error per layer: small layers (patches, the ops zoo) count as much as big ones
         for (cls, t), n in zip(terms, r["per_layer"]):
             samples.setdefault(cls, []).append((t, n * scale, 1.0 / max(n * scale, 1)))
-        overhead.append(r["instructions"] - profiled * scale)
         flash_rows.append((flash_features(g, terms), r["model_flash_bytes"] - r["weights_bytes"],
                            1.0 / r["model_flash_bytes"]))
-    return {"network_overhead": max(0.0, float(np.median(overhead))), **fit_classes(samples, flash_rows)}
+    return {"network_overhead": overhead, **fit_classes(samples, flash_rows)}
 
 
 def predict(g: Graph, coef: dict) -> float:

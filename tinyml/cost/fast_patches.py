@@ -145,7 +145,9 @@ def _candidate(layers: list[_Layer], k: int, n: int, rest: int, held: int, input
             continue  # feeds nothing the split needs
         e_out = min(ext[layer.out], layer.height)
         frac = (e_out / layer.height) ** 2  # share of the plane a square patch covers (n x n grid on any aspect)
-        recompute[i] = max(1.0, n * n * frac)
+        # rows computed over a row of patches: the halo repeats at the n - 1 inner edges only (the outer
+        # ones are the plane's border); the same across, hence squared
+        recompute[i] = max(1.0, (((n - 1) * e_out + layer.height / n) / layer.height) ** 2)
         patch = layer.nbytes * frac
         geo = layer.geometry
         e_in = e_out if geo is None else (e_out - 1) * geo[1] + geo[0]

@@ -100,14 +100,22 @@ class FullyConnected(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """The whole-layer asm kernel (depth and units multiples of 4; input widened once up to
-        WIDEN_MAX_DEPTH) or the C loop."""
+        """The kernel emit picks on a DSP core: the whole-layer asm kernel (depth and units multiples
+        of 4; input widened once up to WIDEN_MAX_DEPTH), the DSP kernel (rows padded to blocks of 4,
+        a scalar tail of depth % 4), or the C loop (weights the row pairs cannot hold exactly)."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         units, depth = wt.shape
-        cls = "fc_loop"
+        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
+        w = wt.data.astype(np.int8)
+        if accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
+                pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None:
+            return bit_class("fc_loop", x, wt, y), terms
         if depth % 4 == 0 and units % 4 == 0:  # deeper inputs are widened again per block of rows
-            cls = "fc_asm" if depth <= WIDEN_MAX_DEPTH else "fc_asm_deep"
-        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
+            return bit_class("fc_asm" if depth <= WIDEN_MAX_DEPTH else "fc_asm_deep", x, wt, y), terms
+        batches, blocks = x.size // depth, padded(units, 4) // 4
+        return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks": batches * blocks,
+                                               "steps": batches * blocks * (depth // 4),
+                                               "tail": batches * units * (depth % 4), "out": y.size}
 
 
 # Deepest input widened once into scratch (2 bytes per input); deeper layers widen it in
