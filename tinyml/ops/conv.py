@@ -17,6 +17,7 @@ from tinyml.ops.quantized import (
     bias_of,
     bias_tensor,
     conv_requant,
+    filter_window,
     int32_bias,
     int8_io_reason,
     int8_weights,
@@ -35,8 +36,7 @@ class Conv2D(Op):
     fuses_activation = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
-        wt = g[n.inputs[1]]
-        return window(g, n, wt.shape[1], wt.shape[2])
+        return filter_window(g, n)
 
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
         _, k_h, k_w, cin_g = g[n.inputs[1]].shape

@@ -26,6 +26,7 @@ from tinyml.ops.quantized import (
     kernel_args,
     pad_for_window,
     taps,
+    filter_window,
     window,
 )
 
@@ -41,8 +42,7 @@ class DepthwiseConv2D(Op):
     fuses_activation = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
-        wt = g[n.inputs[1]]
-        return window(g, n, wt.shape[1], wt.shape[2])
+        return filter_window(g, n)
 
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
         _, k_h, k_w, _ = g[n.inputs[1]].shape

@@ -94,6 +94,12 @@ def window(g: Graph, n: Node, k_h: int, k_w: int, dilated: bool = True) -> Windo
                    None if explicit is None else tuple(int(p) for p in explicit), a.get("padding", "VALID"))
 
 
+def filter_window(g: Graph, n: Node) -> Window:
+    """The window of a conv or depthwise node, sized by its filter (input 1: [out, kh, kw, in])."""
+    wt = g[n.inputs[1]]
+    return window(g, n, wt.shape[1], wt.shape[2])
+
+
 @lru_cache(maxsize=1024)  # asked many times per layer by the planner, the patch pass and the cost model
 def _window(shape: tuple[int, ...], k_h: int, k_w: int, sh: int, sw: int, dh: int, dw: int,
             explicit: tuple[int, ...] | None, padding: str) -> Window:
