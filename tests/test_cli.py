@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +98,18 @@ def test_generate_writes_a_library_that_compiles_standalone(tmp_path: Path) -> N
     for src in ("tinyml_model.c", "tinyml_weights.c"):
         subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", str(out / src),
                         "-o", str(tmp_path / f"{src}.o")], check=True)
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700); what lands must be shareable as open() makes it."""
+    from tinyml.fsutil import atomic_directory, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        f = write_text_atomic(tmp_path / "r.json", "{}")
+        with atomic_directory(tmp_path / "lib") as d:
+            (d / "x.c").write_text("")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "lib").stat().st_mode) == 0o755

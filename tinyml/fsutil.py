@@ -9,6 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _usual_mode(full: int) -> int:
+    """`full` less the process umask: what open()/mkdir() would have given (mkstemp/mkdtemp give 0600/0700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return full & ~mask
+
+
 @contextmanager
 def atomic_directory(dest: str | Path) -> Iterator[Path]:
     """Yield a fresh temp dir beside `dest`; on success it replaces `dest`.
@@ -19,6 +26,7 @@ def atomic_directory(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest).resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
+    os.chmod(tmp, _usual_mode(0o777))
     try:
         yield tmp
     except BaseException:
@@ -41,6 +49,7 @@ def write_bytes_atomic(dest: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _usual_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
