@@ -135,6 +135,9 @@ def test_analyze_report_draws_the_plan_and_the_json_figures(browser, artifacts: 
     assert_figures_match(page, data)
     assert ints(column(page, "costs", "macs")) == [r["macs"] for r in data["layers"]]
     assert ints(column(page, "costs", "live_bytes")) == [r["live_bytes"] for r in data["layers"]]
+    # per-layer instructions are tinyml.cost's predictions, and the page says they are
+    assert ints(column(page, "costs", "instructions")) == [r["instructions_estimate"] for r in data["layers"]]
+    assert "predicted by tinyml.cost" in page.page.locator("#costs").text_content()
     assert column(page, "graph", "op") == [r["op"] for r in data["layers"]]
     assert page.page.locator("#peak").count() == 1
     assert f"arena {data['arena_bytes']:,} B" in page.page.locator("#timeline").text_content()

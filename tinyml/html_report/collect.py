@@ -58,7 +58,7 @@ def build_page(kind: str, result: dict, compiled: Compiled | None = None, board:
                         if result.get(k) is not None],
     }
     if compiled is not None:
-        page["model"] = model_data(compiled, result.get("per_layer_instructions"))
+        page["model"] = model_data(compiled, *layer_instructions(result))
     if board is not None:
         page["board"] = {"name": board.name, "title": board.title, "core": board.core, "clock_hz": board.clock_hz,
                          "ram_bytes": board.ram.size, "flash_bytes": board.flash.size}
@@ -76,7 +76,18 @@ def _title(kind: str, result: dict, compiled: Compiled | None) -> str:
     return f"bench: {', '.join(models[:4])}{' ...' if len(models) > 4 else ''}"
 
 
-def model_data(c: Compiled, measured: list[int] | None = None) -> dict:
+def layer_instructions(result: dict) -> tuple[list | None, str | None]:
+    """Per-layer instructions the verb's result holds, and where they come from: measured in QEMU
+    (`per_layer_instructions`) or predicted by tinyml.cost (analyze's `instructions_estimate`)."""
+    if result.get("per_layer_instructions"):
+        return result["per_layer_instructions"], "measured (QEMU, profiled build)"
+    rows = result.get("layers") or []
+    if rows and all(r.get("instructions_estimate") is not None for r in rows):
+        return [r["instructions_estimate"] for r in rows], "predicted by tinyml.cost (an estimate, not a measurement)"
+    return None, None
+
+
+def model_data(c: Compiled, instructions: list | None = None, source: str | None = None) -> dict:
     """Layers in execution order and the memory plan, as analyze computes them."""
     g, plan = c.graph, c.plan
     group = {t: b.key for b in plan.buffers for t in b.tensors}  # tensor -> the buffer that holds it
@@ -92,7 +103,7 @@ def model_data(c: Compiled, measured: list[int] | None = None) -> dict:
         d["from"] = [made_by.get(t) for t in ins if not g[t].is_const]  # producer layers; None: a graph input
         d["in_place"] = out in group and any(group.get(t) == group[out] for t in ins)
         d["streamed_input"] = any(g[t].streamed for t in ins)
-        d["instructions"] = measured[row.index] if measured and len(measured) == len(g.nodes) else None
+        d["instructions"] = instructions[row.index] if instructions and len(instructions) == len(g.nodes) else None
         layers.append(d)
     steps = len(g.nodes) + 1
     live = live_profile(plan.buffers, steps)
@@ -113,8 +124,7 @@ def model_data(c: Compiled, measured: list[int] | None = None) -> dict:
     return {
         "name": g.name,
         "layers": layers,
-        "instructions_source": "measured (QEMU, profiled build)" if any(x["instructions"] is not None
-                                                                        for x in layers) else None,
+        "instructions_source": source if any(x["instructions"] is not None for x in layers) else None,
         "memory": {
             "arena_bytes": plan.arena_bytes,
             "lower_bound": plan.lower_bound,

@@ -281,7 +281,7 @@
 
   S.costs = function () {
     const L = R.model.layers;
-    const measured = R.model.instructions_source;
+    const measured = R.model.instructions_source;  // where per-layer instructions come from, if any
     const cols = [
       { key: "index", label: "#", num: true },
       { key: "op", label: "op" },
@@ -300,7 +300,7 @@
       sortable(cols, L));
     const item = (l, v) => ({ label: `#${l.index} ${l.op}`, value: v, tip: `${layerLabel(l)}\n${fmt(v)}` });
     s.append(bars("MACs per layer", L.map((l) => item(l, l.macs))));
-    if (measured) s.append(bars("Instructions per layer (measured)", L.map((l) => item(l, l.instructions))));
+    if (measured) s.append(bars(`Instructions per layer (${measured})`, L.map((l) => item(l, l.instructions))));
     s.append(bars("Weight bytes per layer", L.map((l) => item(l, l.weight_bytes)), " B"));
   };
 
