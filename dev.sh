@@ -47,7 +47,7 @@ setup_python() {
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "==> installing tinyml and its test/oracle dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[oracle,zoo,test,quantize,onnx,train]"
+    "$VENV/bin/python" -m pip install -q -e ".[oracle,zoo,test,quantize,onnx,train,search]"
     touch "$stamp"
   fi
 }
