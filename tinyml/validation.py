@@ -121,6 +121,10 @@ def validation_report(c: Compiled, inputs: list[list[np.ndarray]], result: RunRe
         "mismatch_details": cmp.details,
         "instructions": result.instructions,
         "cycles": result.cycles,
+        # estimated from the executed instruction mix (sim/cycles.py), not measured
+        "cycles_estimated": result.extra.get("cycles_estimated"),
+        "ms_estimated": result.extra.get("ms_estimated"),
+        "estimate_clock_hz": result.extra.get("estimate_clock_hz"),
         "arena_bytes": c.plan.arena_bytes,
         "stack_bytes": result.stack_bytes,
         "ram_bytes": result.extra.get("ram_bytes"),
