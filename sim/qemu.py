@@ -256,12 +256,12 @@ def board_runner(board: str, sim: str, compiled: Compiled, work_dir: Path,
 
     b = load_board(board)
     if sim == "renode":
-        from tinyml.oracle import TflmOracle, random_inputs
+        from tinyml.oracle import model_oracle, random_inputs
         from tinyml.sim.renode import RenodeRunner, renode_files, require_renode
 
         require_renode()
         sample = random_inputs(compiled.graph, 1, 12345)[0]
-        selftest = Selftest.from_arrays(sample, TflmOracle(compiled.model_bytes).run(sample))
+        selftest = Selftest.from_arrays(sample, model_oracle(compiled.model_bytes).run(sample))
         fw = build_firmware(compiled.graph, compiled.plan, b, work_dir / "firmware", per_layer=per_layer,
                             selftest=selftest)
         return RenodeRunner(fw, renode_files(fw))

@@ -106,12 +106,12 @@ def resolve_models(names: Sequence[str], group: str | None) -> list[tuple[str, P
 
 
 def prepare(name: str, path: Path, n_inputs: int, seed: int, patches: "PatchOptions | None" = None) -> ModelUnderTest:
-    from tinyml.oracle import TflmOracle
+    from tinyml.oracle import model_oracle
     from tinyml.validation import load_inputs
 
     c = compile_model(path, patches)
     inputs = load_inputs(c.graph, n_inputs, seed)
-    oracle = TflmOracle(c.model_bytes)
+    oracle = model_oracle(c.model_bytes)
     return ModelUnderTest(name, path, c, inputs, oracle.run_batch(inputs), oracle.arena_bytes())
 
 

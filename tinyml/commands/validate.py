@@ -64,11 +64,11 @@ def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runn
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyml.oracle import TflmOracle
+    from tinyml.oracle import model_oracle
 
     c = compile_model(args.model, patch_options(args))
     inputs = load_inputs(c.graph, args.inputs, args.seed)
-    oracle = TflmOracle(c.model_bytes)
+    oracle = model_oracle(c.model_bytes)
     expected = oracle.run_batch(inputs)
     with tempfile.TemporaryDirectory(prefix="tinyml-validate-") as tmp:
         runner, board = make_runner(args, c, Path(tmp))
