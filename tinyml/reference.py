@@ -33,3 +33,23 @@ def run_reference(g: Graph, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
 def reference_outputs(g: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
     values = run_reference(g, inputs)
     return [values[o] if o in values else g[o].data for o in g.outputs]
+
+
+class ReferenceOracle:
+    """The numpy reference as the oracle, for models TFLite Micro cannot run as written
+    (sub-byte widths it has no kernels for, recorded by frontend/bits_meta.py). Same calls
+    as oracle.TflmOracle; it has no arena of its own to report."""
+
+    name = "numpy reference"
+
+    def __init__(self, g: Graph):
+        self.graph = g
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return reference_outputs(self.graph, inputs)
+
+    def run_batch(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        return [self.run(inputs) for inputs in batch]
+
+    def arena_bytes(self) -> None:
+        return None
