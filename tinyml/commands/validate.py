@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --port: the board already runs this build")
     p.add_argument("--flash-port", metavar="PORT", help="with --port: the bootloader's UART, if it is not PORT")
     p.add_argument("--inputs", default="20", metavar="N|FILE",
-                   help="number of random inputs (default 20) or a .npy/.npz file of inputs")
+                   help="number of random inputs (default 20) or a .npy/.npz file of inputs; a model "
+                        "that keeps state runs them in order as one stream, from its initial state")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
     add_patch_args(p)
@@ -93,9 +94,9 @@ def print_report(r: dict) -> None:
     con = Console()
     verdict = "[green]bit-exact[/green]" if r["bit_exact"] else "[red]MISMATCH[/red]"
     con.print(f"{r['target']}{' (' + r['board'] + ')' if r['board'] else ''}: {r['inputs']} inputs, {verdict}")
-    for key in ("instructions", "cycles", "arena_bytes", "stack_bytes", "ram_bytes",
+    for key in ("instructions", "cycles", "arena_bytes", "state_bytes", "stack_bytes", "ram_bytes",
                 "firmware_ram_bytes", "flash_bytes", "weights_bytes", "macs"):
-        if r.get(key) is not None:
+        if r.get(key) is not None and (r[key] or key != "state_bytes"):
             con.print(f"  {key:<18} {r[key]:>12,}")
     for line in r["mismatch_details"]:
         con.print(f"  [red]{line}[/red]")
