@@ -32,6 +32,7 @@ from tinyml.errors import BadModel, TinymlError
 
 if TYPE_CHECKING:
     from tinyml.ir import Graph
+    from tinyml.reference import ReferenceOracle
 
 # TFLite TensorType enum value -> dtype name used by tinyml.ir.
 _TENSOR_TYPES = {
@@ -372,6 +373,19 @@ while lo < hi:
         lo = mid + 1
     print("bounds", lo, hi, flush=True)
 """
+
+
+def model_oracle(model: bytes | bytearray | memoryview | str | Path) -> "TflmOracle | ReferenceOracle":
+    """The oracle for a model file: TFLite Micro, unless the file records sub-byte widths TFLite
+    cannot express (a `tinyml_bits` entry, frontend/bits_meta.py), whose arithmetic only the
+    numpy reference has (it is itself checked against TFLite Micro where the two overlap)."""
+    from tinyml.frontend import bits_meta
+    from tinyml.pipeline import load_graph
+    from tinyml.reference import ReferenceOracle
+
+    data = _model_bytes(model)
+    g = load_graph(data)
+    return ReferenceOracle(g) if bits_meta.has_entry(g) else TflmOracle(data)
 
 
 def _bisect_in_child(model: bytes, lo: int, hi: int) -> tuple[int, int]:

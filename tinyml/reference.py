@@ -51,3 +51,23 @@ def reference_sequence(g: Graph, batch: list[list[np.ndarray]]) -> list[list[np.
     """Outputs for each entry of `batch`, run in order from the initial state (frame after frame)."""
     state = initial_state(g)
     return [reference_outputs(g, inputs, state) for inputs in batch]
+
+
+class ReferenceOracle:
+    """The numpy reference as the oracle, for models TFLite Micro cannot run as written
+    (sub-byte widths it has no kernels for, recorded by frontend/bits_meta.py). Same calls
+    as oracle.TflmOracle; it has no arena of its own to report."""
+
+    name = "numpy reference"
+
+    def __init__(self, g: Graph):
+        self.graph = g
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return reference_outputs(self.graph, inputs)
+
+    def run_batch(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        return reference_sequence(self.graph, batch)  # one stream when the model keeps state
+
+    def arena_bytes(self) -> None:
+        return None

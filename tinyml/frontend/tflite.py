@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyml.errors import BadModel, UnsupportedOps, show
-from tinyml.frontend import schema as S
+from tinyml.frontend import bits_meta, schema as S
 from tinyml.frontend.flatbuf import FlatBuffer, Table, TableVector
 from tinyml.frontend.variables import lower_resource_variables, refuse_unsupported_state
 from tinyml.ir import Graph, Node, Quant, Tensor
@@ -202,10 +202,14 @@ class _Reader:
         for b in (meta if meta is not None else []):
             if not 0 <= b < nbuf:
                 raise BadModel(f"malformed model: metadata_buffer refers to buffer {b} of {nbuf}")
+        self.bits_buffer: int | None = None
         for i, t in enumerate(_tables(m, S.Model.METADATA, "metadata")):
-            t.string(S.Metadata.NAME, "name")
-            if t.scalar(S.Metadata.BUFFER, "I", 0, "buffer") >= nbuf:
+            name = t.string(S.Metadata.NAME, "name")
+            buffer = t.scalar(S.Metadata.BUFFER, "I", 0, "buffer")
+            if buffer >= nbuf:
                 raise BadModel(f"malformed model: metadata {i} refers to a missing buffer")
+            if name == bits_meta.NAME:
+                self.bits_buffer = buffer
         for i, t in enumerate(_tables(m, S.Model.SIGNATURE_DEFS, "signature_defs")):
             D = S.SignatureDef
             t.string(D.SIGNATURE_KEY, "signature_key")
@@ -257,6 +261,8 @@ class _Reader:
         g.inputs = self._io(sg.inputs, names, "input")
         g.outputs = self._io(sg.outputs, names, "output")
         g.nodes = [self._node(op, names, k) for k, op in enumerate(sg.ops)]
+        if self.bits_buffer is not None:
+            bits_meta.apply(g, bits_meta.decode(self._buffer(self.bits_buffer), len(sg.tensors)), names)
         _check_order(g)
         return Imported(g, {name: i for i, name in names.items()})
 
@@ -278,6 +284,8 @@ class _Reader:
         buf = self._buffer(r.buffer)
         if buf is not None:
             t.data = _decode(buf, t, what)
+        if t.dtype == "int4":  # the IR keeps sub-byte values in an int8 container, `bits` wide
+            t.dtype = "int8"
         if r.quant is not None:
             t.quant = _quant(r.quant, t, what)
         if r.variable:
