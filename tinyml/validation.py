@@ -1,6 +1,9 @@
 """Compare a generated model, run on some target, with TFLite Micro.
 
-The comparison is exact (bit for bit). When outputs differ, the numpy
+The comparison is exact (bit for bit). A model that keeps state across
+inferences (streaming, recurrent) runs the inputs in order as one stream on
+both sides, from its initial state, so frame k's output depends on frames
+0..k-1 exactly as on the device. When outputs differ, the numpy
 reference and TFLite Micro's per-tensor values locate the first layer where
 they part ways, which is where a kernel bug lives.
 """
@@ -148,6 +151,7 @@ def validation_report(c: Compiled, inputs: list[list[np.ndarray]], result: RunRe
         "ms_estimated": result.extra.get("ms_estimated"),
         "estimate_clock_hz": result.extra.get("estimate_clock_hz"),
         "arena_bytes": c.plan.arena_bytes,
+        "state_bytes": c.plan.state_bytes,
         "stack_bytes": result.stack_bytes,
         "ram_bytes": result.extra.get("ram_bytes"),
         "firmware_ram_bytes": result.extra.get("firmware_ram_bytes"),
