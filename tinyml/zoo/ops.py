@@ -151,3 +151,12 @@ def log_softmax(tf: Any, shape: tuple[int, ...]) -> Any:
 
 
 add("op_log_softmax", "ops", log_softmax, {"LOG_SOFTMAX"}, shape=(3, 10), scales=(3.0,))
+
+
+def upsample(tf: Any, shape: tuple[int, ...], size: Any, interpolation: str) -> Any:
+    """Keras UpSampling2D (the converter emits RESIZE_BILINEAR with half_pixel_centers, or NEAREST)."""
+    x = _input(tf, shape)
+    return tf.keras.Model(x, tf.keras.layers.UpSampling2D(size, interpolation=interpolation)(x))
+
+
+add("op_resize_bilinear", "ops", upsample, {"RESIZE_BILINEAR"}, shape=(5, 6, 7), size=(2, 3), interpolation="bilinear")
