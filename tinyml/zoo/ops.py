@@ -160,3 +160,13 @@ def upsample(tf: Any, shape: tuple[int, ...], size: Any, interpolation: str) -> 
 
 
 add("op_resize_bilinear", "ops", upsample, {"RESIZE_BILINEAR"}, shape=(5, 6, 7), size=(2, 3), interpolation="bilinear")
+
+
+def transpose_conv(tf: Any, shape: tuple[int, ...], filters: int, kernel: Any, strides: Any) -> Any:
+    """Keras Conv2DTranspose, SAME (TRANSPOSE_CONV with per-channel filters and a bias input)."""
+    x = _input(tf, shape)
+    y = tf.keras.layers.Conv2DTranspose(filters, kernel, strides=strides, padding="same", activation="relu")(x)
+    return tf.keras.Model(x, y)
+
+
+add("op_transpose_conv", "ops", transpose_conv, {"TRANSPOSE_CONV"}, shape=(6, 5, 8), filters=6, kernel=3, strides=2)
