@@ -1,9 +1,9 @@
 """What the quantizer is asked to do: bit widths per layer, calibration, corrections.
 
 The PTQ pass reads every width from here rather than assuming 8, so a later
-mixed-precision search (issue 12: Hessian sensitivities, an ILP under flash,
-SRAM and instruction budgets) only has to fill `layers`. Today every width
-must be 8: the kernels, the .tflite writer and the oracle are int8-only.
+mixed-precision search (quantize/allocate.py: Hessian sensitivities, an ILP
+under flash, SRAM and instruction budgets) only fills `layers`. Sub-byte
+codes are kept in int8 containers (Tensor.bits says the width).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from tinyml.errors import TinymlError
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
-SUPPORTED_BITS = (8,)
+WEIGHT_BITS = (8, 4, 2)
+ACTIVATION_BITS = (8, 4)
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,14 @@ class QuantPolicy:
         if not 50.0 < self.percentile <= 100.0:
             raise TinymlError(f"percentile {self.percentile} must lie in (50, 100]")
         for name, b in [("default", self.default), *self.layers.items()]:
-            for kind, bits in (("weight", b.weights), ("activation", b.activations)):
-                if bits not in SUPPORTED_BITS:
-                    raise TinymlError(f"{kind} bits {bits} for {name}: only "
-                                      f"{', '.join(map(str, SUPPORTED_BITS))} can be written as .tflite today")
+            for kind, bits, allowed in (("weight", b.weights, WEIGHT_BITS), ("activation", b.activations,
+                                                                              ACTIVATION_BITS)):
+                if bits not in allowed:
+                    raise TinymlError(f"{kind} bits {bits} for {name}: choose from {', '.join(map(str, allowed))}")
+
+    @property
+    def uniform_int8(self) -> bool:
+        return all(b == LayerBits() for b in [self.default, *self.layers.values()])
 
 
 def signed_range(bits: int) -> tuple[int, int]:
