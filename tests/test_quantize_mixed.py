@@ -14,14 +14,14 @@ from tinyml.quantize.evaluate import float_outputs  # noqa: E402
 from tinyml.quantize.prepare import prepare_float  # noqa: E402
 from tinyml.train.hessian import exact_weight_trace, hutchinson_traces  # noqa: E402
 from tinyml.train.lowering import Lowered  # noqa: E402
-from tinyml.train.tasks import SmallCNN, digits, export_onnx, train  # noqa: E402
+from tinyml.train.tasks import SmallCNN, export_onnx, load, train  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: more threads only contend on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
 def task():
-    return digits()
+    return load("digits")
 
 
 @pytest.fixture(scope="module")

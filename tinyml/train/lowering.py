@@ -28,7 +28,7 @@ from tinyml.errors import BadModel, show
 from tinyml.ir import Graph, Node
 from tinyml.ops.pool import pool_window, valid_taps
 from tinyml.ops.quantized import filter_window
-from tinyml.quantize.policy import signed_range
+from tinyml.ops.subbyte import signed_range
 from tinyml.quantize.ptq import weighted_nodes
 from tinyml.quantize.scales import WEIGHT_AXIS
 

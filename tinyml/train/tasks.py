@@ -1,13 +1,11 @@
 """Offline tasks and small float CNNs for the quantization tests and benchmark.
 
-Data that needs no network: scikit-learn's digits (8x8, for tests and CI) and
-Fashion-MNIST from Debian's dataset-fashion-mnist (28x28). Models are trained
-in PyTorch and exported to ONNX (`torch.onnx.export(..., dynamo=False)`), the
+Data comes from tinyml.search.tasks (offline: digits, Fashion-MNIST,
+synthesized keyword spotting). Models are trained in PyTorch and exported to ONNX (`torch.onnx.export(..., dynamo=False)`), the
 path a user's PyTorch model takes into `tinyml quantize`.
 """
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,43 +13,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
 
 @dataclass
 class Task:
     name: str
-    x_train: np.ndarray  # [N, 1, H, W] float32 in [0, 1] (NCHW, as the ONNX model takes it)
+    x_train: np.ndarray  # [N, C, H, W] float32 in [0, 1] (NCHW, as the exported ONNX model takes it)
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
 
 
-def digits(test: int = 360) -> Task:
-    from sklearn.datasets import load_digits
+def load(spec: str, limit: int | None = None) -> Task:
+    """A task of tinyml.search.tasks ("digits", "fashion", "kws"), NCHW for PyTorch."""
+    from tinyml.search.tasks import load_task
 
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    y = d.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return Task("digits", x[test:], y[test:], x[:test], y[:test])
-
-
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path) as f:
-        data = f.read()
-    dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def fashion_mnist(train: int = 60000) -> Task:
-    x_tr = _idx(FASHION / "train-images-idx3-ubyte.gz")[:train, None].astype(np.float32) / 255.0
-    y_tr = _idx(FASHION / "train-labels-idx1-ubyte.gz")[:train].astype(np.int64)
-    x_te = _idx(FASHION / "t10k-images-idx3-ubyte.gz")[:, None].astype(np.float32) / 255.0
-    y_te = _idx(FASHION / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    return Task("fashion", x_tr, y_tr, x_te, y_te)
+    ds = load_task(spec, limit)
+    nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731
+    return Task(ds.name, nchw(ds.x_train), ds.y_train, nchw(ds.x_test), ds.y_test)
 
 
 class SmallCNN(torch.nn.Module):
