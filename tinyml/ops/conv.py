@@ -10,7 +10,17 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
+from tinyml.ops.dsp_pack import (
+    NIBBLE_SUM_LIMIT,
+    DspRequant,
+    acc_bound,
+    pack_nibble_pairs,
+    pack_row_pairs,
+    pack_rows,
+    pair_bias,
+    padded,
+    padded_bias,
+)
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     activation_reason,
@@ -116,7 +126,7 @@ class Conv2D(Op):
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        if ctx.target.dsp and bits == 8 and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        if ctx.target.dsp and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
@@ -194,8 +204,15 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
     pairs = padded(cout, 2) // 2
-    wide = rows.size <= WIDE_MAX_BYTES
-    if wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
+    nib = g[n.inputs[1]].bits == 4
+    wide = rows.size <= WIDE_MAX_BYTES and not nib
+    if nib:  # one word per 4 taps of a row pair; the accumulators hold 4096 x the sums
+        if acc_bound(rows, None, xmax) >= NIBBLE_SUM_LIMIT:
+            return False
+        packed = pack_nibble_pairs(rows)
+        head, trailer = [padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale,
+                                     2 * pairs).reshape(pairs, 2)], []
+    elif wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
         packed = pack_rows(rows.astype(np.int16) * r.scale, 2).reshape(pairs, groups4, 2, 2).transpose(0, 1, 3, 2)
         biases = padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale, 2 * pairs).reshape(pairs, 2)
         head, trailer = [biases], []
@@ -215,7 +232,7 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
-        pointwise=pointwise, wide=wide, r=r.params(),
+        pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True} if nib else {}),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),
