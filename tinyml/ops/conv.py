@@ -11,7 +11,17 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
 from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
+from tinyml.ops.dsp_pack import (
+    NIBBLE_SUM_LIMIT,
+    DspRequant,
+    acc_bound,
+    pack_nibble_pairs,
+    pack_row_pairs,
+    pack_rows,
+    pair_bias,
+    padded,
+    padded_bias,
+)
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
     bias_of,
@@ -113,18 +123,19 @@ class Conv2D(Op):
             return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
-        if ctx.target.dsp and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        bits = g[n.inputs[1]].bits
+        if ctx.target.dsp and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=(1, 2, 3)), bias, in_off, conv_requant(g, n, cout),
             needs_border=w.has_padding,
-            overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)),
+            overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)), bits=bits,
         )
         stash = in_place_shape(g, n)
         fn = ctx.kernel(
             "conv2d.c.j2", dsp=False, win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
-            in_offset=in_off, p=args.params, signature=args.signature(), stash=stash,
+            in_offset=in_off, p=args.params, signature=args.signature(), stash=stash, wbits=bits,
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
@@ -193,8 +204,15 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
     pairs = padded(cout, 2) // 2
-    wide = rows.size <= WIDE_MAX_BYTES
-    if wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
+    nib = g[n.inputs[1]].bits == 4
+    wide = rows.size <= WIDE_MAX_BYTES and not nib
+    if nib:  # one word per 4 taps of a row pair; the accumulators hold 4096 x the sums
+        if acc_bound(rows, None, xmax) >= NIBBLE_SUM_LIMIT:
+            return False
+        packed = pack_nibble_pairs(rows)
+        head, trailer = [padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale,
+                                     2 * pairs).reshape(pairs, 2)], []
+    elif wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
         packed = pack_rows(rows.astype(np.int16) * r.scale, 2).reshape(pairs, groups4, 2, 2).transpose(0, 1, 3, 2)
         biases = padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale, 2 * pairs).reshape(pairs, 2)
         head, trailer = [biases], []
@@ -214,7 +232,7 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
-        pointwise=pointwise, wide=wide, r=r.params(),
+        pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True} if nib else {}),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),

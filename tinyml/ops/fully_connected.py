@@ -14,7 +14,15 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, Op, output_channels, register
 from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, padded, padded_bias
+from tinyml.ops.dsp_pack import (
+    NIBBLE_SUM_LIMIT,
+    DspRequant,
+    acc_bound,
+    pack_nibble_quads,
+    pack_row_pairs,
+    padded,
+    padded_bias,
+)
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
@@ -89,16 +97,17 @@ class FullyConnected(Op):
             return
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
-        if ctx.target.dsp and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
+        bits = g[n.inputs[1]].bits
+        if ctx.target.dsp and bits in (8, 4) and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
                 and emit_dsp(g, n, ctx, wt, in_off, bias):
             return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=1), bias, in_off, conv_requant(g, n, g[n.inputs[1]].shape[0]),
-            needs_border=False, overflow=accumulator_may_overflow(wt, bias, in_off, (1,)),
+            needs_border=False, overflow=accumulator_may_overflow(wt, bias, in_off, (1,)), bits=bits,
         )
         fn = ctx.kernel(
             "fully_connected.c.j2", dsp=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-            p=args.params, signature=args.signature(),
+            p=args.params, signature=args.signature(), wbits=bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -136,17 +145,25 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     units, depth = wt.shape
     raw = np.zeros(units, np.int64) if bias is None else bias.astype(np.int64)
     full = wrap_int32(raw + in_off * wt.astype(np.int64).sum(axis=1)).astype(np.int32)
-    packed = pack_row_pairs(wt[:, :depth - depth % 4], 4, 128)
+    body = wt[:, :depth - depth % 4]
+    nib = g[n.inputs[1]].bits == 4
+    if nib:  # the nibble sums stay exact: 4096 x row 3's, 256 x row 2's (+8 offset) within int32
+        if depth < 4 or acc_bound(body, None, 128) >= NIBBLE_SUM_LIMIT or 15 * 128 * depth >= 1 << 23:
+            return False
+        packed = pack_nibble_quads(body)
+    else:
+        packed = pack_row_pairs(body, 4, 128)
     if packed is None:
         return False
     r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
     rows = padded(units, 4)
     xw = FullyConnected().optional_scratch_bytes(g, n)
     xw = xw if xw and ctx.scratch_planned() >= xw else 0
-    common = dict(dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units, r=r.params(), xw=xw > 0)
+    common = dict(dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units, r=r.params(), xw=xw > 0,
+                  **({"nib": True} if nib else {}))
     # the asm kernel keeps output - input in 24 signed bits: any arena below 8 MB
     near = max(ctx.offsets.values(), default=0) + sum(b for _, b in ctx.scratch_plan.values()) < 1 << 23
-    if depth % 4 == 0 and units % 4 == 0 and r.fold and near:
+    if depth % 4 == 0 and units % 4 == 0 and r.fold and near and not nib:
         per_row = np.stack([r.mult, r.pz()], axis=1) if r.per_channel else None
         args = [ctx.const(block_stream(packed, full, (8 if xw else 4) * depth // 4, per_row), "w", "int32_t")]
         fn = ctx.kernel("fully_connected.c.j2", layer_asm=True, **common)
