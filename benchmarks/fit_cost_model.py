@@ -122,9 +122,12 @@ def fit_runs(runs: list[tuple[dict, Graph]]) -> dict:
         terms = layer_terms(g)
         profiled = sum(r["per_layer"])
         scale = (r["instructions"] - overhead) / profiled if profiled > 0 else 1.0
-        # relative error per layer: small layers (patches, the ops zoo) count as much as big ones
+        # weight 1 / sqrt(layer x network instructions): between the layer's relative error (every
+        # layer alike: the many small patch layers of a MobileNet outvote a one-layer network) and its
+        # error relative to its network (what the per-network target measures: small layers of big
+        # networks would not count at all)
         for (cls, t), n in zip(terms, r["per_layer"]):
-            samples.setdefault(cls, []).append((t, n * scale, 1.0 / max(n * scale, 1)))
+            samples.setdefault(cls, []).append((t, n * scale, 1.0 / np.sqrt(max(n * scale, 1) * r["instructions"])))
         flash_rows.append((flash_features(g, terms), r["model_flash_bytes"] - r["weights_bytes"],
                            1.0 / r["model_flash_bytes"]))
     return {"network_overhead": overhead, **fit_classes(samples, flash_rows)}
