@@ -40,6 +40,7 @@ class EmitContext:
     _const_names: dict[tuple[str, str], str] = field(default_factory=dict)
     node: Node | None = None  # the node being emitted (for comments)
     layer: int = -1  # its index in graph.nodes
+    state_offsets: dict[str, int] = field(default_factory=dict)  # state tensor -> offset in tinyml_state
 
     # -- tensors -----------------------------------------------------------
     def tensor(self, name: str) -> str:
@@ -47,6 +48,8 @@ class EmitContext:
         t = self.graph.tensors[name]
         if t.is_const:
             return self.const(t.data, "w", ctype(t.dtype))
+        if t.state:
+            return f"(({ctype(t.dtype)} *)(tinyml_state + {self.state_offsets[name]}))"
         off = self.offsets[name]
         return f"(({ctype(t.dtype)} *)(tinyml_arena + {off}))"
 

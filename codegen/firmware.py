@@ -342,7 +342,7 @@ def _link(cc: str, root: Path, objs: list[str], variant: str, elf: str, cflags: 
 # -- size report ----------------------------------------------------------------
 
 _SECTION_ROW = re.compile(r"^\s*\d+\s+(\S+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)\s+[0-9a-f]+\s+\S+\s+(.*)$")
-SYMBOLS = ("tm_now", "tm_vectors", "_stack_guard", "_stack_bottom", "_estack", "_sidata", "_ebss")
+SYMBOLS = ("tm_now", "tinyml_run", "tm_vectors", "_stack_guard", "_stack_bottom", "_estack", "_sidata", "_ebss")
 
 
 def read_sections(elf: Path) -> list[Section]:

@@ -12,6 +12,10 @@ a pty. Cost is counted exactly, as guest instructions (not cycles):
   a small TCG plugin (insn_marks.c, built once into the user's cache) records
   the instruction count each time it runs.
 
+On both, the plugin also records each inference's instruction mix, which
+sim/cycles.py turns into an estimated cycle count and milliseconds at the
+board's clock (labelled as estimates; QEMU models no pipeline).
+
 Both are deterministic: the same firmware and inputs give the same counts on
 every run. Every run has a time limit; a fault (reported by the firmware's
 fault handler) or a hang becomes a one-line TinymlError and QEMU is killed.
@@ -34,6 +38,7 @@ import numpy as np
 
 from tinyml.codegen.firmware import Firmware, FirmwareImage
 from tinyml.errors import CheckFailed, ToolMissing
+from tinyml.sim.cycles import estimate, inference_mixes
 from tinyml.sim.host import pack_inputs
 from tinyml.sim.measure import check_hello, leaving_out_io, run_result
 from tinyml.sim.protocol import Counter, Hello, Link, LinkError, Result, counter_delta
@@ -150,7 +155,7 @@ class QemuRunner:
             raise CheckFailed(f"{firmware.board.name}: no image for a QEMU machine in {firmware.path}")
         self.target = f"qemu:{self.image.machine}"
         self.timeout_s, self.boot_timeout_s = timeout_s, boot_timeout_s
-        self.plugin = plugin_path() if self.image.counter == "marks" else None
+        self.plugin = plugin_path()
         self.last_exit_status: int | None = None
         self.uart_text = ""
 
@@ -163,8 +168,13 @@ class QemuRunner:
         if self.plugin is not None and marks_file is not None:
             if "," in str(marks_file) or "," in str(self.plugin):
                 raise CheckFailed("QEMU plugin paths may not contain ','; set XDG_CACHE_HOME/TMPDIR elsewhere")
-            mark = self.image.symbols["tm_now"]
-            cmd += ["-plugin", f"{self.plugin},mark=0x{mark:x},out={marks_file}"]
+            args = [f"mark=0x{self.image.symbols['tm_now']:x}", f"out={marks_file}"]
+            if "tinyml_run" in self.image.symbols:
+                args.append(f"run=0x{self.image.symbols['tinyml_run']:x}")
+            b = self.fw.board
+            if b.flash_wait_states:
+                args.append(f"flash=0x{b.flash.origin:x}:0x{b.flash.size:x}:{b.flash_line_bytes}")
+            cmd += ["-plugin", ",".join([str(self.plugin), *args])]
         return cmd + ["-kernel", str(self.fw.elf(self.image))]
 
     def run(self, inputs: list[list[np.ndarray]]) -> RunResult:
@@ -180,8 +190,8 @@ class QemuRunner:
                     proc.kill()
                     proc.wait()
                 self.last_exit_status = proc.returncode
-            marks = _read_marks(marks_file) if self.plugin is not None else None
-        return self._result(hello, results, marks, len(inputs))
+            marks_text = _read_marks_text(marks_file)
+        return self._result(hello, results, marks_text, len(inputs))
 
     def _converse(self, proc: subprocess.Popen, payloads: list[bytes]) -> tuple[Hello, list[Result]]:
         transport = PipeTransport(proc)
@@ -203,24 +213,38 @@ class QemuRunner:
         finally:
             self.uart_text = "".join(link.text_log)
 
-    def _result(self, hello: Hello, results: list[Result], marks: list[int] | None, samples: int) -> RunResult:
+    def _result(self, hello: Hello, results: list[Result], marks_text: str, samples: int) -> RunResult:
+        marks = [int(x) for x in marks_text.splitlines() if x.isdigit()]
+
         def ticks(before: int, after: int) -> int:
             if hello.counter != Counter.MARKS:
                 return counter_delta(before, after)
-            if marks is None or max(before, after) > len(marks) or min(before, after) < 1:
+            if max(before, after) > len(marks) or min(before, after) < 1:
                 raise LinkError(f"{self.target}: the instruction-count plugin recorded no such mark")
             return marks[after - 1] - marks[before - 1]
 
-        return run_result(self.fw, self.image, hello, results, samples, self.target, leaving_out_io(ticks, results),
-                          {"machine": self.image.machine})
+        result = run_result(self.fw, self.image, hello, results, samples, self.target,
+                            leaving_out_io(ticks, results), {"machine": self.image.machine})
+        result.extra.update(self._cycle_estimate(marks_text, result))
+        return result
+
+    def _cycle_estimate(self, marks_text: str, result: RunResult) -> dict[str, object]:
+        """The slowest inference's estimated cycles and ms at the board's clock (sim/cycles.py)."""
+        mixes = inference_mixes(marks_text)
+        counts = result.extra.get("instructions_per_input")
+        if result.instructions is None or not mixes or not isinstance(counts, list) or len(mixes) < len(counts):
+            return {}
+        b = self.fw.board
+        mix = mixes[len(mixes) - len(counts):][counts.index(result.instructions)]
+        est = estimate(mix, result.instructions, b.core, b.clock_hz, b.flash_wait_states)
+        return {**est.report(), "estimate_clock_hz": b.clock_hz} if est else {}
 
 
-def _read_marks(path: Path) -> list[int]:
+def _read_marks_text(path: Path) -> str:
     try:
-        lines = path.read_text().splitlines()
+        return path.read_text()
     except OSError:
         raise LinkError("the QEMU instruction-count plugin wrote no results") from None
-    return [int(x) for x in lines if x.isdigit()]
 
 
 def board_runner(board: str, sim: str, compiled: Compiled, work_dir: Path,
@@ -232,12 +256,12 @@ def board_runner(board: str, sim: str, compiled: Compiled, work_dir: Path,
 
     b = load_board(board)
     if sim == "renode":
-        from tinyml.oracle import TflmOracle, random_inputs
+        from tinyml.oracle import model_oracle, random_inputs
         from tinyml.sim.renode import RenodeRunner, renode_files, require_renode
 
         require_renode()
         sample = random_inputs(compiled.graph, 1, 12345)[0]
-        selftest = Selftest.from_arrays(sample, TflmOracle(compiled.model_bytes).run(sample))
+        selftest = Selftest.from_arrays(sample, model_oracle(compiled.model_bytes).run(sample))
         fw = build_firmware(compiled.graph, compiled.plan, b, work_dir / "firmware", per_layer=per_layer,
                             selftest=selftest)
         return RenodeRunner(fw, renode_files(fw))

@@ -95,7 +95,8 @@ def assert_figures_match(page: Page, data: dict) -> None:
     assert keys
     for key, text in keys:
         v = data[key]
-        shown = {True: "yes", False: "no"}[v] if isinstance(v, bool) else f"{v:,}"
+        shown = ({True: "yes", False: "no"}[v] if isinstance(v, bool)
+                 else f"{v:.2f}" if isinstance(v, float) else f"{v:,}")
         assert text == shown, key
 
 

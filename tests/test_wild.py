@@ -22,6 +22,7 @@ SUPPORTED = {
     "efinix_yolo_person_detect": "stm32f405",
     "mltk_keyword_spotting_pacman_v3": "stm32f405",
     "mltk_rock_paper_scissors_int8": "stm32f405",
+    "mww_v2_vad_streaming": "stm32f405",
     "tinymaix_cifar10_q": "stm32f405",
     "tinymaix_mnist_resnet_q": "stm32f405",
 }
@@ -29,8 +30,6 @@ SUPPORTED = {
 REFUSED = {
     "ambiq_nnse_lstm_16x8_int16": ["unsupported op CONV_2D (input is int16", "unsupported op TANH (input is int16"],
     "armkws_basic_lstm_quantized_small": ["unsupported op FILL at node model/lstm/zeros"],
-    "mww_v2_vad_streaming": ["unsupported op CALL_ONCE at node", "unsupported op VAR_HANDLE at node stream/states",
-                             "unsupported op READ_VARIABLE at node", "unsupported op ASSIGN_VARIABLE at node"],
     "openmv_palm_detection_full_192": ["unsupported op RESIZE_BILINEAR at node"],
     "tinyengine_ptq_mnist_lenet-300-100": ["unsupported op LOG_SOFTMAX at node 83"],
 }

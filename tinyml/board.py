@@ -25,6 +25,8 @@ Schema (every key is checked; unknown keys are errors so typos do not pass):
            enable: [[register, mask], ...] ORed in order at boot (clock gates...)
            pins:   [{name, port (GPIO base), pin, af}] set to alternate function af
     [timer] cycles                         "dwt" (DWT->CYCCNT)
+    [timing] flash_wait_states, flash_line_bytes   optional, for the cycle estimate (sim/cycles.py):
+           wait states at clock_hz, bytes one flash read fetches (the accelerator/cache line)
     [sim.qemu] machine, same_firmware, serial_index
            same_firmware: the board image runs on the machine unchanged; otherwise the
            simulator image is relinked at the machine's addresses with the board's sizes
@@ -195,6 +197,8 @@ class Board:
     flashing: Flashing
     icache: bool = False
     dcache: bool = False
+    flash_wait_states: int = 0
+    flash_line_bytes: int = 16
     path: str = field(default="", compare=False)
 
     @property
@@ -354,13 +358,18 @@ def _build(r: _Reader) -> Board:
     icache, dcache = c.get("icache", bool, False), c.get("dcache", bool, False)
     c.done()
 
+    tm = r.sub("timing", optional=True)
+    wait_states, line_bytes = tm.get("flash_wait_states", int, 0), tm.get("flash_line_bytes", int, 16)
+    tm.done()
+
     board = Board(
         name=r.get("name", str), title=r.get("title", str), vendor=r.get("vendor", str), mcu=r.get("mcu", str),
         family=r.get("family", str), core=r.get("core", str), fpu=r.get("fpu", str), dsp=r.get("dsp", bool),
         clock_hz=r.get("clock_hz", int), boot_clock_hz=r.get("boot_clock_hz", int),
         min_stack_bytes=r.get("min_stack_bytes", int), flash=flash, flash_sectors=sectors,
         ram_regions=tuple(regions), uart=uart, cycles_timer=cycles, qemu=qemu, renode=renode,
-        flashing=flashing, icache=icache, dcache=dcache, path=r.where,
+        flashing=flashing, icache=icache, dcache=dcache, flash_wait_states=wait_states,
+        flash_line_bytes=line_bytes, path=r.where,
     )
     r.done()
     return board
@@ -386,6 +395,8 @@ def _check(b: Board, origin: str) -> None:
                     ("uart clock_hz", b.uart.clock_hz), ("uart baud", b.uart.baud)):
         if v <= 0:
             problems.append(f"{what} must be positive")
+    if not 0 <= b.flash_wait_states <= 15 or b.flash_line_bytes not in (4, 8, 16, 32, 64):
+        problems.append("timing: flash_wait_states must be 0-15 and flash_line_bytes 4, 8, 16, 32 or 64")
     if b.min_stack_bytes < 256 or b.min_stack_bytes % 8:
         problems.append("min_stack_bytes must be a multiple of 8 and at least 256")
     if b.flash_sectors and sum(c * s for c, s in b.flash_sectors) != b.flash.size:

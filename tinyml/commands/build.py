@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     c = compile_model(args.model, patch_options(args))
     selftest = None
     if args.selftest:
-        from tinyml.oracle import TflmOracle, random_inputs
+        from tinyml.oracle import model_oracle, random_inputs
 
         sample = random_inputs(c.graph, 1, 12345)[0]
-        selftest = Selftest.from_arrays(sample, TflmOracle(c.model_bytes).run(sample))
+        selftest = Selftest.from_arrays(sample, model_oracle(c.model_bytes).run(sample))
     fw = build_firmware(c.graph, c.plan, board, args.output, optimize=args.optimize, per_layer=args.per_layer,
                         min_stack=args.min_stack, selftest=selftest)
     report = {"output": str(fw.path), **fw.to_json(), "patches": c.patches.describe() if c.patches else None}

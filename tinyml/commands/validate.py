@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --port: the board already runs this build")
     p.add_argument("--flash-port", metavar="PORT", help="with --port: the bootloader's UART, if it is not PORT")
     p.add_argument("--inputs", default="20", metavar="N|FILE",
-                   help="number of random inputs (default 20) or a .npy/.npz file of inputs")
+                   help="number of random inputs (default 20) or a .npy/.npz file of inputs; a model "
+                        "that keeps state runs them in order as one stream, from its initial state")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
     add_patch_args(p)
@@ -64,11 +65,11 @@ def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runn
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyml.oracle import TflmOracle
+    from tinyml.oracle import model_oracle
 
     c = compile_model(args.model, patch_options(args))
     inputs = load_inputs(c.graph, args.inputs, args.seed)
-    oracle = TflmOracle(c.model_bytes)
+    oracle = model_oracle(c.model_bytes)
     expected = oracle.run_batch(inputs)
     with tempfile.TemporaryDirectory(prefix="tinyml-validate-") as tmp:
         runner, board = make_runner(args, c, Path(tmp))
@@ -93,9 +94,12 @@ def print_report(r: dict) -> None:
     con = Console()
     verdict = "[green]bit-exact[/green]" if r["bit_exact"] else "[red]MISMATCH[/red]"
     con.print(f"{r['target']}{' (' + r['board'] + ')' if r['board'] else ''}: {r['inputs']} inputs, {verdict}")
-    for key in ("instructions", "cycles", "arena_bytes", "stack_bytes", "ram_bytes",
+    for key in ("instructions", "cycles", "cycles_estimated", "arena_bytes", "state_bytes", "stack_bytes", "ram_bytes",
                 "firmware_ram_bytes", "flash_bytes", "weights_bytes", "macs"):
-        if r.get(key) is not None:
+        if r.get(key) is not None and (r[key] or key != "state_bytes"):
             con.print(f"  {key:<18} {r[key]:>12,}")
+        if key == "cycles_estimated" and r.get("ms_estimated") is not None:
+            con.print(f"  {'ms_estimated':<18} {r['ms_estimated']:>12.3f}  (at {r['estimate_clock_hz'] / 1e6:g} MHz; "
+                      "estimated from the instruction mix, not measured)")
     for line in r["mismatch_details"]:
         con.print(f"  [red]{line}[/red]")

@@ -166,6 +166,9 @@ OPTION_TABLES: dict[str, tuple[int, list[tuple[str, int, str, object]]]] = {
     "BatchMatMulOptions": (101, [("adj_x", 0, "?", False), ("adj_y", 1, "?", False),
                                  ("asymmetric_quantize_inputs", 2, "?", False)]),
     "GeluOptions": (116, [("approximate", 0, "?", False)]),
+    # read by frontend/variables.py (strings and a subgraph index, not IR attrs)
+    "CallOnceOptions": (103, []),
+    "VarHandleOptions": (111, []),
 }
 
 # Which options table each builtin op carries. Ops not listed have no options

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from tinyml.errors import TinymlError, ToolMissing
-from tinyml.frontend import schema as S
+from tinyml.frontend import bits_meta, schema as S
 from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops.subbyte import pack_bits
 
 TYPE_CODES = {dtype: code for code, (_, dtype) in S.TENSOR_TYPES.items() if dtype is not None}
 # IR attrs that the reader derives or that passes add, never written as options.
@@ -59,9 +60,9 @@ def _options(fb: Any, n: Node) -> tuple[int, Any]:
     return union, opts
 
 
-def _tensor(fb: Any, t: Tensor, buffer: int) -> Any:
+def _tensor(fb: Any, t: Tensor, buffer: int, int4: bool) -> Any:
     out = fb.TensorT()
-    out.name, out.shape, out.type, out.buffer = t.name, list(t.shape), TYPE_CODES[t.dtype], buffer
+    out.name, out.shape, out.type, out.buffer = t.name, list(t.shape), TYPE_CODES["int4" if int4 else t.dtype], buffer
     if t.quant is not None:
         q = fb.QuantizationParametersT()
         q.scale = [float(s) for s in t.quant.scale]
@@ -71,9 +72,9 @@ def _tensor(fb: Any, t: Tensor, buffer: int) -> Any:
     return out
 
 
-def _buffer_bytes(t: Tensor) -> np.ndarray:
-    if t.dtype == "int4":
-        raise TinymlError(f"tensor {t.name}: int4 constants are not written yet")
+def _buffer_bytes(t: Tensor, int4: bool) -> np.ndarray:
+    if int4:  # TFLite's INT4: two values per byte, the first in the low nibble
+        return pack_bits(t.data, 4)
     return np.frombuffer(np.ascontiguousarray(t.data.astype(t.np_dtype.newbyteorder("<"))).tobytes(), np.uint8)
 
 
@@ -89,11 +90,12 @@ def write_tflite(g: Graph, description: str = "tinyml") -> bytes:
     tensors = []
     for name in order:
         t = g[name]
+        int4 = bits_meta.native_int4(g, name)
         if t.is_const:
             b = fb.BufferT()
-            b.data = _buffer_bytes(t)
+            b.data = _buffer_bytes(t, int4)
             buffers.append(b)
-        tensors.append(_tensor(fb, t, len(buffers) - 1 if t.is_const else 0))
+        tensors.append(_tensor(fb, t, len(buffers) - 1 if t.is_const else 0, int4))
     codes: dict[str, int] = {}
     operators = []
     for n in g.nodes:
@@ -118,6 +120,14 @@ def write_tflite(g: Graph, description: str = "tinyml") -> bytes:
     model = fb.ModelT()
     model.version, model.operatorCodes, model.subgraphs, model.buffers = S.SCHEMA_VERSION, opcodes, [sub], buffers
     model.description = description
+    narrow = {index[name]: g[name].bits for name in order if g[name].bits < 8 and not bits_meta.native_int4(g, name)}
+    if narrow:  # widths TFLite cannot express (bits_meta.py)
+        b = fb.BufferT()
+        b.data = np.frombuffer(bits_meta.encode(narrow), np.uint8)
+        buffers.append(b)
+        meta = fb.MetadataT()
+        meta.name, meta.buffer = bits_meta.NAME, len(buffers) - 1
+        model.metadata = [meta]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=S.FILE_IDENTIFIER)
     return bytes(builder.Output())

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 # (key of the verb's JSON, label, unit) shown as headline figures, per verb; absent keys are left out
 _MEASURED = [("instructions", "instructions per inference (measured)", ""),
-             ("cycles", "cycles per inference (measured)", ""), ("macs", "MACs", ""),
+             ("cycles", "cycles per inference (measured)", ""),
+             ("cycles_estimated", "cycles per inference (estimated from the instruction mix, not measured)", ""),
+             ("ms_estimated", "time per inference at the board's clock (estimated)", "ms"), ("macs", "MACs", ""),
              ("arena_bytes", "arena", "B"), ("stack_bytes", "stack used by tinyml_run", "B"),
              ("ram_bytes", "RAM (arena + stack + model data)", "B"), ("flash_bytes", "flash", "B"),
              ("weights_bytes", "weights", "B"), ("tflm_arena_bytes", "TFLite Micro arena", "B")]
@@ -162,6 +164,7 @@ def budgets(kind: str, result: dict, board: Board) -> list[dict]:
 # (key of a bench run, column label); the runs themselves are the bench JSON's
 BENCH_COLUMNS = [("model", "model"), ("board", "board"), ("kernels", "kernels"), ("bit_exact", "bit-exact"),
                  ("macs", "MACs"), ("instructions", "instructions"), ("instructions_per_mac", "instr/MAC"),
+                 ("cycles_estimated", "cycles (est.)"), ("ms_estimated", "ms (est.)"),
                  ("instructions_vs_anchor", "vs anchor"), ("ram_bytes", "RAM B"), ("arena_bytes", "arena B"),
                  ("arena_lower_bound", "lower bound B"), ("stack_bytes", "stack B"),
                  ("tflm_arena_bytes", "TFLM arena B"), ("ram_vs_tflm_arena", "RAM/TFLM arena"),

@@ -32,6 +32,14 @@ class Op:
     # (WRITE_WINDOW of a patch schedule): the planner gives both one buffer,
     # and unlike an alias emit() does write. Input 0 must die at this node.
     updates_input: ClassVar[bool] = False
+    # Inputs that are state tensors (Tensor.state: kept across inferences,
+    # outside the arena): the frontend accepts a variable tensor only there,
+    # and nodes touching one state tensor keep their relative order
+    # (schedule/order.py). With `writes_state` the kernel (and the reference,
+    # on the array it is handed) overwrites them in place, so the node is
+    # kept even when none of its outputs is used (passes/cleanup.py).
+    state_inputs: ClassVar[tuple[int, ...]] = ()
+    writes_state: ClassVar[bool] = False
 
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         """Inputs whose buffer the output may overwrite, in order of preference.
@@ -186,7 +194,9 @@ def remembered(arrays: tuple, key: tuple, decide: Callable[[], T]) -> T:
 
 
 def output_channels(g: Graph, n: Node) -> int:
-    """The innermost dimension of the node's first output (1 for a scalar)."""
+    """The innermost dimension of the node's first output (1 for a scalar or no output)."""
+    if not n.outputs:
+        return 1
     y = g[n.outputs[0]]
     return y.shape[-1] if y.shape else 1
 

@@ -115,18 +115,19 @@ class Conv2D(Op):
         w = window(g, n, k_h, k_w)
         in_off = -x.quant.zp
         bias = bias_of(g, n)
-        if ctx.target.dsp and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        bits = g[n.inputs[1]].bits
+        if ctx.target.dsp and bits == 8 and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=(1, 2, 3)), bias, in_off, conv_requant(g, n, cout),
             needs_border=w.has_padding,
-            overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)),
+            overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)), bits=bits,
         )
         stash = in_place_shape(g, n)
         fn = ctx.kernel(
             "conv2d.c.j2", dsp=False, win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
-            in_offset=in_off, p=args.params, signature=args.signature(), stash=stash,
+            in_offset=in_off, p=args.params, signature=args.signature(), stash=stash, wbits=bits,
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)

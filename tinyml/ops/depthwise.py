@@ -13,6 +13,7 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant
+from tinyml.ops.subbyte import pack_bits
 from tinyml.ops.quantized import (
     Window,
     accumulator_may_overflow,
@@ -117,11 +118,11 @@ class DepthwiseConv2D(Op):
         args = kernel_args(
             ctx, channel_major, channel_major.astype(np.int64).sum(axis=(1, 2)), bias, in_off,
             conv_requant(g, n, cout), needs_border=w.has_padding,
-            overflow=accumulator_may_overflow(channel_major, bias, in_off, (1, 2)),
+            overflow=accumulator_may_overflow(channel_major, bias, in_off, (1, 2)), bits=g[n.inputs[1]].bits,
         )
         fn = ctx.kernel(
             "depthwise_conv2d.c.j2", win=w, cin=x.shape[3], cout=cout, mult=depth_multiplier(g, n),
-            in_offset=in_off, p=args.params, signature=args.signature(), plane=None,
+            in_offset=in_off, p=args.params, signature=args.signature(), plane=None, wbits=g[n.inputs[1]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -141,15 +142,20 @@ class DepthwiseConv2D(Op):
         if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
             r.update(mult="qm", shift="qs", pz="qp")
         scale = 2 if fold else 1
-        weights = ctx.const(channel_major, "w", "int8_t") if pairs is None else \
-            ctx.const(pack_pairs(channel_major.astype(np.int64) * scale, pairs), "wpack", "int32_t")
+        bits = g[n.inputs[1]].bits
+        if bits < 8:  # packed taps; the plane kernel builds each channel's words (if any) from them
+            weights = ctx.const(pack_bits(channel_major, bits), "w", "uint8_t")
+        elif pairs is None:
+            weights = ctx.const(channel_major, "w", "int8_t")
+        else:
+            weights = ctx.const(pack_pairs(channel_major.astype(np.int64) * scale, pairs), "wpack", "int32_t")
         values = [weights, ctx.const(plane.bias_full * scale, "bias", "int32_t")]
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
             if fold:
                 values.append(ctx.const(rq.pz(), "pz", "int32_t"))
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
-                        per_channel=rq.per_channel, dsp=dsp, pk=pairs)
+                        per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:

@@ -86,16 +86,17 @@ class FullyConnected(Op):
         units, depth = wt.shape
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
-        if ctx.target.dsp and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
+        bits = g[n.inputs[1]].bits
+        if ctx.target.dsp and bits == 8 and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
                 and emit_dsp(g, n, ctx, wt, in_off, bias):
             return
         args = kernel_args(
             ctx, wt, wt.astype(np.int64).sum(axis=1), bias, in_off, conv_requant(g, n, g[n.inputs[1]].shape[0]),
-            needs_border=False, overflow=accumulator_may_overflow(wt, bias, in_off, (1,)),
+            needs_border=False, overflow=accumulator_may_overflow(wt, bias, in_off, (1,)), bits=bits,
         )
         fn = ctx.kernel(
             "fully_connected.c.j2", dsp=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-            p=args.params, signature=args.signature(),
+            p=args.params, signature=args.signature(), wbits=bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops.subbyte import STORAGE_BITS, pack_bits, signed_range, values_fit
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -182,11 +183,17 @@ def int8_per_tensor(t: Tensor | None, role: str) -> str | None:
 
 
 def int8_weights(t: Tensor | None, channels: int, axis: int) -> str | None:
-    """Why `t` is not a constant symmetric int8 filter (per-tensor or per-channel on `axis`)."""
+    """Why `t` is not a constant symmetric int8 filter (per-tensor or per-channel on `axis`).
+
+    Sub-byte filters (`bits` 4 or 2 in the int8 container) pass when their values fit."""
     if t is None or not t.is_const:
         return "weights must be a constant tensor"
     if t.dtype != "int8":
         return f"weights are {t.dtype}, only int8 is supported"
+    if t.bits not in STORAGE_BITS:
+        return f"{t.bits}-bit weights are not supported (8, 4 or 2)"
+    if not values_fit(t):
+        return f"weights hold values outside their {t.bits}-bit range"
     q = t.quant
     if q is None:
         return "weights are not quantized"
@@ -224,9 +231,9 @@ def _quantize_float(value: float, scale: np.float32, zero_point: int) -> int:
 
 
 def activation_range(act: str, out: Tensor) -> tuple[int, int]:
-    """CalculateActivationRangeQuantized for an int8 output."""
+    """CalculateActivationRangeQuantized for an int8 output (a 4-bit one clamps to its codes)."""
     assert out.quant is not None
-    lo, hi = -128, 127
+    lo, hi = signed_range(out.bits if out.bits < 8 else 8)
     scale, zp = np.float32(out.quant.scale[0]), out.quant.zp
     if act in ("RELU", "RELU6", "RELU_N1_TO_1"):
         lo = max(lo, _quantize_float(-1.0 if act == "RELU_N1_TO_1" else 0.0, scale, zp))
@@ -328,9 +335,14 @@ class KernelArgs:
 
 
 def kernel_args(ctx: EmitContext, weights: np.ndarray, weight_sums: np.ndarray, bias: np.ndarray | None,
-                in_offset: int, rq: Requant, needs_border: bool, overflow: bool) -> KernelArgs:
-    """Register the constants of one conv/depthwise/FC layer and describe them to its template."""
-    names, values, ctypes = ["weights"], [ctx.const(weights, "w", "int8_t")], ["int8_t"]
+                in_offset: int, rq: Requant, needs_border: bool, overflow: bool, bits: int = 8) -> KernelArgs:
+    """Register the constants of one conv/depthwise/FC layer and describe them to its template.
+
+    Sub-byte weights (`bits` 4 or 2) are stored packed in their C order (subbyte.pack_bits)."""
+    if bits == 8:
+        names, values, ctypes = ["weights"], [ctx.const(weights, "w", "int8_t")], ["int8_t"]
+    else:
+        names, values, ctypes = ["weights"], [ctx.const(pack_bits(weights, bits), "w", "uint8_t")], ["uint8_t"]
     raw = np.zeros(rq.mult.size, np.int64) if bias is None else bias.astype(np.int64)
     full = wrap_int32(raw + in_offset * weight_sums.astype(np.int64)).astype(np.int32)
     bias_full = bool(np.any(full != 0))

@@ -16,8 +16,9 @@ import numpy as np
 
 from tinyml.errors import TinymlError, show
 from tinyml.ir import Graph, Node
+from tinyml.ops.subbyte import signed_range
 from tinyml.quantize.float_ref import LINEAR, Arrays, run_float
-from tinyml.quantize.policy import QuantPolicy, signed_range
+from tinyml.quantize.policy import QuantPolicy
 from tinyml.quantize.scales import MIN_RANGE, activation_quant
 
 BINS = 2048

@@ -2,8 +2,8 @@
 
 The PTQ pass reads every width from here rather than assuming 8, so a later
 mixed-precision search (issue 12: Hessian sensitivities, an ILP under flash,
-SRAM and instruction budgets) only has to fill `layers`. Today every width
-must be 8: the kernels, the .tflite writer and the oracle are int8-only.
+SRAM and instruction budgets) only has to fill `layers`. Weights may be 8, 4
+or 2 bits (packed kernels, INT4 or `tinyml_bits` in the .tflite).
 """
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from tinyml.errors import TinymlError
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
-SUPPORTED_BITS = (8,)
+# Weights: packed two or four per byte in flash (tinyml/ops/subbyte.py). Activations: 8 only,
+# until 4-bit activation tensors are packed in the arena.
+WEIGHT_BITS = (8, 4, 2)
+ACTIVATION_BITS = (8,)
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,10 @@ class QuantPolicy:
         if not 50.0 < self.percentile <= 100.0:
             raise TinymlError(f"percentile {self.percentile} must lie in (50, 100]")
         for name, b in [("default", self.default), *self.layers.items()]:
-            for kind, bits in (("weight", b.weights), ("activation", b.activations)):
-                if bits not in SUPPORTED_BITS:
+            for kind, bits, allowed in (("weight", b.weights, WEIGHT_BITS), ("activation", b.activations,
+                                                                              ACTIVATION_BITS)):
+                if bits not in allowed:
                     raise TinymlError(f"{kind} bits {bits} for {name}: only "
-                                      f"{', '.join(map(str, SUPPORTED_BITS))} can be written as .tflite today")
+                                      f"{', '.join(map(str, allowed))} are supported")
 
 
-def signed_range(bits: int) -> tuple[int, int]:
-    """The integer codes of a signed `bits`-wide value: (-2^(b-1), 2^(b-1) - 1)."""
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyml.quantize.policy import signed_range
+from tinyml.ops.subbyte import signed_range
 
 # Axis of the output channel in each filter layout (OHWI conv, 1HWC depthwise, [units, depth] FC).
 WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}

@@ -106,7 +106,7 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
         y = n.outputs[0]
         for idx in facts.inplace_inputs(n):
             x = n.inputs[idx]
-            if x is None or g[x].is_const:
+            if x is None or g[x].is_const or g[x].state:
                 continue
             gx, gy = group(x), group(y)
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}

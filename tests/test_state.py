@@ -1,0 +1,106 @@
+"""State kept across inferences (issue 19 group 4): resource variables read into state tensors, their
+own RAM region, the order that keeps a read before its assignment, tinyml_reset(), and validation of
+a whole stream frame after frame against TFLite Micro, on the real streaming wake-word model
+(mww_v2_vad_streaming: VAR_HANDLE, READ_VARIABLE, ASSIGN_VARIABLE, CALL_ONCE, two subgraphs)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyml.codegen.emit import generate
+from tinyml.errors import UnsupportedOps
+from tinyml.frontend.tflite import load_tflite
+from tinyml.oracle import TflmOracle, random_inputs
+from tinyml.pipeline import compile_model
+from tinyml.reference import reference_outputs, reference_sequence
+from tinyml.sim.host import CFLAGS, HostRunner, compiler, pack_inputs, unpack_outputs
+
+MWW = Path(__file__).parents[1].parent / "shared" / "models" / "wild" / "mww_v2_vad_streaming.tflite"
+FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def streaming():
+    c = compile_model(MWW)
+    frames = random_inputs(c.graph, FRAMES, seed=3)
+    return c, frames, TflmOracle(c.model_bytes).run_batch(frames)
+
+
+def test_variables_become_state_outside_the_arena(streaming) -> None:
+    c, _, _ = streaming
+    states = {t.name: t for t in c.graph.states()}
+    # the four ring buffers, initial values from the init subgraph CALL_ONCE runs (all the zero point)
+    assert {n: t.shape for n, t in states.items()} == {
+        "stream/states": (1, 2, 1, 40), "stream_1/states": (1, 4, 1, 32),
+        "stream_2/states": (1, 7, 1, 48), "stream_3/states": (1, 12, 1, 48)}
+    assert all(np.all(t.init == -128) for t in states.values())
+    assert c.plan.state_bytes == 80 + 128 + 336 + 576
+    assert not set(states) & set(c.plan.offsets)
+    assert not {"VAR_HANDLE", "CALL_ONCE"} & {n.op for n in c.graph.nodes}
+
+
+def test_every_read_of_a_variable_runs_before_its_assignment(streaming) -> None:
+    c, _, _ = streaming  # after the planner's reordering
+    for t in c.graph.states():
+        touching = [n.op for n in c.graph.nodes if t.name in n.inputs]
+        assert touching == ["READ_VARIABLE", "ASSIGN_VARIABLE"], (t.name, touching)
+
+
+def test_the_reference_matches_tflm_frame_after_frame(streaming) -> None:
+    c, frames, expected = streaming
+    got = reference_sequence(c.graph, frames)
+    assert all(np.array_equal(e[0], o[0]) for e, o in zip(expected, got))
+    # the state matters: frames run each from the initial state give other outputs
+    fresh = [reference_outputs(c.graph, x) for x in frames]
+    assert any(not np.array_equal(e[0], f[0]) for e, f in zip(expected, fresh))
+
+
+def test_generated_code_matches_tflm_and_reset_restarts_the_stream(streaming, tmp_path: Path) -> None:
+    c, frames, expected = streaming
+    lib = generate(c.graph, c.plan, tmp_path / "lib")
+    text = (lib.path / "tinyml_model.c").read_text()
+    assert "static uint8_t tinyml_state[TINYML_STATE_BYTES]" in text and "memset(" in text
+    result = HostRunner(lib).run(frames)
+    assert all(np.array_equal(e[0], o[0]) for e, o in zip(expected, result.outputs))
+    # a driver that runs the stream, calls tinyml_reset() and runs it again: both halves equal TFLite Micro
+    main = tmp_path / "twice.c"
+    main.write_text("""#include <stdio.h>
+#include "tinyml_model.h"
+int main(void) {
+    static unsigned char in[64][TINYML_INPUT0_BYTES];
+    unsigned n = 0, k, pass;
+    while (n < 64 && fread(in[n], 1, TINYML_INPUT0_BYTES, stdin) == TINYML_INPUT0_BYTES) n++;
+    tinyml_init();
+    for (pass = 0; pass < 2; pass++) {
+        for (k = 0; k < n; k++) {
+            const void *ins[1] = { in[k] };
+            unsigned char out[TINYML_OUTPUT0_BYTES];
+            void *outs[1] = { out };
+            if (tinyml_invoke(ins, outs) != 0) return 1;
+            fwrite(out, 1, TINYML_OUTPUT0_BYTES, stdout);
+        }
+        tinyml_reset();
+    }
+    return 0;
+}
+""")
+    exe = tmp_path / "twice"
+    subprocess.run([compiler(), *CFLAGS, f"-I{lib.path}", str(main), *map(str, sorted(lib.path.glob("*.c"))),
+                    "-o", str(exe)], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], input=pack_inputs(lib.inputs, frames), capture_output=True, check=True).stdout
+    twice = unpack_outputs(lib.outputs, out, 2 * FRAMES)
+    assert all(np.array_equal(e[0], o[0]) for e, o in zip(expected + expected, twice))
+
+
+def test_an_init_subgraph_that_computes_is_refused_by_name() -> None:
+    from test_frontend import edit, opcode_index  # tests/ has no __init__.py
+
+    def computed_init(m, s):
+        m.subgraphs[1].operators[1].opcodeIndex = opcode_index(m, s, "ADD")
+
+    with pytest.raises(UnsupportedOps) as e:
+        load_tflite(edit(MWW.read_bytes(), computed_init))
+    assert "CALL_ONCE (its init subgraph runs ADD)" in str(e.value) and "malformed" not in str(e.value)

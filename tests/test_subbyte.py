@@ -1,0 +1,168 @@
+"""Sub-byte inference (issue 12, parts 4-5): int4/int2 weights packed in flash, their file format, oracles.
+
+Native INT4 filters (CONV_2D, per-tensor FULLY_CONNECTED) are checked against
+TFLite Micro, which runs them; everything else TFLite cannot express (int2,
+int4 depthwise, per-channel int4 FC) carries the `tinyml_bits` metadata entry
+and is checked against the numpy reference, itself checked against TFLite
+Micro on the native files.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyml.cli import main
+from tinyml.errors import BadModel, TinymlError
+from tinyml.frontend import bits_meta
+from tinyml.frontend.tflite import load_tflite
+from tinyml.frontend.tflite_writer import write_tflite
+from tinyml.ir import Graph, Quant
+from tinyml.oracle import TflmOracle, model_oracle, random_inputs
+from tinyml.ops.subbyte import pack_bits, unpack_bits
+from tinyml.pipeline import load_graph
+from tinyml.quantize.policy import LayerBits, QuantPolicy
+from tinyml.reference import ReferenceOracle, reference_outputs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_quantize import small_cnn_onnx  # noqa: E402
+
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def narrowed(g: Graph, bits: int, per_tensor_fc: bool = False) -> Graph:
+    """Every filter of an int8 model re-quantized to `bits` (scales widened by 127 / qmax, codes
+    rounded and clipped); FC filters per tensor when asked (TFLite Micro's INT4 FC takes only those)."""
+    qmax = (1 << (bits - 1)) - 1
+    for n in (n for n in g.nodes if n.op in WEIGHTED):
+        w = g[n.inputs[1]]
+        shape = [1] * w.data.ndim
+        if w.quant.per_channel:
+            shape[w.quant.axis] = -1
+        real = w.data.astype(np.float64) * w.quant.scale.astype(np.float64).reshape(shape)
+        s = (w.quant.scale.astype(np.float64) * 127 / qmax).astype(np.float32)
+        axis = w.quant.axis
+        if n.op == "FULLY_CONNECTED" and per_tensor_fc:
+            s, axis, shape = s.max(keepdims=True), 0, [1] * w.data.ndim
+            if len(n.inputs) > 2 and n.inputs[2] is not None:
+                g[n.inputs[2]].quant = Quant(s * g[n.inputs[0]].quant.s, [0])
+        w.data = np.clip(np.round(real / s.astype(np.float64).reshape(shape)), -qmax, qmax).astype(np.int8)
+        w.quant, w.bits = Quant(s, np.zeros(s.size), axis), bits
+    return g
+
+
+def _same(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> bool:
+    return all(np.array_equal(x, y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+
+
+# ---- packing -------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [4, 2])
+def test_pack_bits_round_trips_and_puts_the_first_value_lowest(bits: int) -> None:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    v = np.random.default_rng(bits).integers(lo, hi + 1, 37)
+    packed = pack_bits(v, bits)
+    assert packed.size == -(-37 * bits // 8)
+    np.testing.assert_array_equal(unpack_bits(packed, bits, 37), v)
+    # first element in the lowest bits, as TFLite's INT4 (and the kernels' shift arithmetic) expect
+    assert pack_bits(np.array([1, -1] + [0] * (8 // bits - 2)), bits)[0] == 1 | (((1 << bits) - 1) << bits)
+    with pytest.raises(ValueError):
+        pack_bits(np.array([hi + 1]), bits)
+
+
+# ---- file format and oracles -------------------------------------------------------
+@pytest.mark.parametrize("name", ["op_conv_7to13_relu6", "op_conv_3to5_s2_same", "op_fc", "edge_fc_rows"])
+def test_native_int4_filters_match_tflite_micro(name: str, zoo_path) -> None:
+    """Conv (per channel) and FC (per tensor) int4 filters are written as TFLite INT4, which TFLite Micro
+    runs: its outputs equal the numpy reference's, and the oracle chosen for the file is TFLite Micro."""
+    g = narrowed(load_tflite(zoo_path(name)), 4, per_tensor_fc=True)
+    data = write_tflite(g)
+    back = load_graph(data)
+    narrow = [t for t in back.tensors.values() if t.bits == 4]
+    assert narrow and all(bits_meta.native_int4(back, t.name) for t in narrow)
+    assert not bits_meta.has_entry(back)
+    assert isinstance(model_oracle(data), TflmOracle)
+    xs = random_inputs(back, 4, seed=3)
+    assert _same(TflmOracle(data).run_batch(xs), [reference_outputs(back, x) for x in xs])
+
+
+@pytest.mark.parametrize("name,bits", [("op_dw_dm2", 4), ("op_conv_7to13_relu6", 2), ("op_fc", 4)])
+def test_widths_tflite_cannot_express_go_in_metadata_and_the_reference_is_their_oracle(name: str, bits: int,
+                                                                                      zoo_path) -> None:
+    g = narrowed(load_tflite(zoo_path(name)), bits)  # per-channel FC at 4 bits: not TFLite Micro's
+    data = write_tflite(g)
+    back = load_graph(data)
+    widths = sorted(t.bits for t in back.tensors.values() if t.bits < 8)
+    assert widths == [bits] and bits_meta.has_entry(back)
+    assert isinstance(model_oracle(data), ReferenceOracle)
+
+
+@pytest.mark.parametrize("payload,why", [
+    (b"not json at all", "not JSON"),
+    (b'{"version": 2, "tensors": {}}', "version 1"),
+    (b'{"version": 1, "tensors": {"99999": 4}}', "does not exist"),
+    (b'{"version": 1, "tensors": {"0": 3}}', "bits"),
+    (b'{"version": 1, "tensors": {"0": true}}', "bits"),
+])
+def test_malformed_bits_metadata_is_a_bad_model(payload: bytes, why: str) -> None:
+    with pytest.raises(BadModel, match=why):
+        bits_meta.decode(payload, 10)
+
+
+def test_metadata_narrowing_a_constant_whose_values_do_not_fit_is_refused(zoo_path) -> None:
+    g = load_tflite(zoo_path("op_conv_7to13_relu6"))
+    conv = next(n for n in g.nodes if n.op == "CONV_2D")
+    g[conv.inputs[1]].bits = 2  # int8 codes far outside [-2, 1]
+    with pytest.raises(BadModel, match="outside"):
+        load_graph(write_tflite(g))
+
+
+# ---- the quantizer's policy -------------------------------------------------------
+def test_policy_lets_sub_byte_weights_in_and_refuses_what_has_no_kernel() -> None:
+    QuantPolicy(default=LayerBits(4, 8), layers={"x": LayerBits(2, 8)}).check()
+    with pytest.raises(TinymlError, match="weight bits 3"):
+        QuantPolicy(default=LayerBits(3, 8)).check()
+
+
+# ---- generated C, host ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quantized_sub_byte(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The ONNX small CNN (conv, depthwise, pointwise, FC) quantized with 4- and 2-bit weights."""
+    from tinyml.frontend.onnx_reader import load_onnx
+    from tinyml.quantize import quantize_float_graph
+
+    cal = np.random.default_rng(0).uniform(0, 1, (32, 2, 8, 8)).astype(np.float32)
+    out = {}
+    for bits in (4, 2):
+        q = quantize_float_graph(load_onnx(small_cnn_onnx()), cal, QuantPolicy(default=LayerBits(bits, 8)))
+        p = tmp_path_factory.mktemp("sub") / f"w{bits}.tflite"
+        p.write_bytes(q.tflite)
+        out[bits] = p
+    return out
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_quantized_sub_byte_model_is_bit_exact_on_the_host(bits: int, quantized_sub_byte: dict[int, Path],
+                                                          tmp_path: Path) -> None:
+    import json
+
+    rep = tmp_path / "r.json"
+    assert main(["validate", str(quantized_sub_byte[bits]), "--target", "host", "--inputs", "8",
+                 "--json", str(rep)]) == 0
+    r = json.loads(rep.read_text())
+    assert r["bit_exact"]
+    g = load_graph(quantized_sub_byte[bits].read_bytes())
+    weights = [g[n.inputs[1]] for n in g.nodes if n.op in WEIGHTED]
+    assert weights and all(t.bits == bits for t in weights)
+
+
+@pytest.mark.parametrize("name", ["op_conv_7to13_relu6", "op_fc", "op_dw_dm2", "edge_dw3x3_c7_s2_odd",
+                                  "op_conv_dilation2", "edge_fc_1to5"])
+@pytest.mark.parametrize("bits", [4, 2])
+def test_zoo_layers_with_sub_byte_weights_are_bit_exact_on_the_host(name: str, bits: int, zoo_path,
+                                                                   tmp_path: Path) -> None:
+    p = tmp_path / "m.tflite"
+    p.write_bytes(write_tflite(narrowed(load_tflite(zoo_path(name)), bits, per_tensor_fc=bits == 4)))
+    assert main(["validate", str(p), "--target", "host", "--inputs", "4", "--json", str(tmp_path / "r.json")]) == 0
+

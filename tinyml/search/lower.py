@@ -1,0 +1,148 @@
+"""A subnet as tinyml's IR, without TensorFlow: what tinyml.cost prices and what gets quantized.
+
+`layer_plan` spells a subnet out layer by layer (names, shapes, strides); the
+supernet exports its weights under the same names. `float_graph` builds the float
+IR (TFLite layout: NHWC, OHWI filters, SAME padding, fused RELU6) that
+`tinyml.quantize` turns into the delivered int8 model; `cost_graph` runs the same
+PTQ pass on random weights with nominal ranges, so the graph the search prices has
+the delivered model's ops, shapes, widths and weight bytes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyml.frontend.check import inferred_shapes
+from tinyml.ir import Graph, Node, Tensor
+from tinyml.search.space import Arch, Space
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str
+    kind: str  # conv (1x1 or the stem), dw, add, pool, flatten, fc
+    cin: int
+    cout: int
+    kernel: int = 1
+    stride: int = 1
+    relu6: bool = False
+    residual: str = ""  # add: the tensor it adds to the block's output
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the network maps: an image of `channels` channels to `classes` scores."""
+
+    channels: int
+    classes: int
+
+
+def layer_plan(arch: Arch, space: Space, task: Task) -> list[LayerSpec]:
+    """Every layer of the subnet in execution order, with the names its weights go by."""
+    ch = lambda c: space.channels(c, arch.width)  # noqa: E731 (one rounding rule for every layer)
+    c = ch(space.stem_channels)
+    out = [LayerSpec("stem", "conv", task.channels, c, 3, space.stem_stride, True)]
+    for i, (stage, blocks) in enumerate(zip(space.stages, arch.stages)):
+        cout = ch(stage.channels)
+        for j, (k, e) in enumerate(blocks):
+            name, stride, block_in = f"s{i}b{j}", stage.stride if j == 0 else 1, out[-1].name
+            hidden = c * e
+            if e != 1:
+                out.append(LayerSpec(f"{name}/expand", "conv", c, hidden, 1, 1, True))
+            out.append(LayerSpec(f"{name}/dw", "dw", hidden, hidden, k, stride, True))
+            out.append(LayerSpec(f"{name}/project", "conv", hidden, cout, 1, 1, False))
+            if stride == 1 and c == cout:
+                out.append(LayerSpec(f"{name}/add", "add", cout, cout, residual=block_in))
+            c = cout
+    if space.head_channels:
+        out.append(LayerSpec("head", "conv", c, ch(space.head_channels), 1, 1, True))
+        c = ch(space.head_channels)
+    out.append(LayerSpec("pool", "pool", c, c))
+    out.append(LayerSpec("flatten", "flatten", c, c))
+    out.append(LayerSpec("classifier", "fc", c, task.classes))
+    return out
+
+
+WeightFn = Callable[[LayerSpec], tuple[np.ndarray, np.ndarray]]  # -> (weights in IR layout, bias)
+
+
+def float_graph(arch: Arch, space: Space, task: Task, weights: WeightFn, name: str = "searched") -> Graph:
+    """The subnet as a float32 IR graph (batch 1, NHWC input of arch.resolution)."""
+    g = Graph(name=name)
+    r = arch.resolution
+    g.add_tensor(Tensor("input", (1, r, r, task.channels), "float32"))
+    g.inputs = ["input"]
+    x = "input"
+    for spec in layer_plan(arch, space, task):
+        ins: list[str | None] = [x]
+        attrs: dict = {}
+        if spec.kind in ("conv", "dw", "fc"):
+            w, b = weights(spec)
+            ins += [_const(g, f"{spec.name}/weights", w), _const(g, f"{spec.name}/bias", b)]
+            attrs["fused_activation_function"] = "RELU6" if spec.relu6 else "NONE"
+            if spec.kind == "fc":
+                attrs["keep_num_dims"] = False
+            else:
+                attrs.update(padding="SAME", stride_h=spec.stride, stride_w=spec.stride,
+                             dilation_h_factor=1, dilation_w_factor=1)
+                if spec.kind == "dw":
+                    attrs["depth_multiplier"] = 1
+        elif spec.kind == "add":
+            ins.append(spec.residual)
+            attrs["fused_activation_function"] = "NONE"
+        elif spec.kind == "pool":
+            ins.append(_const(g, "pool/axes", np.array([1, 2], np.int32), "int32"))
+            attrs["keep_dims"] = True
+        elif spec.kind == "flatten":
+            ins.append(_const(g, "flatten/shape", np.array([1, spec.cout], np.int32), "int32"))
+            attrs["new_shape"] = [1, spec.cout]
+        op = {"conv": "CONV_2D", "dw": "DEPTHWISE_CONV_2D", "fc": "FULLY_CONNECTED", "add": "ADD", "pool": "MEAN",
+              "flatten": "RESHAPE"}[spec.kind]
+        t = g.add_tensor(Tensor(spec.name, (1,), "float32"))
+        n = Node(op, ins, [t.name], attrs, name=spec.name)
+        g.nodes.append(n)
+        t.shape = inferred_shapes(g, n)[0]
+        x = t.name
+    g.outputs = [x]
+    return g
+
+
+def weight_shape(spec: LayerSpec) -> tuple[int, ...]:
+    """The IR layout: OHWI conv filters, 1HWC depthwise filters, [units, depth] FC weights."""
+    if spec.kind == "conv":
+        return (spec.cout, spec.kernel, spec.kernel, spec.cin)
+    if spec.kind == "dw":
+        return (1, spec.kernel, spec.kernel, spec.cout)
+    return (spec.cout, spec.cin)
+
+
+def random_weights(seed: int = 0) -> WeightFn:
+    """He-scaled random weights: stand-ins with the real shapes for pricing a subnet."""
+    rng = np.random.default_rng(seed)
+
+    def fn(spec: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
+        shape = weight_shape(spec)
+        fan_in = int(np.prod(shape[1:])) if spec.kind != "dw" else spec.kernel * spec.kernel
+        w = rng.standard_normal(shape).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        return w, np.zeros(spec.cout, np.float32)
+    return fn
+
+
+def cost_graph(arch: Arch, space: Space, task: Task, seed: int = 0) -> Graph:
+    """The int8 graph the search prices: the float graph through the PTQ pass, nominal activation ranges."""
+    from tinyml.quantize.calibrate import Calibration
+    from tinyml.quantize.policy import QuantPolicy
+    from tinyml.quantize.ptq import quantize_graph
+
+    g = float_graph(arch, space, task, random_weights(seed))
+    ranges = {t.name: (-4.0, 4.0) for t in g.activations()}
+    for n in g.nodes:
+        if n.attrs.get("fused_activation_function") == "RELU6":
+            ranges[n.outputs[0]] = (0.0, 6.0)
+    return quantize_graph(g, Calibration(minmax=ranges, ranges=ranges), QuantPolicy(bias_correction=False))
+
+
+def _const(g: Graph, name: str, value: np.ndarray, dtype: str = "float32") -> str:
+    return g.add_tensor(Tensor(name, value.shape, dtype, data=np.asarray(value, dtype=dtype))).name
