@@ -203,7 +203,7 @@ def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
         pc = per_channel_scales(wt)
         w = wt.data.astype(np.int8)
         in_off = -x.quant.zp
-        if not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
+        if wt.bits != 8 or not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
             return None, pc
         if w.size <= WIDE_MAX_BYTES:
             return "wide", pc
@@ -211,7 +211,7 @@ def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
         return ("pairs" if pack_row_pairs(w.reshape(w.shape[0], -1), 2, xmax) is not None else None), pc
 
     return remembered((wt.data, bias, wt.quant.scale if wt.quant else None),
-                      ("conv", x.quant.zp, x.shape[3], n.attrs.get("dilation_h_factor", 1),
+                      ("conv", wt.bits, x.quant.zp, x.shape[3], n.attrs.get("dilation_h_factor", 1),
                        n.attrs.get("dilation_w_factor", 1)), decide)
 
 
