@@ -175,7 +175,7 @@ def per_channel_scales(t: Tensor) -> bool:
 
 T = TypeVar("T")
 _REMEMBERED: dict[tuple, tuple[tuple, object]] = {}
-REMEMBER_MAX = 4096
+REMEMBER_MAX = 512  # entries: the weights of a dozen MobileNet-size graphs, not a whole search's
 
 
 def remembered(arrays: tuple, key: tuple, decide: Callable[[], T]) -> T:
