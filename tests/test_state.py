@@ -104,3 +104,49 @@ def test_an_init_subgraph_that_computes_is_refused_by_name() -> None:
     with pytest.raises(UnsupportedOps) as e:
         load_tflite(edit(MWW.read_bytes(), computed_init))
     assert "CALL_ONCE (its init subgraph runs ADD)" in str(e.value) and "malformed" not in str(e.value)
+
+
+# -- SVDF: int8 with int16 (or int8) state, the state a variable tensor the op updates in place ----------
+
+def _svdf_int8_state(data: bytes) -> bytes:
+    """The zoo SVDF with an int8 state (zero point 3) and int8 time weights, which TFLite Micro also runs."""
+    from test_frontend import edit  # tests/ has no __init__.py
+
+    def narrow(m, s):
+        for t in m.subgraphs[0].tensors:
+            name, buf = t.name, m.buffers[t.buffer]
+            if name == b"svdf/weights_time":
+                buf.data = list((np.frombuffer(bytes(buf.data), np.int16) >> 8).astype(np.int8).view(np.uint8))
+            if name == b"svdf/bias":
+                buf.data = list((np.frombuffer(bytes(buf.data), np.int32) >> 16).astype(np.int32).view(np.uint8))
+            if name in (b"svdf/weights_time", b"svdf/state"):
+                t.type = s.TensorType.INT8
+            if name in (b"svdf/weights_time", b"svdf/state", b"svdf/bias"):
+                t.quantization.scale = [t.quantization.scale[0] * (65536 if name == b"svdf/bias" else 256)]
+            if name == b"svdf/state":
+                t.quantization.zeroPoint = [3]
+
+    return edit(data, narrow)
+
+
+@pytest.mark.parametrize("variant", ["op_svdf_rank1", "op_svdf_rank2", "int8_state"])
+def test_svdf_matches_tflm_frame_after_frame(variant: str, tmp_path: Path) -> None:
+    from tinyml import zoo
+
+    data = zoo.path("op_svdf_rank2" if variant == "int8_state" else variant).read_bytes()
+    if variant == "int8_state":
+        data = _svdf_int8_state(data)
+    path = tmp_path / "svdf.tflite"
+    path.write_bytes(data)
+    c = compile_model(path)
+    (node,) = [n for n in c.graph.nodes if n.op == "SVDF"]
+    assert c.graph[node.inputs[4]].state and c.plan.state_bytes > 0
+    frames = random_inputs(c.graph, FRAMES, seed=5)
+    expected = TflmOracle(data).run_batch(frames)
+    assert len({e[0].tobytes() for e in expected}) > FRAMES // 2  # not saturated: the outputs vary
+    got = reference_sequence(c.graph, frames)
+    assert all(np.array_equal(e[0], o[0]) for e, o in zip(expected, got))
+    assert any(not np.array_equal(e[0], reference_outputs(c.graph, x)[0]) for e, x in zip(expected, frames))
+    lib = generate(c.graph, c.plan, tmp_path / "lib")
+    result = HostRunner(lib).run(frames)
+    assert all(np.array_equal(e[0], o[0]) for e, o in zip(expected, result.outputs))

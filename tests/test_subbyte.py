@@ -71,6 +71,56 @@ def test_pack_bits_round_trips_and_puts_the_first_value_lowest(bits: int) -> Non
         pack_bits(np.array([hi + 1]), bits)
 
 
+# ---- DSP layouts: the kernels' arithmetic, replayed in numpy ---------------------------
+def _halves(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u = words.astype(np.uint32).astype(np.int64)
+    return ((u & 0xFFFF) ^ 0x8000) - 0x8000, (((u >> 16) & 0xFFFF) ^ 0x8000) - 0x8000
+
+
+def _wrap(v: np.ndarray) -> np.ndarray:
+    return ((v + 2**31) % 2**32) - 2**31
+
+
+def test_conv_nibble_words_give_each_rows_tap_pairs_times_4096() -> None:
+    """AND 0xF000F000 after shifting left by 0, 4, 8, 12: rows e, o of taps (0, 2), then e, o of (1, 3)."""
+    from tinyml.ops.dsp_pack import pack_nibble_pairs
+
+    rng = np.random.default_rng(4)
+    w = rng.integers(-8, 8, (5, 10))
+    words = pack_nibble_pairs(w).reshape(3, 3).view(np.uint32).astype(np.int64)  # 3 pairs, 3 groups of 4 taps
+    full = np.zeros((6, 12), np.int64)
+    full[:5, :10] = w
+    for shift, row, taps in ((0, 0, (0, 2)), (4, 1, (0, 2)), (8, 0, (1, 3)), (12, 1, (1, 3))):
+        lo, hi = _halves((words << shift) & 0xF000F000)
+        for pair in range(3):
+            want = full[2 * pair + row].reshape(3, 4)[:, list(taps)] * 4096
+            np.testing.assert_array_equal(np.stack([lo[pair], hi[pair]], axis=1), want)
+
+
+@pytest.mark.parametrize("rows,depth", [(4, 8), (6, 20), (1, 4)])
+def test_fc_nibble_quads_give_every_rows_dot_product(rows: int, depth: int) -> None:
+    """p, q, h, r as the kernel accumulates them (wrapping SMLAD), then its per-row formulas."""
+    from tinyml.ops.dsp_pack import pack_nibble_quads
+
+    rng = np.random.default_rng(rows * depth)
+    w = rng.integers(-8, 8, (rows, depth))
+    x = rng.integers(-128, 128, depth).astype(np.int64)
+    words = pack_nibble_quads(w).reshape(-1, depth // 4, 2).view(np.uint32).astype(np.int64)
+    xs = [x.reshape(-1, 4)[:, [0, 2]], x.reshape(-1, 4)[:, [1, 3]]]  # group, half
+
+    def smlad(mask: int) -> np.ndarray:
+        total = 0
+        for k in range(2):
+            lo, hi = _halves(words[..., k] & mask)
+            total = total + lo * xs[k][:, 0] + hi * xs[k][:, 1]
+        return _wrap(total.sum(axis=1))
+
+    p, q, h, r = smlad(0x000F000F), smlad(0x00FF00FF), smlad(0xF000F000), smlad(0xFFFFFFFF)
+    sx = 8 * x.sum()
+    got = np.stack([p - sx, (_wrap(q - p) >> 4) - sx, (_wrap(r - h - q) >> 8) - sx, h >> 12], axis=1).reshape(-1)
+    np.testing.assert_array_equal(got[:rows], w @ x)
+
+
 # ---- file format and oracles -------------------------------------------------------
 @pytest.mark.parametrize("name", ["op_conv_7to13_relu6", "op_conv_3to5_s2_same", "op_fc", "edge_fc_rows"])
 def test_native_int4_filters_match_tflite_micro(name: str, zoo_path) -> None:
@@ -166,3 +216,14 @@ def test_zoo_layers_with_sub_byte_weights_are_bit_exact_on_the_host(name: str, b
     p.write_bytes(write_tflite(narrowed(load_tflite(zoo_path(name)), bits, per_tensor_fc=bits == 4)))
     assert main(["validate", str(p), "--target", "host", "--inputs", "4", "--json", str(tmp_path / "r.json")]) == 0
 
+
+
+# ---- QEMU (Cortex-M4 with the DSP extension, Cortex-M7) ------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name,bits", [("op_conv_7to13_relu6", 4), ("edge_pw_c17_to_c6", 4), ("op_fc", 4),
+                                       ("edge_fc_rows", 4), ("edge_dw3x3_c7_s2_odd", 4), ("op_conv_3to5_s2_same", 2)])
+def test_sub_byte_kernels_are_bit_exact_in_qemu(name: str, bits: int, zoo_path, tmp_path: Path) -> None:
+    p = tmp_path / "m.tflite"
+    p.write_bytes(write_tflite(narrowed(load_tflite(zoo_path(name)), bits, per_tensor_fc=True)))
+    for board in ("stm32f405", "mps2-an500"):
+        assert main(["validate", str(p), "--board", board, "--inputs", "3", "--json", str(tmp_path / "r.json")]) == 0

@@ -10,17 +10,23 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, per_channel_scales, register, remembered
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.dsp_pack import (
+    NIBBLE_SUM_LIMIT,
+    DspRequant,
+    acc_bound,
+    pack_nibble_pairs,
+    pack_row_pairs,
+    pack_rows,
+    pair_bias,
+    padded,
+    padded_bias,
+)
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
     filter_window,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -44,7 +50,7 @@ class Conv2D(Op):
         return 0.0, output_channels(g, n) * per_out * (1.6 if cin_g < 4 else 1.0)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -57,8 +63,7 @@ class Conv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 0) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 0, (1, 2, 3))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -82,7 +87,7 @@ class Conv2D(Op):
                 acc[..., gi * per_group:(gi + 1) * per_group] += xs @ ws.T
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
@@ -94,7 +99,7 @@ class Conv2D(Op):
         Reserved whatever the target (the plan does not depend on it); cores
         without the DSP extension leave it unused.
         """
-        if not dsp_shape(g, n):
+        if not dsp_shape(g, n) or is_16x8(g, n):
             return 0
         return GEMM_PIXELS * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
 
@@ -106,17 +111,20 @@ class Conv2D(Op):
         output (tinyml/schedule/inplace.py) and the same holds. The DSP GEMM
         widens all pixels of a block before writing any, and the plain kernel
         reads each pixel from a scratch copy (`stash`)."""
-        return (0,) if in_place_shape(g, n) else ()
+        return (0,) if in_place_shape(g, n) and not is_16x8(g, n) else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         cout, k_h, k_w, cin_g = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=False, cin=x.shape[3], cin_g=cin_g, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        if ctx.target.dsp and bits == 8 and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        if ctx.target.dsp and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
@@ -140,10 +148,13 @@ class Conv2D(Op):
         weights stream); each pixel slot widens its window once (by words when kw x cin is a
         multiple of 4, else tap by tap; `window_rows` rows of it), windows reaching into the padding
         through the border function (`border_px` calls, by words when cin is a multiple of 4). Small
-        layers (`wide`) keep int16 weights. Else (groups, dilation, weights the row pairs cannot
-        hold, an accumulator that may overflow) the C loop, per output element and MAC."""
+        layers (`wide`) keep int16 weights, 4-bit ones nibble pairs (a class of their own by width).
+        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow,
+        16x8) the C loop, per output element and MAC."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
+        if is_16x8(g, n):
+            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         w = window(g, n, k_h, k_w)
         border = border_pixels(w) * w.batch
         variant, per_channel = dsp_variant(g, n)
@@ -194,7 +205,7 @@ def dsp_shape(g: Graph, n: Node) -> bool:
 
 def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
     """Which kernel emit runs on a DSP core: "wide" (the DSP GEMM with int16 weights), "pairs" (int8
-    row pairs), or None (the C loop); and whether the requantization is per channel. Decided on
+    row pairs), "nibbles" (4-bit weights), or None (the C loop); and whether the requantization is per channel. Decided on
     the weights as emit decides, remembered per weights array (a search asks again on every call)."""
     wt, x = g[n.inputs[1]], g[n.inputs[0]]
     bias = g[n.inputs[2]].data if len(n.inputs) > 2 and n.inputs[2] is not None else None
@@ -203,11 +214,13 @@ def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
         pc = per_channel_scales(wt)
         w = wt.data.astype(np.int8)
         in_off = -x.quant.zp
-        if wt.bits != 8 or not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
+        if wt.bits not in (8, 4) or not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
             return None, pc
+        xmax = max(abs(-128 + in_off), abs(127 + in_off))
+        if wt.bits == 4:  # nibble pairs (their own class by bit width)
+            return ("nibbles" if acc_bound(w.reshape(w.shape[0], -1), None, xmax) < NIBBLE_SUM_LIMIT else None), pc
         if w.size <= WIDE_MAX_BYTES:
             return "wide", pc
-        xmax = max(abs(-128 + in_off), abs(127 + in_off))
         return ("pairs" if pack_row_pairs(w.reshape(w.shape[0], -1), 2, xmax) is not None else None), pc
 
     return remembered((wt.data, bias, wt.quant.scale if wt.quant else None),
@@ -235,8 +248,15 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
     pairs = padded(cout, 2) // 2
-    wide = rows.size <= WIDE_MAX_BYTES
-    if wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
+    nib = g[n.inputs[1]].bits == 4
+    wide = rows.size <= WIDE_MAX_BYTES and not nib
+    if nib:  # one word per 4 taps of a row pair; the accumulators hold 4096 x the sums
+        if acc_bound(rows, None, xmax) >= NIBBLE_SUM_LIMIT:
+            return False
+        packed = pack_nibble_pairs(rows)
+        head, trailer = [padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale,
+                                     2 * pairs).reshape(pairs, 2)], []
+    elif wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
         packed = pack_rows(rows.astype(np.int16) * r.scale, 2).reshape(pairs, groups4, 2, 2).transpose(0, 1, 3, 2)
         biases = padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale, 2 * pairs).reshape(pairs, 2)
         head, trailer = [biases], []
@@ -256,7 +276,7 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
-        pointwise=pointwise, wide=wide, r=r.params(),
+        pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True} if nib else {}),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),

@@ -88,11 +88,16 @@ def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
         r = group[name]
         a, b = span.get(r, (lo, hi))
         span[r] = (min(a, lo), max(b, hi))
+    # a group's width: the narrowest its producers ask for (the members share one Quant)
+    group_bits: dict[str, int] = {}
+    for t in q.activations():
+        bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
+        group_bits[group[t.name]] = min(bits, group_bits.get(group[t.name], bits))
     for t in q.activations():
         if t.dtype != "float32":
             continue
         r = group[t.name]
-        bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
+        bits = 8 if r in fixed else group_bits[r]
         if r in fixed:
             scale, zp = np.float32(fixed[r][0]), fixed[r][1]
         elif r in span:
