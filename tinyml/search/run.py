@@ -92,7 +92,7 @@ def run_search(s: Settings, out: Path, progress: Progress, address: str | None =
 
     acc_sub = AccuracyService(ray, net, x_cal, xv[:n_sub], ds.y_val[:n_sub])
     operators = state.get("operators") or state.put("operators", _operators(net, space, family, task, s, ds, x_cal,
-                                                                           xv, acc_sub, progress))
+                                                                           xv, progress))
     kernel_weights = {int(k): v for k, v in operators["weights"].items()}
     samples = _samples(state, space, family, svc, budget, acc_sub, s, kernel_weights,
                        seconds * SHARES["samples"], progress)
@@ -166,29 +166,29 @@ def _family(state: SearchState, space: Space, svc: CostService, budget: Budget, 
     return int(saved["resolution"]), float(saved["width"])
 
 
-def _operators(net, space: Space, family, task: Task, s: Settings, ds: Dataset, x_cal, xv, acc_sub,
+def _operators(net, space: Space, family, task: Task, s: Settings, ds: Dataset, x_cal, xv,
                progress: Progress) -> dict:
     """Per kernel: int8 loss measured with our PTQ on one subnet (300 validation images; the numpy reference is
     the cost here), instructions per MAC from tinyml.cost."""
     from tinyml.search.deliver import int8_accuracy, quantize_subnet
     from tinyml.search.spaceopt import kernel_instructions_per_mac, kernel_preferences, with_kernel
     from tinyml.search.supernet import to_nhwc
-    from tinyml.search.train import recalibrate_bn
+    from tinyml.search.train import predict, recalibrate_bn
 
     ipm = kernel_instructions_per_mac(space, family, task, s.board)
     rng = random.Random(s.seed + 5)
     n = min(len(ds.y_val), 300)
-    xv = to_nhwc(xv[:n])
+    xv_nhwc, yv = to_nhwc(xv[:n]), ds.y_val[:n]
     calib = to_nhwc(x_cal[:100])
     loss: dict[int, float] = {}
     probe = space.sample(rng, family)
     kernels = sorted(ipm)
-    archs = [with_kernel(probe, space, k) for k in kernels]
-    floats = acc_sub.accuracies(archs)
-    for i, (k, a, f) in enumerate(zip(kernels, archs, floats)):
+    for i, k in enumerate(kernels):
+        a = with_kernel(probe, space, k)
         recalibrate_bn(net, a, x_cal)
+        f = float((predict(net, a, xv[:n]).argmax(1) == yv).mean() * 100)  # the same images as the int8 score
         q = quantize_subnet(net.export_weights(a), a, space, task, calib)
-        loss[k] = f - int8_accuracy(q, xv, ds.y_val[:n])
+        loss[k] = f - int8_accuracy(q, xv_nhwc, yv)
         progress("operator preference", i + 1, len(kernels))
     return {"int8_loss_points": loss, "instructions_per_mac": ipm, "weights": kernel_preferences(loss, ipm)}
 
