@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("mlperf", "arch", "ops", "io", "edge")
+GROUPS = ("mlperf", "arch", "ops", "io", "edge", "transformer")
 
 
 @dataclass(frozen=True)
