@@ -76,3 +76,4 @@ _add("avgpool_3x3_s2_same", pool, {"AVERAGE_POOL_2D"}, kind="avg", shape=(9, 9, 
      padding="same")
 _add("maxpool_2x2_valid", pool, {"MAX_POOL_2D"}, kind="max", shape=(7, 9, 6), size=2, strides=2, padding="valid")
 _add("mean", unary, {"MEAN"}, layer="mean", shape=(5, 7, 6))
+_add("softmax", unary, {"SOFTMAX"}, layer="softmax", shape=(10,), scales=(3.0,))
