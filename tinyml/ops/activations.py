@@ -191,9 +191,12 @@ class LutOp(Op):
         emit_lut(ctx, n.inputs[0], n.outputs[0], table)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """A table lookup per element, whatever the function."""
+        """A table lookup per element, whatever the function; one kernel per (input, output) C type
+        (an unsigned input needs no sign extension: another class)."""
         x, y = _io(g, n)
-        return bit_class("lut", x, y), {"call": 1, "out": y.size}
+        both8 = x.bits == y.bits == 8
+        cls = "lut" if not both8 or x.dtype == y.dtype == "int8" else f"lut_{x.dtype}_{y.dtype}"
+        return bit_class(cls, x, y), {"call": 1, "out": y.size}
 
 
 def _io(g: Graph, n: Node) -> tuple[Tensor, Tensor]:
