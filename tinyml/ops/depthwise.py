@@ -41,6 +41,7 @@ class DepthwiseConv2D(Op):
     name = "DEPTHWISE_CONV_2D"
     accepts_explicit_padding = True
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return filter_window(g, n)
@@ -123,6 +124,7 @@ class DepthwiseConv2D(Op):
         fn = ctx.kernel(
             "depthwise_conv2d.c.j2", win=w, cin=x.shape[3], cout=cout, mult=depth_multiplier(g, n),
             in_offset=in_off, p=args.params, signature=args.signature(), plane=None, wbits=g[n.inputs[1]].bits,
+            xbits=x.bits, ybits=g[n.outputs[0]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -211,8 +213,8 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
-        return None
+    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or x.bits != 8 or g[n.outputs[0]].bits != 8:
+        return None  # (4-bit activations: the generic kernel reads and writes them packed)
     taps_w = wt.data.reshape(-1, cout).astype(np.int64)
     bias = bias_of(g, n)
     folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)

@@ -21,6 +21,7 @@ import numpy as np
 
 from tinyml.errors import TinymlError, show
 from tinyml.ir import Graph, Node, Quant, Tensor
+from tinyml.ops import get_op
 from tinyml.quantize.calibrate import Calibration
 from tinyml.quantize.policy import QuantPolicy
 from tinyml.quantize.scales import (
@@ -74,6 +75,25 @@ def quant_groups(g: Graph) -> dict[str, str]:
     return {t: find(t) for t in g.tensors}
 
 
+def activation_bits(g: Graph, policy: QuantPolicy, group: dict[str, str]) -> dict[str, int]:
+    """Each activation's width: its producer's policy width, but 8 for graph inputs and outputs and
+    tensors an op without packed 4-bit kernels touches (Op.subbyte_io); tensors sharing a Quant
+    (pooling, reshapes) share the widest of their members' widths."""
+    producer, consumers = g.producers(), g.consumers()
+    want: dict[str, int] = {}
+    for t in g.activations():
+        bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
+        users = ([producer[t.name]] if t.name in producer else []) + consumers.get(t.name, [])
+        if bits < 8 and (t.name in g.inputs or t.name in g.outputs
+                         or not all(get_op(n.op).subbyte_io for n in users)):
+            bits = 8
+        want[t.name] = bits
+    widest: dict[str, int] = {}
+    for name, bits in want.items():
+        widest[group[name]] = max(widest.get(group[name], 0), bits)
+    return {name: widest[group[name]] for name in want}
+
+
 def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
     """A new int8 graph from float graph `g` (left unchanged)."""
     q = copy.deepcopy(g)
@@ -88,11 +108,12 @@ def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
         r = group[name]
         a, b = span.get(r, (lo, hi))
         span[r] = (min(a, lo), max(b, hi))
+    widths = activation_bits(q, policy, group)
     for t in q.activations():
         if t.dtype != "float32":
             continue
         r = group[t.name]
-        bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
+        bits = widths[t.name]
         if r in fixed:
             scale, zp = np.float32(fixed[r][0]), fixed[r][1]
         elif r in span:
