@@ -40,6 +40,7 @@ class EmitContext:
     _const_names: dict[tuple[str, str], str] = field(default_factory=dict)
     node: Node | None = None  # the node being emitted (for comments)
     layer: int = -1  # its index in graph.nodes
+    uses_libm: bool = False  # a float kernel calls libm (expf, logf): the package links `m`
     state_offsets: dict[str, int] = field(default_factory=dict)  # state tensor -> offset in tinyml_state
 
     # -- tensors -----------------------------------------------------------

@@ -42,16 +42,22 @@ def subbyte_reason(g: Graph, n: Node) -> str | None:
     return None
 
 
+FLOAT_HINT = "float32 compute ops do not run (only at a model's float edges): make it int8 with `tinyml quantize`"
+
+
 def check_supported(g: Graph) -> None:
-    """Raise UnsupportedOps listing every (op, node) tinyml cannot compile."""
+    """Raise UnsupportedOps listing every (op, node) tinyml cannot compile; when a refused node
+    computes on float32, the one line also points at `tinyml quantize` (issue 19 group 6)."""
     items = []
+    floats = False
     for n in g.nodes:
         why = unsupported_reason(g, n)
         if why is not None:
             label = n.op if why == "no implementation" else f"{n.op} ({show(why)})"
             items.append((label, show(n.name)))
+            floats |= any(t is not None and t in g.tensors and g[t].dtype == "float32" for t in n.inputs)
     if items:
-        raise UnsupportedOps(items)
+        raise UnsupportedOps(items, FLOAT_HINT if floats else "")
 
 
 def inferred_shapes(g: Graph, n: Node) -> list[tuple[int, ...]]:

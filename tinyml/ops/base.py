@@ -82,6 +82,13 @@ class Op:
         tinyml/quantize/prepare.py asks it of float graphs, whose tensors have no quantization)."""
         return False
 
+    def float_tolerance(self, g: Graph, n: Node) -> tuple[float, float] | None:
+        """(atol, rtol) within which this node's float32 outputs agree with TFLite Micro's, or None
+        when they agree bit for bit. Only kernels calling libm (whose expf/logf differ in the last
+        bit between C libraries) state one; validation then accepts |ours - theirs| <= atol + rtol*|theirs|
+        on graph outputs this node produces (docs/ops.md lists each)."""
+        return None
+
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
         """Estimated instructions per input pixel and per output pixel (an estimate, not a measure).
 

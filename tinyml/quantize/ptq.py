@@ -76,22 +76,20 @@ def quant_groups(g: Graph) -> dict[str, str]:
 
 
 def activation_bits(g: Graph, policy: QuantPolicy, group: dict[str, str]) -> dict[str, int]:
-    """Each activation's width: its producer's policy width, but 8 for graph inputs and outputs and
-    tensors an op without packed 4-bit kernels touches (Op.subbyte_io); tensors sharing a Quant
-    (pooling, reshapes) share the widest of their members' widths."""
+    """Each activation's width: the narrowest its group's producers ask for (the members share one
+    Quant), but 8 for a whole group when a member is a graph input or output or an op without
+    packed 4-bit kernels touches one (Op.subbyte_io)."""
     producer, consumers = g.producers(), g.consumers()
-    want: dict[str, int] = {}
+    narrowest: dict[str, int] = {}
+    forced: set[str] = set()
     for t in g.activations():
+        r = group[t.name]
         bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
+        narrowest[r] = min(bits, narrowest.get(r, bits))
         users = ([producer[t.name]] if t.name in producer else []) + consumers.get(t.name, [])
-        if bits < 8 and (t.name in g.inputs or t.name in g.outputs
-                         or not all(get_op(n.op).subbyte_io for n in users)):
-            bits = 8
-        want[t.name] = bits
-    widest: dict[str, int] = {}
-    for name, bits in want.items():
-        widest[group[name]] = max(widest.get(group[name], 0), bits)
-    return {name: widest[group[name]] for name in want}
+        if t.name in g.inputs or t.name in g.outputs or not all(get_op(n.op).subbyte_io for n in users):
+            forced.add(r)
+    return {t.name: 8 if group[t.name] in forced else narrowest[group[t.name]] for t in g.activations()}
 
 
 def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
@@ -113,7 +111,7 @@ def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
         if t.dtype != "float32":
             continue
         r = group[t.name]
-        bits = widths[t.name]
+        bits = 8 if r in fixed else widths[t.name]
         if r in fixed:
             scale, zp = np.float32(fixed[r][0]), fixed[r][1]
         elif r in span:

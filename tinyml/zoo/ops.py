@@ -142,3 +142,12 @@ add("op_concat_channels", "ops", concat, {"CONCATENATION"},
     shapes=[(4, 4, 3), (4, 4, 5)], axis=-1, scales=(1.0, 4.0))
 add("op_concat_rows", "ops", concat, {"CONCATENATION"},
     shapes=[(3, 4, 2), (5, 4, 2)], axis=1, scales=(2.0, 0.5))
+
+
+def log_softmax(tf: Any, shape: tuple[int, ...]) -> Any:
+    """tf.nn.log_softmax over the last axis (the converter fixes the output to 16/256, zero point 127)."""
+    x = _input(tf, shape)
+    return tf.keras.Model(x, tf.keras.layers.Lambda(lambda v: tf.nn.log_softmax(v, axis=-1))(x))
+
+
+add("op_log_softmax", "ops", log_softmax, {"LOG_SOFTMAX"}, shape=(3, 10), scales=(3.0,))
