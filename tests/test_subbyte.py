@@ -32,9 +32,10 @@ from test_quantize import small_cnn_onnx  # noqa: E402
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
-def chain_cnn_onnx() -> bytes:
+def chain_cnn_onnx(pool: int = 8) -> bytes:
     """NCHW 1x3x16x16 -> Conv3x3+Relu -> Conv1x1+Relu -> depthwise -> Add (residual) -> MaxPool -> Conv3x3
-    -> MaxPool to 1x1 -> Flatten -> Gemm: every tensor between the input and the logits can be 4-bit."""
+    -> MaxPool `pool` -> Flatten -> Gemm: every tensor between the input and the logits can be 4-bit
+    (pool < 8 leaves a 2-D map, which ONNX flattens through a TRANSPOSE back to NCHW)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -45,7 +46,7 @@ def chain_cnn_onnx() -> bytes:
 
     inits = [init("w1", (16, 3, 3, 3), 0.4), init("b1", (16,), 0.1), init("w2", (16, 16, 1, 1), 0.3),
              init("b2", (16,), 0.1), init("wd", (16, 1, 3, 3), 0.4), init("bd", (16,), 0.1),
-             init("w3", (24, 16, 3, 3), 0.15), init("b3", (24,), 0.1), init("wf", (10, 24), 0.3), init("bf", (10,), 0.1)]
+             init("w3", (24, 16, 3, 3), 0.15), init("b3", (24,), 0.1), init("wf", (10, 24 * (8 // pool) ** 2), 0.3), init("bf", (10,), 0.1)]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -56,7 +57,7 @@ def chain_cnn_onnx() -> bytes:
         helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Conv", ["mp", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c3"], ["r3"]),
-        helper.make_node("MaxPool", ["r3"], ["gp"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("MaxPool", ["r3"], ["gp"], kernel_shape=[pool, pool], strides=[pool, pool]),
         helper.make_node("Flatten", ["gp"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "wf", "bf"], ["y"], transB=1),
     ]
@@ -218,8 +219,9 @@ def chain_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     cal = np.random.default_rng(0).uniform(0, 1, (32, 3, 16, 16)).astype(np.float32)
     out = {}
-    for label, bits in (("a8", LayerBits(8, 8)), ("a4", LayerBits(8, 4)), ("w4a4", LayerBits(4, 4))):
-        q = quantize_float_graph(load_onnx(chain_cnn_onnx()), cal, QuantPolicy(default=bits))
+    for label, bits, pool in (("a8", LayerBits(8, 8), 8), ("a4", LayerBits(8, 4), 8), ("w4a4", LayerBits(4, 4), 8),
+                              ("a4_transpose", LayerBits(8, 4), 4)):
+        q = quantize_float_graph(load_onnx(chain_cnn_onnx(pool)), cal, QuantPolicy(default=bits))
         out[label] = tmp_path_factory.mktemp("chain") / f"{label}.tflite"
         out[label].write_bytes(q.tflite)
     return out
@@ -235,7 +237,7 @@ def test_4_bit_activations_are_packed_and_only_where_kernels_take_them(chain_mod
     assert isinstance(model_oracle(chain_models["a4"].read_bytes()), ReferenceOracle)
 
 
-@pytest.mark.parametrize("label", ["a4", "w4a4"])
+@pytest.mark.parametrize("label", ["a4", "w4a4", "a4_transpose"])
 def test_4_bit_activation_chain_is_bit_exact_on_the_host_in_less_sram(label: str, chain_models: dict[str, Path],
                                                                       tmp_path: Path) -> None:
     import json

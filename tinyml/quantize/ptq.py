@@ -95,7 +95,6 @@ def activation_bits(g: Graph, policy: QuantPolicy, group: dict[str, str]) -> dic
 def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
     """A new int8 graph from float graph `g` (left unchanged)."""
     q = copy.deepcopy(g)
-    producer = q.producers()
     group = quant_groups(q)
     fixed: dict[str, tuple[float, int]] = {}
     for n in q.nodes:
