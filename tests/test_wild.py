@@ -17,6 +17,7 @@ WILD = Path(__file__).parents[1].parent / "shared" / "models" / "wild"
 # model -> the board its QEMU validation runs on (the smallest that holds it)
 SUPPORTED = {
     "ambiq_har_conv1d": "stm32f405",
+    "ambiq_nnse_lstm_16x8_int16": "stm32f405",
     "armkws_ds_cnn_l_quantized": "stm32f405",
     "efinix_mediapipe_face_detection": "stm32f746g-disco",
     "efinix_yolo_person_detect": "stm32f405",
@@ -33,7 +34,6 @@ SUPPORTED = {
 LIBM_OUTPUTS = {"tinyengine_ptq_mnist_lenet-300-100"}
 # model -> what the one-line refusal must say (each unsupported op named, "at node" after it)
 REFUSED = {
-    "ambiq_nnse_lstm_16x8_int16": ["unsupported op CONV_2D (input is int16", "unsupported op TANH (input is int16"],
     "armkws_basic_lstm_quantized_small": ["unsupported op FILL at node model/lstm/zeros"],
 }
 

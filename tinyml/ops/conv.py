@@ -10,6 +10,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     NIBBLE_SUM_LIMIT,
     DspRequant,
@@ -23,14 +24,9 @@ from tinyml.ops.dsp_pack import (
 )
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
     filter_window,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -55,7 +51,7 @@ class Conv2D(Op):
         return 0.0, output_channels(g, n) * per_out * (1.6 if cin_g < 4 else 1.0)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -68,8 +64,7 @@ class Conv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 0) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 0, (1, 2, 3))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -93,7 +88,7 @@ class Conv2D(Op):
                 acc[..., gi * per_group:(gi + 1) * per_group] += xs @ ws.T
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
@@ -105,7 +100,7 @@ class Conv2D(Op):
         Reserved whatever the target (the plan does not depend on it); cores
         without the DSP extension leave it unused.
         """
-        if not dsp_shape(g, n):
+        if not dsp_shape(g, n) or is_16x8(g, n):
             return 0
         return GEMM_PIXELS * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
 
@@ -117,13 +112,17 @@ class Conv2D(Op):
         output (tinyml/schedule/inplace.py) and the same holds. The DSP GEMM
         widens all pixels of a block before writing any, and the plain kernel
         reads each pixel from a scratch copy (`stash`)."""
-        return (0,) if in_place_shape(g, n) and g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8 else ()
+        return (0,) if in_place_shape(g, n) and not is_16x8(g, n) and g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8 \
+            else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         cout, k_h, k_w, cin_g = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=False, cin=x.shape[3], cin_g=cin_g, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
@@ -150,6 +149,8 @@ class Conv2D(Op):
         output pixel's window is widened once (`window` values), then every output channel uses it."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
+        if is_16x8(g, n):
+            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         if not dsp_shape(g, n):
             cls = "conv_grouped"
         elif cin_g <= 3:

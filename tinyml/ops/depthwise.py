@@ -13,17 +13,13 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
 from tinyml.ops.quantized import (
     Window,
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -52,7 +48,7 @@ class DepthwiseConv2D(Op):
         return 7.7 * g[n.inputs[0]].shape[-1], output_channels(g, n) * (2 + 2.1 * k_h * k_w)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -69,8 +65,7 @@ class DepthwiseConv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 3) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 3, (0, 1, 2))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -89,7 +84,7 @@ class DepthwiseConv2D(Op):
             acc += np.repeat(view, mult, axis=3) * wt[0, ky, kx]
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
@@ -109,6 +104,9 @@ class DepthwiseConv2D(Op):
         _, k_h, k_w, cout = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=True, cin=x.shape[3], cin_g=1, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         channel_major = np.ascontiguousarray(wt[0].transpose(2, 0, 1))  # [oc][ky][kx]
@@ -166,6 +164,8 @@ class DepthwiseConv2D(Op):
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            return bit_class("dw_generic", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
             cls = "dw_generic"
         elif k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2):
@@ -213,7 +213,8 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or x.bits != 8 or g[n.outputs[0]].bits != 8:
+    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits < 8 \
+            or g[n.outputs[0]].bits < 8:
         return None  # (4-bit activations: the generic kernel reads and writes them packed)
     taps_w = wt.data.reshape(-1, cout).astype(np.int64)
     bias = bias_of(g, n)
