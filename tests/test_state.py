@@ -184,3 +184,35 @@ def test_first_divergence_replays_the_stream(streaming) -> None:
     finally:
         s.init = saved
     assert found is not None and found["op"] == "CONCATENATION"
+
+
+def _no_handle_options(m, s):
+    m.subgraphs[0].operators[1].builtinOptions, m.subgraphs[0].operators[1].builtinOptionsType = None, 0
+
+
+def _init_out_of_range(m, s):
+    m.subgraphs[0].operators[0].builtinOptions.initSubgraphIndex = 7
+
+
+def _assign_other_size(m, s):
+    m.subgraphs[0].operators[12].inputs = [26, 35]  # stream/states <- the 5-row concatenation
+
+
+def _read_without_handle(m, s):
+    del m.subgraphs[0].operators[1]
+
+
+@pytest.mark.parametrize("corrupt, words", [
+    (_no_handle_options, "malformed model: operator 1 (VAR_HANDLE) lacks its VarHandleOptions"),
+    (_init_out_of_range, "malformed model: operator 0 (CALL_ONCE) runs subgraph 7 of 2"),
+    (_assign_other_size, "resource variable stream/states is used with different types or sizes"),
+    (_read_without_handle, "unsupported op READ_VARIABLE (of a resource no VAR_HANDLE makes)"),
+])
+def test_broken_variables_give_one_line(corrupt, words: str) -> None:
+    from test_frontend import edit  # tests/ has no __init__.py
+
+    from tinyml.errors import TinymlError
+
+    with pytest.raises(TinymlError) as e:
+        load_tflite(edit(MWW.read_bytes(), corrupt))
+    assert words in str(e.value) and "\n" not in str(e.value)

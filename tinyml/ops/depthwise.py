@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
+from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
@@ -159,27 +159,32 @@ class DepthwiseConv2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """Per-channel plane kernel by window and stride (it copies each input plane once), else the
-        generic loop (depth multiplier > 1, dilation)."""
+        """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
+        bytes), each channel's rows copied in by 4 pixels and single ones, per-channel constants
+        (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
+        odd last pixel a whole step), a requantization per output. Else the generic loop (depth
+        multiplier > 1, dilation): per output its requantization, the window rows and taps inside
+        the input."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if is_16x8(g, n):
-            return bit_class("dw_generic", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
-        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
-            cls = "dw_generic"
-        elif k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2):
-            cls = f"dw_{k_h}x{k_w}_s{w.stride_h}"
-        else:
-            cls = "dw_other"
-        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size, "ch": cout,
-                 "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
-        if cls != "dw_generic":  # the plane kernel's loops: input rows copied, output rows, pixel steps
-            pixels = pair_schedule(k_h, k_w, w.stride_w).pixels if w.out_w >= 2 else 1
-            rows = w.batch * cout * w.out_h
-            terms.update(copy_rows=w.batch * cout * min(w.in_h, (w.out_h - 1) * w.stride_h + k_h - w.pad_top),
-                         rows=rows, steps=rows * -(-w.out_w // pixels))
-        return bit_class(cls, x, wt, y), terms
+        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):  # 16x8: a class by width
+            rows_in, cols_in = inside_taps(w)
+            return bit_class("dw_generic", x, wt, y), {"call": 1, "out": y.size,
+                                                       "taps": w.batch * cout * rows_in * cols_in,
+                                                       "rows": w.batch * cout * rows_in * w.out_w}
+        cls = f"dw_{k_h}x{k_w}_s{w.stride_h}" if k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2) \
+            else "dw_other"
+        schedule = pair_schedule(k_h, k_w, w.stride_w)
+        h, pw = (w.out_h - 1) * w.stride_h + k_h, (w.out_w - 1) * w.stride_w + k_w
+        copy_h, copy_w = max(0, min(w.in_h, h - w.pad_top)), max(0, min(w.in_w, pw - w.pad_left))
+        planes = w.batch * cout
+        rows = planes * w.out_h
+        pixels = schedule.pixels if w.out_w >= 2 else 1
+        return bit_class(cls, x, wt, y), {
+            "call": 1, "fill": h * pw + 4 * schedule.per_row, "ch": planes, "copy_rows": planes * copy_h,
+            "copy_quads": planes * copy_h * (copy_w // 4), "copy_singles": planes * copy_h * (copy_w % 4),
+            "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ def is_16x8(g: Graph, n: Node) -> bool:
     return bool(n.inputs) and n.inputs[0] is not None and g[n.inputs[0]].dtype == "int16"
 
 
-def int16_per_tensor(t: Tensor | None, role: str) -> str | None:
-    """Why `t` is not an int16 activation with per-tensor quantization and zero point 0."""
+def int16_per_tensor(t: Tensor | None, role: str, any_zp: bool = False) -> str | None:
+    """Why `t` is not an int16 activation with per-tensor quantization and zero point 0 (any with `any_zp`)."""
     if t is None:
         return f"missing {role}"
     if t.dtype != "int16":
@@ -53,7 +53,7 @@ def int16_per_tensor(t: Tensor | None, role: str) -> str | None:
         return f"{role} needs per-tensor quantization"
     if not t.quant.scale[0] > 0 or not math.isfinite(float(t.quant.scale[0])):
         return f"{role} has a non-positive scale"
-    if t.quant.zp != 0:
+    if t.quant.zp != 0 and not any_zp:
         return f"{role} has zero point {t.quant.zp}; int16 activations need 0, as TFLite Micro requires"
     return None
 
