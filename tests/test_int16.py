@@ -110,6 +110,15 @@ def requantize(out_dtype: str, out_scale: float, out_zp: int) -> Graph:
                   {})
 
 
+def transpose_conv(rng, per_channel: bool, stride: int, padding: str) -> Graph:
+    cin, cout = 4, 6
+    x, w = _act("x", (1, 5, 4, cin), 0.0004), _weights(rng, (cout, 3, 3, cin), 0, per_channel)
+    out = (1, 5 * stride, 4 * stride, cout) if padding == "SAME" else (1, (5 - 1) * stride + 3, (4 - 1) * stride + 3, cout)
+    shape = Tensor("shape", (4,), "int32", data=np.array(out, np.int32))
+    return _graph("TRANSPOSE_CONV", [shape, w, x, _bias(rng, cout, 0.0004, w)], _act("y", out, 0.002),
+                  {"padding": padding, "stride_w": stride, "stride_h": stride, "fused_activation_function": "NONE"})
+
+
 def _cases() -> dict[str, Graph]:
     rng = np.random.default_rng(RNG_SEED)
     return {
@@ -131,6 +140,8 @@ def _cases() -> dict[str, Graph]:
         "logistic_big_scale": sigmoidal("LOGISTIC", 16.93),  # multiplier above 32767 (real LSTM models)
         "tanh_pot": sigmoidal("TANH", 2.0 ** -11),
         "tanh": sigmoidal("TANH", 0.00021),
+        "transpose_conv_s2_same": transpose_conv(rng, True, 2, "SAME"),
+        "transpose_conv_s1_valid": transpose_conv(rng, False, 1, "VALID"),
         "softmax": softmax(0.0002, 1.0),
         "softmax_beta": softmax(0.00004, 2.5),
         "softmax_wide": softmax(0.003, 1.0),
