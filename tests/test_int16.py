@@ -181,6 +181,27 @@ def test_16x8_op_bit_exact_with_tflite_micro(name: str, tmp_path: Path) -> None:
         assert np.unique(np.concatenate([w.ravel() for w in want])).size > 8, "the case saturates: it tests nothing"
 
 
+def whole_input_conv(rng) -> Graph:
+    """A convolution whose one window is its whole input (as in real 16x8 LSTM front ends)."""
+    x, w = _act("x", (1, 3, 7, 2), 0.0004), _weights(rng, (9, 3, 7, 2), 0, True)
+    return _graph("CONV_2D", [x, w, _bias(rng, 9, 0.0004, w)], _act("y", (1, 1, 1, 9), 0.004),
+                  {"padding": "VALID", "stride_w": 1, "stride_h": 1, "fused_activation_function": "NONE",
+                   "dilation_w_factor": 1, "dilation_h_factor": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fc_per_channel_no_bias", "fc_per_tensor_bias", "whole_input_conv"])
+def test_16x8_dot_product_kernel_bit_exact_in_qemu(name: str, tmp_path: Path, capsys) -> None:
+    """The DSP kernel (SMLAD on int16 input pairs, weights widened by SXTB16; odd rows, depth % 4 tails)."""
+    from tinyml.cli import main
+
+    g = whole_input_conv(np.random.default_rng(3)) if name == "whole_input_conv" else CASES[name]
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(write_tflite(g))
+    assert main(["validate", str(path), "--board", "stm32f405", "--inputs", "4"]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+
+
 def test_requant64_is_tflites_single_rounding() -> None:
     """((x * round(q / 2^16)) + half) >> (15 - shift), computed here with Python integers."""
     rng = np.random.default_rng(1)
