@@ -1,6 +1,7 @@
 """The contract every operator implements, and the registry that holds them."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -151,6 +152,7 @@ def copy_terms(t: Tensor) -> dict[str, float]:
     return {"call": 1, "bytes": t.nbytes, "runs": t.size // max(row, 1)}
 
 
+@lru_cache(maxsize=1024)  # per window geometry: cost_terms asks on every estimate call
 def border_pixels(w: "Window") -> int:
     """Output pixels whose window reaches into the padding (the kernels' slower border path)."""
     def edge(out: int, stride: int, pad: int, k: int, size: int) -> int:
@@ -162,6 +164,7 @@ def border_pixels(w: "Window") -> int:
     return w.out_h * w.out_w - (w.out_h - rows) * (w.out_w - cols)
 
 
+@lru_cache(maxsize=1024)
 def inside_taps(w: "Window") -> tuple[int, int]:
     """Window rows and columns inside the input (not in the padding), each summed over the output
     rows / columns: a window's taps inside are rows x columns, and their sum over all output pixels

@@ -6,6 +6,8 @@ runs. Per-tensor filters use the per-channel path with one broadcast scale.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinyml.ir import Graph, Node
@@ -91,7 +93,7 @@ class Conv2D(Op):
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
-        return int(np.prod(y.shape)) * int(np.prod(wt.shape[1:]))
+        return math.prod(y.shape) * math.prod(wt.shape[1:])
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
         """The DSP GEMM's widened windows: GEMM_PIXELS pixels x depth padded to 4, int16.

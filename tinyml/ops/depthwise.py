@@ -5,13 +5,14 @@ channel oc = ic * multiplier + m. Per-channel scales are on axis 3.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
+from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register, remembered
 from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
@@ -87,7 +88,7 @@ class DepthwiseConv2D(Op):
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
-        return int(np.prod(y.shape)) * wt.shape[1] * wt.shape[2]
+        return math.prod(y.shape) * wt.shape[1] * wt.shape[2]
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
         plane = channel_plane(g, n)
@@ -218,18 +219,25 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     w = window(g, n, k_h, k_w)
     if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):
         return None
-    taps_w = wt.data.reshape(-1, cout).astype(np.int64)
-    bias = bias_of(g, n)
-    folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
-    bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
-    if np.any(bound >= 2**31):
-        return None
-    h = (w.out_h - 1) * w.stride_h + k_h
-    pw = (w.out_w - 1) * w.stride_w + k_w
-    copy_h = max(0, min(w.in_h, h - w.pad_top))
-    copy_w = max(0, min(w.in_w, pw - w.pad_left))
-    slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
-    return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32), int(bound.max()))
+    bias_t = n.inputs[2] if len(n.inputs) > 2 else None
+
+    def plane() -> Plane | None:
+        taps_w = wt.data.reshape(-1, cout).astype(np.int64)
+        bias = bias_of(g, n)
+        folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
+        bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
+        if np.any(bound >= 2**31):
+            return None
+        h = (w.out_h - 1) * w.stride_h + k_h
+        pw = (w.out_w - 1) * w.stride_w + k_w
+        copy_h = max(0, min(w.in_h, h - w.pad_top))
+        copy_w = max(0, min(w.in_w, pw - w.pad_left))
+        slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
+        return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32),
+                     int(bound.max()))
+
+    # the planner's in-place rule asks on every estimate call of a search: once per weights array
+    return remembered((wt.data, None if bias_t is None else g[bias_t].data), ("plane", int(x.quant.zp), w), plane)
 
 
 @dataclass(frozen=True)
