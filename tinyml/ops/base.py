@@ -64,6 +64,10 @@ class Op:
     # True when the int8 kernel clamps its requantized result to `fused_activation_function`'s
     # range: passes/fuse.py folds a following standalone RELU/RELU6 into it.
     fuses_activation: ClassVar[bool] = False
+    # True when the kernel reads and writes 4-bit activation tensors packed two per byte
+    # (Tensor.bits 4; firmware_templates/kernels/_int8.j2's cursor/at/put); frontend/check.py
+    # refuses 4-bit activations on every other op. Alias ops qualify with equal widths.
+    subbyte_io: ClassVar[bool] = False
 
     def sliding_window(self, g: Graph, n: Node) -> "Window | None":
         """The window this node slides over input 0 (conv, depthwise, pooling), else None.

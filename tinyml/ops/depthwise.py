@@ -38,6 +38,7 @@ class DepthwiseConv2D(Op):
     name = "DEPTHWISE_CONV_2D"
     accepts_explicit_padding = True
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return filter_window(g, n)
@@ -122,6 +123,7 @@ class DepthwiseConv2D(Op):
         fn = ctx.kernel(
             "depthwise_conv2d.c.j2", win=w, cin=x.shape[3], cout=cout, mult=depth_multiplier(g, n),
             in_offset=in_off, p=args.params, signature=args.signature(), plane=None, wbits=g[n.inputs[1]].bits,
+            xbits=x.bits, ybits=g[n.outputs[0]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -217,8 +219,9 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):
-        return None
+    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits < 8 \
+            or g[n.outputs[0]].bits < 8:
+        return None  # (4-bit activations: the generic kernel reads and writes them packed)
     bias_t = n.inputs[2] if len(n.inputs) > 2 else None
 
     def plane() -> Plane | None:
