@@ -101,7 +101,7 @@ class DepthwiseConv2D(Op):
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # The plane kernel copies channel c before writing output channel c,
         # and the output (same channels, no more pixels) fits in the input.
-        return (0,) if channel_plane(g, n) is not None else ()
+        return (0,) if channel_plane(g, n) is not None and depth_multiplier(g, n) == 1 else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
@@ -154,17 +154,18 @@ class DepthwiseConv2D(Op):
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
             if fold:
                 values.append(ctx.const(rq.pz(), "pz", "int32_t"))
-        fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
+        mult = depth_multiplier(g, n)
+        fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout // mult, cout=cout, mult=mult, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """Per-channel plane kernel by window and stride (it copies each input plane once), else the
-        generic loop (depth multiplier > 1, dilation)."""
+        generic loop (dilation, or sums that could leave int32)."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
+        if channel_plane(g, n) is None:
             cls = "dw_generic"
         elif k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2):
             cls = f"dw_{k_h}x{k_w}_s{w.stride_h}"
@@ -175,7 +176,7 @@ class DepthwiseConv2D(Op):
         if cls != "dw_generic":  # the plane kernel's loops: input rows copied, output rows, pixel steps
             pixels = pair_schedule(k_h, k_w, w.stride_w).pixels if w.out_w >= 2 else 1
             rows = w.batch * cout * w.out_h
-            terms.update(copy_rows=w.batch * cout * min(w.in_h, (w.out_h - 1) * w.stride_h + k_h - w.pad_top),
+            terms.update(copy_rows=w.batch * x.shape[3] * min(w.in_h, (w.out_h - 1) * w.stride_h + k_h - w.pad_top),
                          rows=rows, steps=rows * -(-w.out_w // pixels))
         return bit_class(cls, x, wt, y), terms
 
@@ -204,14 +205,14 @@ class Plane:
 def channel_plane(g: Graph, n: Node) -> Plane | None:
     """The plane of the per-channel kernel, or None when the layer needs the generic one.
 
-    Needs depth multiplier 1 (output channel c reads and overwrites input
-    channel c only), no dilation, and an accumulator that cannot leave int32
-    with the offset folded into the bias for every window.
+    Needs no dilation and an accumulator that cannot leave int32 with the
+    offset folded into the bias for every window. With depth multiplier M the
+    plane of input channel c serves output channels c * M .. c * M + M - 1.
     """
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
+    if w.dil_h != 1 or w.dil_w != 1:
         return None
     taps_w = wt.data.reshape(-1, cout).astype(np.int64)
     bias = bias_of(g, n)
