@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(gcc g++ make cmake ninja-build gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev chromium)
+APT_PACKAGES=(gcc g++ make cmake ninja-build gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm stm32flash python3 python3-venv python3-dev chromium dataset-fashion-mnist espeak-ng sox)
 VENV=.venv
 
 missing_apt() {
@@ -21,6 +21,10 @@ missing_apt() {
   command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
   command -v stm32flash >/dev/null || missing+=(stm32flash)
   command -v chromium >/dev/null || missing+=(chromium)  # the HTML report tests drive it headless
+  # tinyml search's offline tasks: Fashion-MNIST, and keyword clips synthesized with espeak-ng + sox
+  [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+  command -v sox >/dev/null || missing+=(sox)
   command -v python3 >/dev/null || missing+=(python3 python3-venv python3-dev)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   echo "${missing[@]:-}"

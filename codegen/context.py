@@ -40,6 +40,8 @@ class EmitContext:
     _const_names: dict[tuple[str, str], str] = field(default_factory=dict)
     node: Node | None = None  # the node being emitted (for comments)
     layer: int = -1  # its index in graph.nodes
+    uses_libm: bool = False  # a float kernel calls libm (expf, logf): the package links `m`
+    state_offsets: dict[str, int] = field(default_factory=dict)  # state tensor -> offset in tinyml_state
 
     # -- tensors -----------------------------------------------------------
     def tensor(self, name: str) -> str:
@@ -47,6 +49,8 @@ class EmitContext:
         t = self.graph.tensors[name]
         if t.is_const:
             return self.const(t.data, "w", ctype(t.dtype))
+        if t.state:
+            return f"(({ctype(t.dtype)} *)(tinyml_state + {self.state_offsets[name]}))"
         off = self.offsets[name]
         return f"(({ctype(t.dtype)} *)(tinyml_arena + {off}))"
 

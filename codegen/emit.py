@@ -75,7 +75,7 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None, model_s
     """
     if model_sha256.strip("0123456789abcdef"):
         raise ValueError("model_sha256 must be a lowercase hex digest")  # it lands in a C string literal
-    ctx = EmitContext(g, plan.offsets, plan.scratch, target or Target())
+    ctx = EmitContext(g, plan.offsets, plan.scratch, target or Target(), state_offsets=plan.state)
     for i, n in enumerate(g.nodes):
         ctx.node, ctx.layer = n, i
         before = len(ctx.calls)
@@ -84,6 +84,7 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None, model_s
             ctx.calls.insert(before, f"  TINYML_LAYER_BEGIN({i});")
             ctx.raw(f"TINYML_LAYER_END({i});")
     ctx.node, ctx.layer = None, -1
+    reset = _reset_statements(g, ctx)
 
     def io(names: list[str]) -> list[IOInfo]:
         # A streamed input has no arena offset (None): see tinyml_read_input in the templates.
@@ -98,6 +99,8 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None, model_s
         version=__version__,
         model_sha256=model_sha256,
         arena_bytes=plan.arena_bytes,
+        state_bytes=plan.state_bytes,
+        reset=reset,
         num_layers=len(g.nodes),
         macs=sum(get_op(n.op).macs(g, n) for n in g.nodes),
         inputs=io(g.inputs),
@@ -110,6 +113,19 @@ def emit_model(g: Graph, plan: MemoryPlan, target: Target | None = None, model_s
     for header in ("tinyml_fixedpoint.h", "tinyml_dsp.h"):  # tinyml_dsp.h: DSP-extension kernels include it
         texts[header] = (files("tinyml.firmware_templates") / "library" / header).read_text()
     return Emitted(ctx, texts, params["inputs"], params["outputs"])
+
+
+def _reset_statements(g: Graph, ctx: EmitContext) -> list[str]:
+    """tinyml_reset()'s body: every state tensor back to its initial value (memset when uniform)."""
+    out = []
+    for t in g.states():
+        ptr, init = ctx.tensor(t.name), np.asarray(t.init, dtype=t.np_dtype).reshape(-1)
+        raw = init.view(np.uint8)
+        if np.all(raw == raw[0]):
+            out.append(f"memset({ptr}, {int(raw[0])}, {t.nbytes}u);")
+        else:
+            out.append(f"memcpy({ptr}, {ctx.const(init, 'init', ctype(t.dtype))}, {t.nbytes}u);")
+    return out
 
 
 def generate(g: Graph, plan: MemoryPlan, out_dir: str | Path, target: Target | None = None,

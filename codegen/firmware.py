@@ -215,7 +215,7 @@ def compile_flags(board: Board, optimize: str) -> list[str]:
 
 
 LINK_FLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
-              "-Wl,--no-warn-rwx-segments"]
+              "-Wl,--no-warn-rwx-segments", "-lm"]  # libm: float kernels (LOG_SOFTMAX) call expf/logf
 
 
 def build_firmware(graph: Graph, plan: MemoryPlan, board: Board | str, out_dir: str | Path, *,

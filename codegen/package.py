@@ -120,7 +120,7 @@ def render_package(g: Graph, plan: MemoryPlan, model_sha256: str, kinds: tuple[s
     sources = [f"src/{v}/{name}" for v in VARIANTS for name in VARIANT_FILES if name.endswith(".c")]
     params = dict(banner=banner, version=__version__, model_sha256=model_sha256, kinds=kinds,
                   sources=sources, variant_files=[n for n in VARIANT_FILES if n.endswith(".c")],
-                  streamed=any(io.offset is None for io in portable.inputs), board=board, sketch=ARDUINO_SKETCH,
+                  streamed=any(io.offset is None for io in portable.inputs), libm=portable.ctx.uses_libm, board=board, sketch=ARDUINO_SKETCH,
                   uart_source=None, cpu_flags=" ".join(board.cpu_flags()) if board else "")
     if board is not None and "cmake" in kinds:
         board_texts, params["uart_source"] = _board_files(board, banner)

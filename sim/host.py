@@ -45,7 +45,7 @@ def compile_library(lib: Library, sanitize: bool = False, build_dir: Path | None
     exe = build_dir / f"model-{digest.hexdigest()[:12]}"
     if exe.exists():
         return exe
-    cmd = [compiler(), *flags, f"-I{lib.path}", str(harness), *map(str, sources), "-o", str(exe) + ".tmp"]
+    cmd = [compiler(), *flags, f"-I{lib.path}", str(harness), *map(str, sources), "-lm", "-o", str(exe) + ".tmp"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CheckFailed(f"host compile failed: {proc.stderr.strip().splitlines()[:5]}")

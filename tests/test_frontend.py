@@ -315,13 +315,13 @@ def test_state_is_named_as_unsupported_ops_not_malformed():
         sg = m.subgraphs[0]
         sg.tensors[sg.operators[0].outputs[0]].isVariable = True
         sg.tensors[sg.operators[-1].outputs[0]].type = s.TensorType.RESOURCE
-        sg.operators[1].opcodeIndex = opcode_index(m, s, "SVDF")
+        sg.operators[1].opcodeIndex = opcode_index(m, s, "LSH_PROJECTION")
 
     with pytest.raises(UnsupportedOps) as e:
         load_tflite(edit(model("cnn"), stateful))
     ops = [op for op, _ in e.value.items]
     assert "is a variable (state kept across invocations)" in ops[0]
-    assert ops[1] == "SVDF" and "has type RESOURCE" in ops[-1]
+    assert ops[1] == "LSH_PROJECTION" and "has type RESOURCE" in ops[-1]
     assert "malformed" not in str(e.value) and "\n" not in str(e.value)
 
 

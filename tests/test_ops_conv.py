@@ -155,6 +155,15 @@ CASES = [
          postprocess=output_quant_as_input),
     reduce_case("mean_axis1", "MEAN", (6, 5), "reduce_mean", (1,), False),
     reduce_case("sum_hw_keepdims", "SUM", (4, 3, 5), "reduce_sum", (1, 2), True),
+    case("tconv_3x3_s2_same", "TRANSPOSE_CONV", (5, 4, 6), ("Conv2DTranspose", dict(filters=5, kernel_size=3,
+                                                                                    strides=2, **SAME))),
+    case("tconv_4x4_s2_same_relu", "TRANSPOSE_CONV", (4, 5, 3),
+         ("Conv2DTranspose", dict(filters=4, kernel_size=4, strides=2, activation="relu", **SAME))),
+    case("tconv_3x2_valid", "TRANSPOSE_CONV", (5, 5, 4), ("Conv2DTranspose", dict(filters=3, kernel_size=(3, 2)))),
+    case("tconv_2x2_s2_per_tensor", "TRANSPOSE_CONV", (3, 4, 8),
+         ("Conv2DTranspose", dict(filters=6, kernel_size=2, strides=2)), per_channel=False),
+    case("tconv_5x5_s3_same", "TRANSPOSE_CONV", (3, 3, 2),
+         ("Conv2DTranspose", dict(filters=4, kernel_size=5, strides=3, **SAME))),
 ]
 
 

@@ -103,6 +103,11 @@ CASES = [
     Case("softmax_rows_beta", "SOFTMAX", [q8((2, 3, 13), 0.045, 20)], q8((2, 3, 13), 1 / 256, -128), {"beta": 0.7}),
     Case("softmax_peaked", "SOFTMAX", [q8((4, 7), 0.5, 0)], q8((4, 7), 1 / 256, -128), {"beta": 2.0}),
     Case("softmax_int16_out", "SOFTMAX", [q8((3, 9), 0.08, 5)], T((3, 9), "int16", 1 / 65536, -32768), {"beta": 1.0}),
+    Case("log_softmax", "LOG_SOFTMAX", [q8((1, 10), 0.11, -3)], q8((1, 10), 16 / 256, 127)),
+    Case("log_softmax_rows_fine", "LOG_SOFTMAX", [q8((3, 4, 17), 0.021, 5)], q8((3, 4, 17), 16 / 256, 127)),
+    Case("log_softmax_coarse", "LOG_SOFTMAX", [q8((5, 6), 0.5, 0)], q8((5, 6), 16 / 256, 127)),
+    Case("log_softmax_wide", "LOG_SOFTMAX", [q8((2, 300), 0.07, -20)], q8((2, 300), 16 / 256, 127)),
+    Case("log_softmax_float", "LOG_SOFTMAX", [T((6, 10), "float32")], T((6, 10), "float32")),
     Case("quantize_float_int8", "QUANTIZE", [T((1, 5, 7), "float32")], q8((1, 5, 7), 0.037, -6)),
     Case("quantize_float_int8_ties", "QUANTIZE", [T((50,), "float32")], q8((50,), 0.25, 3)),
     Case("quantize_float_int16", "QUANTIZE", [T((2, 9), "float32")], T((2, 9), "int16", 0.0007, 0)),
@@ -261,7 +266,8 @@ def test_reference_matches_tflite_micro(case: Case) -> None:
 
 
 OWN_OPS = {"ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "PRELU", "LOGISTIC", "TANH",
-           "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"}
+           "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "SOFTMAX", "LOG_SOFTMAX", "QUANTIZE",
+           "DEQUANTIZE"}
 CONVERTED = [n for n in zoo.names("ops") if zoo.get(n).exercises & OWN_OPS] + ["io_float32", "io_uint8"]
 
 
@@ -357,3 +363,52 @@ def test_unsupported_configurations_name_the_reason(op, inputs, output, attrs, w
     g = ir_graph([Case("bad", op, inputs, output, attrs)])
     why = get_op(op).check(g, g.nodes[0])
     assert why is not None and words in why
+
+
+def test_float_log_softmax_agrees_with_tflite_micro_within_its_stated_tolerance() -> None:
+    """float32 LOG_SOFTMAX calls libm: our reference (exp/log rounded once from float64) and TFLite
+    Micro's (this machine's expf/logf) agree within Op.float_tolerance, bit for bit on most rows."""
+    case = Case("f", "LOG_SOFTMAX", [T((2000, 13), "float32")], T((2000, 13), "float32"))
+    interp = runtime.Interpreter.from_bytes(tflite_model(case), arena_size=1 << 20)
+    g = ir_graph([case])
+    atol, rtol = get_op("LOG_SOFTMAX").float_tolerance(g, g.nodes[0])
+    rng = np.random.default_rng(5)
+    exact_rows = 0
+    for spread in (0.01, 1.0, 8.0, 40.0):
+        x = (rng.standard_normal(case.inputs[0].shape) * spread).astype(np.float32)
+        interp.set_input(x, 0)
+        interp.invoke()
+        want = interp.get_output(0).astype(np.float64)
+        got = reference(g, g.nodes[0], [x]).astype(np.float64)
+        assert np.all(np.abs(got - want) <= atol + rtol * np.abs(want))
+        exact_rows += int(np.all(got == want, axis=1).sum())
+    assert exact_rows >= 0.98 * 4 * 2000
+
+
+def test_validation_accepts_a_float_difference_only_within_the_producers_tolerance() -> None:
+    from tinyml.validation import compare, output_tolerances
+
+    g = ir_graph([Case("f", "LOG_SOFTMAX", [T((1, 10), "float32")], T((1, 10), "float32")),
+                  Case("q", "LOG_SOFTMAX", [q8((1, 10), 0.1, 0)], q8((1, 10), 16 / 256, 127))])
+    tols = output_tolerances(g)
+    assert tols[0] is not None and tols[1] is None
+    want = [np.full(10, -2.5, np.float32), np.zeros(10, np.int8)]
+    near = [np.nextafter(want[0], np.float32(0)), want[1]]
+    far = [want[0] + np.float32(1e-3), want[1]]
+    off_by_one = [want[0], want[1] + np.int8(1)]
+    assert compare([want], [near], tols).within_tolerance and not compare([want], [near], tols).bit_exact
+    assert not compare([want], [far], tols).within_tolerance
+    assert not compare([want], [off_by_one], tols).within_tolerance
+    assert not compare([want], [near]).within_tolerance  # no tolerance stated: exact only
+
+
+def test_float_compute_op_is_refused_in_one_line_pointing_at_quantize(tmp_path, capsys) -> None:
+    """Issue 19 group 6: float32 compute (here ADD) is refused by name with the way out, exit 2."""
+    from tinyml.cli import main
+
+    case = Case("add_float", "ADD", [T((1, 4), "float32"), T((1, 4), "float32")], T((1, 4), "float32"))
+    path = tmp_path / "float_add.tflite"
+    path.write_bytes(tflite_model(case))
+    assert main(["analyze", str(path), "--no-tflm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unsupported op ADD" in err and "tinyml quantize" in err, err

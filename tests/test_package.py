@@ -354,6 +354,21 @@ def test_cmake_example_on_this_machine_prints_tflite_micros_class(name: str, zoo
     assert _printed_class(proc.stdout) == tflm_class(model, example_floats(out / "examples/cmake"))
 
 
+def test_a_model_calling_libm_links_it_in_cmake(tmp_path: Path) -> None:
+    """float32 LOG_SOFTMAX (a PyTorch export from the wild sample) calls expf/logf: the CMake library
+    links `m` then, and the example builds and prints TFLite Micro's class; other packages do not."""
+    model = Path(__file__).parents[1].parent / "shared/models/wild/tinyengine_ptq_mnist_lenet-300-100.tflite"
+    out = _package(model, tmp_path / "pkg", "cmake")
+    assert "target_link_libraries(tinyml_model PUBLIC m)" in (out / "CMakeLists.txt").read_text()
+    _cmake_build(out / "examples/cmake", tmp_path / "build")
+    proc = subprocess.run([str(tmp_path / "build/tinyml_example")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    assert _printed_class(proc.stdout) == tflm_class(model, example_floats(out / "examples/cmake"))
+    plain = _package(Path(__file__).parents[1].parent / "shared/models/wild/tinymaix_mnist_resnet_q.tflite",
+                     tmp_path / "plain", "cmake")
+    assert "PUBLIC m)" not in (plain / "CMakeLists.txt").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dsp", ["AUTO", "OFF"])
 def test_cmake_example_on_a_cortex_m4_in_qemu_prints_tflite_micros_class(dsp: str, zoo_path, tmp_path: Path) -> None:

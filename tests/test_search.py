@@ -119,3 +119,141 @@ def test_cost_service_on_local_ray_matches_in_process_prices(tiny):
     assert seen and seen[-1][0] == seen[-1][1] == len(set(archs))
     assert svc.costs(archs[:3]) == got[:3]  # cached
     assert np.all(np.array([c.flash_bytes for c in got]) > 3494)
+
+
+def test_supernet_subnets_export_exactly_the_lowered_float_graph(tiny):
+    """Weights extracted (BN folded) into lower.float_graph give the supernet's own outputs: SAME padding,
+    kernel transforms, sliced channels and residuals all agree with the IR the PTQ pass quantizes."""
+    import torch
+
+    from tinyml.quantize.float_ref import run_float
+    from tinyml.search.lower import float_graph
+    from tinyml.search.supernet import Supernet, to_nhwc
+
+    torch.manual_seed(0)
+    net = Supernet(tiny, (8, 1.0), DIGITS)
+    x = torch.rand(8, 1, 8, 8)
+    net.train()
+    for _ in range(3):
+        net(x, tiny.sample(random.Random(0), (8, 1.0)))  # BN statistics away from their defaults
+    with torch.no_grad():
+        for t in net.parameters():
+            t.add_(0.05 * torch.randn_like(t))  # kernel transforms away from the identity
+    net.eval()
+    rng = random.Random(4)
+    for a in [tiny.largest((8, 1.0)), tiny.smallest((8, 1.0))] + [tiny.sample(rng, (8, 1.0)) for _ in range(3)]:
+        with torch.no_grad():
+            ref = net(x, a).numpy()
+        w = net.export_weights(a)
+        g = float_graph(a, tiny, DIGITS, lambda spec: w[spec.name])
+        got = np.concatenate([run_float(g, [to_nhwc(x[i:i + 1])])[0] for i in range(len(x))])
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_evolution_keeps_to_the_budget_and_climbs_the_score(tiny):
+    from tinyml.search.evolve import AccuracyPredictor, Evolution, encode
+
+    budget = Budget(64 * 1024, 60 * 1024)
+    price_fn = lambda archs: [price(a, tiny, DIGITS, "stm32f405", budget) for a in archs]  # noqa: E731
+    score = lambda archs: np.array([sum(k * e for s in a.stages for k, e in s) for a in archs], float)  # noqa: E731
+    evo = Evolution(tiny, (8, 1.0), budget, price_fn, score, population=16, seed=1)
+    ranked, history = evo.run(4)
+    assert ranked and all(c.fits(budget) for _, _, c in ranked)
+    assert history == sorted(history) and history[-1] >= history[0]
+    everything = [tiny.largest((8, 1.0))]
+    assert not price_fn(everything)[0].fits(budget)  # the budget binds: the largest subnet is out
+    # the predictor learns a simple function of the encoding
+    rng = random.Random(2)
+    archs = [tiny.sample(rng, (8, 1.0)) for _ in range(60)]
+    pred = AccuracyPredictor(tiny, seed=0)
+    pred.fit(archs, list(score(archs)))
+    assert np.corrcoef(pred.predict(archs), score(archs))[0, 1] > 0.9
+    assert encode(archs[0], tiny).shape == encode(archs[1], tiny).shape
+
+
+def test_state_refuses_other_settings(tmp_path):
+    from tinyml.search.state import SearchState
+
+    s = SearchState(tmp_path, {"task": "digits"})
+    s.put("family", {"resolution": 8})
+    assert SearchState(tmp_path, {"task": "digits"}).get("family") == {"resolution": 8}
+    with pytest.raises(TinymlError, match="other settings"):
+        SearchState(tmp_path, {"task": "fashion"})
+    (tmp_path / "search_state.json").write_text("{")
+    with pytest.raises(TinymlError, match="unreadable"):
+        SearchState(tmp_path, {"task": "digits"})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "nope"], "unknown task"),
+    (["--task", "digits", "--space", "nope"], "unknown search space"),
+    (["--task", "digits", "--sram-budget", "12Q"], "not a byte count"),
+    (["--task", "digits", "--time-budget", "0"], "time budget"),
+    (["--task", str(DATA / "missing.npz")], "cannot read"),
+])
+def test_search_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
+    from tinyml.cli import main
+
+    try:
+        code = main(["search", "--board", "stm32f405", "-o", str(tmp_path / "out"), *argv])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_search_digits_end_to_end_in_qemu_and_resumes(tmp_path):
+    """CI's small search: digits, the tiny space, a budget that binds; the delivered model is bit-exact in
+    QEMU and its measured SRAM and flash are within the budget; a rerun resumes instead of starting over."""
+    from tinyml.cli import main
+
+    out = tmp_path / "search"
+    argv = ["search", "--task", "digits", "--board", "stm32f405", "--space", str(TINY), "--sram-budget", "16K",
+            "--flash-budget", "128K", "--time-budget", "1.5", "--predictor-samples", "24", "-o", str(out),
+            "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    d = r["delivered"]
+    assert d["validation"]["bit_exact"] and d["validation"]["board"] == "stm32f405"
+    assert d["validation"]["ram_bytes"] <= 16 * 1024 and d["validation"]["flash_bytes"] <= 128 * 1024
+    assert d["int8_test_accuracy"] >= 80.0  # 1.5 minutes on a loaded 2-core machine: 88-95 % seen
+    assert (out / "model.tflite").is_file() and (out / "pareto.png").stat().st_size > 10_000
+    assert [x["op"] for x in r["layers"]][-1] == "FULLY_CONNECTED"
+    # the user's own check, as the report prints it
+    assert main(d["command"].split()[1:]) == 0
+    # interrupted or not, a rerun with the same settings continues from the state file: nothing retrains
+    state = json.loads((out / "search_state.json").read_text())
+    assert {"family", "supernet", "samples", "evolution", "finalists", "delivered"} <= set(state["steps"])
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["delivered"] == d
+
+
+def test_kws_features_put_a_tone_in_its_mel_band():
+    from tinyml.search.kws import RATE, SIZE, log_mel, mel_filters
+
+    fb = mel_filters()
+    assert fb.shape == (SIZE, 321) and np.all(fb.sum(axis=1) > 0)
+    t = np.arange(RATE) / RATE
+    low, high = (log_mel(np.sin(2 * np.pi * f * t).astype(np.float32), fb) for f in (300.0, 3000.0))
+    assert low.shape == (SIZE, SIZE)
+    assert low.mean(0).argmax() < high.mean(0).argmax()  # the higher tone peaks in a higher band
+
+
+def test_npz_tasks_load_scaled_and_split(tmp_path):
+    from tinyml.search.tasks import load_task
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (100, 12, 12)).astype(np.uint8)
+    y = rng.integers(0, 3, 100)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    ds = load_task(str(tmp_path / "mine.npz"))
+    assert ds.x_train.shape[1:] == (12, 12, 1) and ds.classes == 3
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 100
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    np.savez(tmp_path / "bad.npz", x=x[:, :, :5], y=y)
+    with pytest.raises(TinymlError, match="square"):
+        load_task(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "bad2.npz", x=x, y=y.astype(np.float32))
+    with pytest.raises(TinymlError, match="integer labels"):
+        load_task(str(tmp_path / "bad2.npz"))

@@ -17,22 +17,24 @@ WILD = Path(__file__).parents[1].parent / "shared" / "models" / "wild"
 # model -> the board its QEMU validation runs on (the smallest that holds it)
 SUPPORTED = {
     "ambiq_har_conv1d": "stm32f405",
+    "ambiq_nnse_lstm_16x8_int16": "stm32f405",
     "armkws_ds_cnn_l_quantized": "stm32f405",
     "efinix_mediapipe_face_detection": "stm32f746g-disco",
     "efinix_yolo_person_detect": "stm32f405",
     "mltk_keyword_spotting_pacman_v3": "stm32f405",
     "mltk_rock_paper_scissors_int8": "stm32f405",
+    "mww_v2_vad_streaming": "stm32f405",
+    "openmv_palm_detection_full_192": "mps2-an386",
+    "tinyengine_ptq_mnist_lenet-300-100": "stm32f405",
     "tinymaix_cifar10_q": "stm32f405",
     "tinymaix_mnist_resnet_q": "stm32f405",
 }
+# float32 outputs from libm (expf/logf): newlib's and glibc's differ in the last bit now and then, so
+# in QEMU they must be within the producer's stated tolerance (docs/ops.md), on the host bit-exact
+LIBM_OUTPUTS = {"tinyengine_ptq_mnist_lenet-300-100"}
 # model -> what the one-line refusal must say (each unsupported op named, "at node" after it)
 REFUSED = {
-    "ambiq_nnse_lstm_16x8_int16": ["unsupported op CONV_2D (input is int16", "unsupported op TANH (input is int16"],
     "armkws_basic_lstm_quantized_small": ["unsupported op FILL at node model/lstm/zeros"],
-    "mww_v2_vad_streaming": ["unsupported op CALL_ONCE at node", "unsupported op VAR_HANDLE at node stream/states",
-                             "unsupported op READ_VARIABLE at node", "unsupported op ASSIGN_VARIABLE at node"],
-    "openmv_palm_detection_full_192": ["unsupported op RESIZE_BILINEAR at node"],
-    "tinyengine_ptq_mnist_lenet-300-100": ["unsupported op LOG_SOFTMAX at node 83"],
 }
 
 
@@ -65,7 +67,8 @@ def test_host_validation_is_bit_exact(name: str, capsys) -> None:
 @pytest.mark.parametrize("name", sorted(SUPPORTED))
 def test_qemu_validation_is_bit_exact(name: str, capsys) -> None:
     assert main(["validate", _model(name), "--board", SUPPORTED[name], "--inputs", "2"]) == 0
-    assert "bit-exact" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bit-exact" in out or (name in LIBM_OUTPUTS and "within the stated float tolerance" in out)
 
 
 @pytest.mark.parametrize("verb", [["analyze", "--no-tflm"], ["validate", "--target", "host"]])

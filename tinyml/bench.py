@@ -82,7 +82,7 @@ class ModelUnderTest:
     compiled: Compiled
     inputs: list[list[np.ndarray]]
     expected: list[list[np.ndarray]]
-    tflm_arena_bytes: int
+    tflm_arena_bytes: int | None  # None when the numpy reference is the oracle (sub-byte files)
 
 
 def resolve_models(names: Sequence[str], group: str | None) -> list[tuple[str, Path]]:
@@ -179,7 +179,7 @@ def run_row(m: ModelUnderTest, board: Board, kernels: str, rep: dict, extra: dic
         "flash_bytes": rep["flash_bytes"],
         "weights_bytes": rep["weights_bytes"],
         "tflm_arena_bytes": m.tflm_arena_bytes,
-        "ram_vs_tflm_arena": ram / m.tflm_arena_bytes if ram is not None else None,
+        "ram_vs_tflm_arena": ram / m.tflm_arena_bytes if ram is not None and m.tflm_arena_bytes else None,
         "anchor": dataclasses.asdict(anchor) if anchor else None,
         "instructions_vs_anchor": instr / anchor.instructions if anchor and instr is not None else None,
         "ram_vs_anchor_arena": ram / anchor.arena_bytes if anchor and ram is not None else None,

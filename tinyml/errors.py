@@ -36,10 +36,10 @@ class OpCrashed(BadModel):
 class UnsupportedOps(TinymlError):
     """The model uses ops we do not implement; lists each one with its node."""
 
-    def __init__(self, items: list[tuple[str, str]]):
+    def __init__(self, items: list[tuple[str, str]], hint: str = ""):
         self.items = items
         lines = [f"unsupported op {op} at node {node}" for op, node in items]
-        super().__init__("; ".join(lines))
+        super().__init__("; ".join(lines + ([hint] if hint else [])))
 
 
 class DoesNotFit(TinymlError):

@@ -76,6 +76,12 @@ class Tensor:
     # schedules with a streamed input): it has no arena buffer, and the
     # READ_WINDOW nodes that read it call tinyml_read_input() instead.
     streamed: bool = False
+    # State kept across inferences (a resource variable, an SVDF/LSTM state
+    # tensor): it lives in its own region outside the arena, starts as `init`
+    # and is restored to it by tinyml_reset(); only ops listing it among their
+    # `state_inputs` read or write it.
+    state: bool = False
+    init: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -151,8 +157,12 @@ class Graph:
         return out
 
     def activations(self) -> Iterator[Tensor]:
-        """Tensors computed at run time (everything that is not a constant)."""
-        return (t for t in self.tensors.values() if not t.is_const)
+        """Tensors computed at run time (everything that is neither a constant nor state)."""
+        return (t for t in self.tensors.values() if not t.is_const and not t.state)
+
+    def states(self) -> list[Tensor]:
+        """Tensors kept across inferences, in a stable order (their region's layout)."""
+        return [t for t in self.tensors.values() if t.state]
 
     def remove_unused_tensors(self) -> None:
         used = set(self.inputs) | set(self.outputs)

@@ -41,6 +41,7 @@ _TENSOR_TYPES = {
 _ARENA_ALIGN = 16  # TFLite Micro aligns both ends of the arena to 16 bytes
 _MAX_ARENA = 1 << 30
 _QUANTIZE_OPCODE = 114  # BuiltinOperator.QUANTIZE
+_RESOURCE_TYPE = 13  # TensorType.RESOURCE: a handle, no data
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ class TflmOracle:
         self.inputs = [_io_spec(self._m, int(i)) for i in (sg.inputs if sg.inputs is not None else [])]
         self.outputs = [_io_spec(self._m, int(i)) for i in (sg.outputs if sg.outputs is not None else [])]
         self.digest = hashlib.sha256(self.model).hexdigest()
+        # state kept across Invoke(): resource variables or variable tensors (streaming, recurrent)
+        self.stateful = any(t.isVariable or t.type == _RESOURCE_TYPE
+                            for s in self._m.subgraphs or [] for t in s.tensors or [])
         # Generous: every tensor (weights included) twice, so even the
         # keep-everything configuration fits on the first try.
         total = sum(_align_up(self._tensor_nbytes(t)) + 256 for t in sg.tensors)
@@ -212,18 +216,25 @@ class TflmOracle:
         return self._invoke(self._runner, inputs)
 
     def run_batch(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
-        """One inference per entry of `batch`, in order."""
+        """One inference per entry of `batch`, in order; a stateful model runs it as one
+        stream from a freshly loaded interpreter (its initial state), frame after frame."""
+        if self.stateful:
+            self._runner = None
         return [self.run(inputs) for inputs in batch]
 
-    def tensors(self, inputs: list[np.ndarray]) -> dict[int | str, np.ndarray]:
+    def tensors(self, inputs: list[np.ndarray],
+                before: list[list[np.ndarray]] | None = None) -> dict[int | str, np.ndarray]:
         """Every activation tensor after one inference, for per-layer comparison.
 
         Keys are the tensor's index in subgraph 0 and, when the name is unique
-        in the model, also its name. Constants are left out (read them from
-        the model).
+        in the model, also its name. Constants and resource handles are left
+        out (read them from the model). A stateful model runs from its initial
+        state (a fresh interpreter), after the frames `before` when given.
         """
-        if self._keeper is None:
+        if self._keeper is None or self.stateful:
             self._keeper = self._interpreter(preserve=True)
+        for frame in before or []:
+            self._invoke(self._keeper, frame)
         self._invoke(self._keeper, inputs)
         sg = self._m.subgraphs[0]
         names = [_tensor_name(t) for t in sg.tensors]
@@ -285,7 +296,7 @@ class TflmOracle:
             b = t.buffer
             return 0 < b < len(buffers) and buffers[b].data is not None and len(buffers[b].data) > 0
 
-        return [i for i, t in enumerate(sg.tensors) if not is_const(t)]
+        return [i for i, t in enumerate(sg.tensors) if not is_const(t) and t.type != _RESOURCE_TYPE]
 
     def _read_usage(self, lines: list[str]) -> ArenaUsage:
         text = "\n".join(lines)

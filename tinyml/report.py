@@ -59,6 +59,7 @@ def summary(g: Graph, plan: MemoryPlan) -> dict:
         "weights_bytes": weights_bytes(g),
         "arena_bytes": plan.arena_bytes,
         "arena_lower_bound": plan.lower_bound,
+        "state_bytes": plan.state_bytes,
         "inputs": [{"name": t, "shape": list(g[t].shape), "dtype": g[t].dtype} for t in g.inputs],
         "outputs": [{"name": t, "shape": list(g[t].shape), "dtype": g[t].dtype} for t in g.outputs],
     }

@@ -125,6 +125,7 @@ def print_summary(data: dict) -> None:
     tflm = data.get("tflm_arena_bytes")
     con.print(f"MACs {data['macs']:,} | weights {data['weights_bytes']:,} B | arena {data['arena_bytes']:,} B "
               f"(lower bound {data['arena_lower_bound']:,} B)"
+              + (f" | state {data['state_bytes']:,} B" if data.get("state_bytes") else "")
               + (f" | TFLite Micro arena {tflm:,} B" if tflm else "")
               + f" | instructions ~{data['cost']['instructions_estimate']:,} (instr ~: estimates, docs/cost_model.md)")
 

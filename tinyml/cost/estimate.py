@@ -10,8 +10,9 @@ from tinyml.cost import fast_patches
 from tinyml.cost.model import code_bytes, flash_features, layer_instructions, layer_terms, load_coefficients
 from tinyml.ir import Graph
 from tinyml.ops import get_op
+from tinyml.ops.strided_copy import COPY_CLASS
 from tinyml.schedule.lifetimes import build_buffers
-from tinyml.schedule.memory import place_greedy_by_size
+from tinyml.schedule.memory import place_greedy_by_size, state_layout
 from tinyml.schedule.patches import PatchOptions, SearchResult, schedule_patches
 
 MODES = ("fast", "exact")
@@ -46,14 +47,15 @@ class Cost:
     macs: int
     sram_available_bytes: int  # the board's RAM less its minimum stack and the stack guard (for the arena)
     flash_available_bytes: int  # the board's flash less the firmware harness around the model
+    state_bytes: int = 0  # exact: state kept across inferences, in its own region beside the arena
     layers: list[LayerCost] = field(default_factory=list)
     # exact mode: what the patch scheduler decided (its graph and memory plan), for callers that go on
     schedule: SearchResult | None = field(default=None, repr=False, compare=False)
 
     @property
     def peak_sram_bytes(self) -> int:
-        """Arena + stack estimate: the SRAM one inference touches."""
-        return self.arena_bytes + self.stack_estimate_bytes
+        """Arena + state + stack estimate: the SRAM one inference touches."""
+        return self.arena_bytes + self.state_bytes + self.stack_estimate_bytes
 
     @property
     def flash_bytes(self) -> int:
@@ -62,7 +64,7 @@ class Cost:
 
     @property
     def fits_sram(self) -> bool:
-        return self.arena_bytes <= self.sram_available_bytes
+        return self.arena_bytes + self.state_bytes <= self.sram_available_bytes
 
     @property
     def fits_flash(self) -> bool:
@@ -112,7 +114,7 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
         consts.update(weights)
         layers.append(LayerCost(i, n.op, n.name, cls, round(instr), m, sum(g[x].nbytes for x in weights),
                                 live[i] if i < len(live) else 0))
-    copy = coef["classes"].get("copy_window", {}).get("bytes", 0.0) * copy_bytes
+    copy = coef["classes"].get(COPY_CLASS, {}).get("bytes", 0.0) * copy_bytes
     total = coef["network_overhead"] + sum(x.instructions for x in layers) + copy
     return Cost(
         mode=mode, board=b.name, core=coef["core"], patches=label, arena_bytes=arena, arena_lower_bound=bound,
@@ -120,7 +122,8 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
         code_estimate_bytes=round(code_bytes(flash_features(g, terms), coef)),
         instructions_estimate=round(total), macs=round(sum(x.macs * recompute.get(x.index, 1.0) for x in layers)),
         sram_available_bytes=b.ram.size - b.min_stack_bytes - STACK_GUARD_BYTES,
-        flash_available_bytes=b.flash.size - coef["firmware_flash_bytes"], layers=layers, schedule=schedule)
+        flash_available_bytes=b.flash.size - coef["firmware_flash_bytes"], state_bytes=state_layout(g)[1],
+        layers=layers, schedule=schedule)
 
 
 @lru_cache(maxsize=16)

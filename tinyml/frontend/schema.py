@@ -128,6 +128,8 @@ OPTION_TABLES: dict[str, tuple[int, list[tuple[str, int, str, object]]]] = {
     "DepthwiseConv2DOptions": (2, [("padding", 0, PAD, 0), ("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0),
                                    ("depth_multiplier", 3, "i", 0), ("fused_activation_function", 4, ACT, 0),
                                    ("dilation_w_factor", 5, "i", 1), ("dilation_h_factor", 6, "i", 1)]),
+    "SVDFOptions": (6, [("rank", 0, "i", 0), ("fused_activation_function", 1, ACT, 0),
+                        ("asymmetric_quantize_inputs", 2, "?", False)]),
     "Pool2DOptions": (5, [("padding", 0, PAD, 0), ("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0),
                           ("filter_width", 3, "i", 0), ("filter_height", 4, "i", 0),
                           ("fused_activation_function", 5, ACT, 0)]),
@@ -166,6 +168,9 @@ OPTION_TABLES: dict[str, tuple[int, list[tuple[str, int, str, object]]]] = {
     "BatchMatMulOptions": (101, [("adj_x", 0, "?", False), ("adj_y", 1, "?", False),
                                  ("asymmetric_quantize_inputs", 2, "?", False)]),
     "GeluOptions": (116, [("approximate", 0, "?", False)]),
+    # read by frontend/variables.py (strings and a subgraph index, not IR attrs)
+    "CallOnceOptions": (103, []),
+    "VarHandleOptions": (111, []),
 }
 
 # Which options table each builtin op carries. Ops not listed have no options
@@ -184,7 +189,7 @@ OP_OPTIONS: dict[str, str] = {
     "SPLIT": "SplitOptions", "SPLIT_V": "SplitVOptions", "CAST": "CastOptions", "ARG_MAX": "ArgMaxOptions",
     "ARG_MIN": "ArgMinOptions", "TRANSPOSE_CONV": "TransposeConvOptions", "SHAPE": "ShapeOptions",
     "PACK": "PackOptions", "UNPACK": "UnpackOptions", "LEAKY_RELU": "LeakyReluOptions",
-    "MIRROR_PAD": "MirrorPadOptions", "BATCH_MATMUL": "BatchMatMulOptions", "GELU": "GeluOptions",
+    "MIRROR_PAD": "MirrorPadOptions", "SVDF": "SVDFOptions", "BATCH_MATMUL": "BatchMatMulOptions", "GELU": "GeluOptions",
 }
 
 # Attributes that count something (strides, window sizes, dilations): a value

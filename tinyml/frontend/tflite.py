@@ -6,9 +6,11 @@ and any inconsistency raises `BadModel` with one line saying what is wrong.
 Reading never imports TensorFlow: the flatbuffer is walked by `flatbuf`, a
 bounds-checked reader, with field ids from `schema`.
 
-Only subgraph 0 (the model's entry point) becomes the Graph; the rest of the
-file (other subgraphs, buffers, metadata, signatures) is still walked so a
-truncated or corrupted file is rejected as a whole rather than half-trusted.
+Only subgraph 0 (the model's entry point) becomes the Graph, its resource
+variables state tensors (frontend/variables.py, which reads the init subgraph
+CALL_ONCE runs); the rest of the file (other subgraphs, buffers, metadata,
+signatures) is still walked so a truncated or corrupted file is rejected as a
+whole rather than half-trusted.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 from tinyml.errors import BadModel, UnsupportedOps, show
 from tinyml.frontend import bits_meta, schema as S
 from tinyml.frontend.flatbuf import FlatBuffer, Table, TableVector
+from tinyml.frontend.variables import lower_resource_variables, refuse_unsupported_state
 from tinyml.ir import Graph, Node, Quant, Tensor
 from tinyml.ops import OPS
 
@@ -126,7 +129,7 @@ class _Reader:
         self._check_extras(raw)
         for i in range(len(self.buffers)):
             self._buffer(i)
-        return self._to_graph(raw[0])
+        return self._to_graph(raw[0], raw)
 
     # ---- raw structure -------------------------------------------------
     def _opcode(self, t: Table) -> str:
@@ -240,12 +243,13 @@ class _Reader:
         return self._buffer_cache[i]
 
     # ---- subgraph 0 -> IR --------------------------------------------------
-    def _to_graph(self, sg: _RawSubgraph) -> Imported:
+    def _to_graph(self, sg: _RawSubgraph, raw: list[_RawSubgraph]) -> Imported:
         if not sg.ops:
             raise BadModel("malformed model: the main subgraph has no operators")
         if not sg.outputs:
             raise BadModel("malformed model: the main subgraph has no outputs")
-        self._refuse_state(sg)
+        sg = lower_resource_variables(sg, raw, self.opcodes, lambda b: len(self._buffer(b) or b""))
+        refuse_unsupported_state(sg, self.opcodes)
         # Graph inputs and outputs claim their names first: users see those.
         used = list(dict.fromkeys(sg.inputs + sg.outputs + sorted(
             {i for op in sg.ops for i in op.inputs + op.outputs if i >= 0})))
@@ -261,37 +265,6 @@ class _Reader:
             bits_meta.apply(g, bits_meta.decode(self._buffer(self.bits_buffer), len(sg.tensors)), names)
         _check_order(g)
         return Imported(g, {name: i for i, name in names.items()})
-
-    def _refuse_state(self, sg: _RawSubgraph) -> None:
-        """Raise UnsupportedOps when an operator touches state or a type the IR has no room for.
-
-        Such a model (resource variables, variable state tensors of LSTM/SVDF,
-        float16 or string tensors) is well formed and TFLite Micro may run it;
-        it is refused by naming its operators, every one tinyml lacks
-        listed with them, rather than failing later on a tensor the IR cannot
-        hold or a state tensor no node writes.
-        """
-        items, stateful = [], False
-        for k, op in enumerate(sg.ops):
-            name = self.opcodes[op.opcode]
-            why = None
-            for i in (i for i in op.inputs + op.outputs if i >= 0):
-                t = sg.tensors[i]
-                type_name, dtype = S.TENSOR_TYPES.get(t.type_code, (f"type {t.type_code}", None))
-                label = show(t.name, 40) or f"#{i}"
-                if dtype is None:
-                    why = f"tensor {label} has type {type_name}"
-                elif t.variable:
-                    why = f"tensor {label} is a variable (state kept across invocations)"
-                if why:
-                    break
-            stateful = stateful or why is not None
-            if name not in OPS or why is not None:
-                out = sg.tensors[op.outputs[0]].name if op.outputs else ""
-                node = show(out) or (f"tensor{op.outputs[0]}" if op.outputs else f"operator {k}")
-                items.append((name if name not in OPS else f"{name} ({why})", node))
-        if stateful:
-            raise UnsupportedOps(items)
 
     def _tensor(self, r: _RawTensor, i: int) -> Tensor:
         label = show(r.name) or f"#{i}"
@@ -315,6 +288,11 @@ class _Reader:
             t.dtype = "int8"
         if r.quant is not None:
             t.quant = _quant(r.quant, t, what)
+        if r.variable:
+            # State: the value an init subgraph assigns, else the zero point TFLite Micro resets it to.
+            zp = t.quant.zp if t.quant is not None and t.dtype in ("int8", "int16") else 0
+            t.state, t.data = True, None
+            t.init = _decode(buf, t, what) if buf is not None else np.full(t.shape, zp, dtype=t.np_dtype)
         return t
 
     @staticmethod
@@ -326,13 +304,15 @@ class _Reader:
 
     def _node(self, op: _RawOp, names: dict[int, str], k: int) -> Node:
         name = self.opcodes[op.opcode]
-        if not op.outputs:
+        writes_state = name in OPS and OPS[name].writes_state
+        if not op.outputs and not writes_state:
             raise BadModel(f"malformed model: operator {k} ({name}) has no outputs")
         if op.inputs and op.inputs[0] < 0 and not name.startswith("CUSTOM:"):
             # Only trailing operands (bias, constant values...) of builtin ops are optional.
             raise BadModel(f"malformed model: operator {k} ({name}) lacks its first input")
         node = Node(op=name, inputs=[names[i] if i >= 0 else None for i in op.inputs],
-                    outputs=[names[i] for i in op.outputs], name=names[op.outputs[0]])
+                    outputs=[names[i] for i in op.outputs],
+                    name=names[op.outputs[0]] if op.outputs else f"{names[op.inputs[0]]}/{name.lower()}")
         node.attrs = _options(op, name, f"operator {k} ({name})")
         return node
 
@@ -451,11 +431,11 @@ def _check_order(g: Graph) -> None:
             raise BadModel(f"malformed model: graph input {show(name)} is a constant")
     for n in g.nodes:
         for i in n.inputs:
-            if i is not None and i not in ready and not g[i].is_const:
+            if i is not None and i not in ready and not g[i].is_const and not g[i].state:
                 raise BadModel(f"malformed model: node {show(n.name)} ({n.op}) reads {show(i)} "
                                f"before any earlier node computes it")
         for o in n.outputs:
-            if o in ready or g[o].is_const:
+            if o in ready or g[o].is_const or g[o].state:
                 raise BadModel(f"malformed model: node {show(n.name)} ({n.op}) writes {show(o)}, "
                                f"which is already a graph input, a constant or another node's output")
             ready.add(o)

@@ -23,6 +23,7 @@ from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier
 from tinyml.fixedpoint import rdbpot, srdhm, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops import sigmoid16, softmax16
 from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.elementwise import Arith, BinaryOp, byte_codes, emit_lut, per_tensor_reason
 from tinyml.ops.quantized import activation_range, int8_per_tensor
@@ -190,9 +191,12 @@ class LutOp(Op):
         emit_lut(ctx, n.inputs[0], n.outputs[0], table)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """A table lookup per element, whatever the function."""
+        """A table lookup per element, whatever the function; one kernel per (input, output) C type
+        (an unsigned input needs no sign extension: another class)."""
         x, y = _io(g, n)
-        return bit_class("lut", x, y), {"call": 1, "out": y.size}
+        both8 = x.bits == y.bits == 8
+        cls = "lut" if not both8 or x.dtype == y.dtype == "int8" else f"lut_{x.dtype}_{y.dtype}"
+        return bit_class(cls, x, y), {"call": 1, "out": y.size}
 
 
 def _io(g: Graph, n: Node) -> tuple[Tensor, Tensor]:
@@ -277,14 +281,36 @@ def _q4_params(scale: np.float32) -> tuple[int, int, int]:
 
 
 class _Sigmoidal(LutOp):
+    """int8 as a table of gemmlowp's fixed-point function; int16 (16x8 mode) in sigmoid16.py."""
+
+    in_dtypes = ("int8", "int16")
+    out_dtypes = ("int8", "int16")
     integer_output_shift: ClassVar[int]
     output_offset: ClassVar[int]
 
     def fn(self, a: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def reason(self, g: Graph, n: Node) -> str | None:
+        if g[n.inputs[0]].dtype == "int16":
+            return sigmoid16.reason(g, n)
+        if g[n.outputs[0]].dtype != "int8":
+            return "output is int16, expected int8 like the input"
+        return self.reason8(g, n)
+
+    def reason8(self, g: Graph, n: Node) -> str | None:
+        return None
+
+    def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
+        if g[n.inputs[0]].dtype == "int16":
+            sigmoid16.emit(g, n, ctx)
+        else:
+            super().emit(g, n, ctx)
+
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         xi = g[n.inputs[0]]
+        if xi.dtype == "int16":
+            return sigmoid16.values(self.name, g, n, x)
         q, shift, radius = _q4_params(_scale(xi))
         v = x - xi.quant.zp
         inner = np.clip(v, -radius + 1, radius - 1) if radius > 0 else v  # the saturated ones are replaced below
@@ -304,7 +330,7 @@ class Logistic(_Sigmoidal):
     def fn(self, a: np.ndarray) -> np.ndarray:
         return fixed_logistic(a, 4)
 
-    def reason(self, g: Graph, n: Node) -> str | None:
+    def reason8(self, g: Graph, n: Node) -> str | None:
         if g[n.outputs[0]].quant.zp != -128:
             return "LOGISTIC output zero point must be -128 (TFLite Micro refuses others)"
         return None
@@ -425,9 +451,13 @@ class Softmax(Op):
         if len(n.inputs) != 1 or len(n.outputs) != 1:
             return "expects one input and one output"
         x, y = _io(g, n)
-        if why := int8_per_tensor(x, "input"):
+        if x.dtype == "int16":  # 16x8 mode
+            why = per_tensor_reason(x, "input") or per_tensor_reason(y, "output") or softmax16.reason(g, n)
+            if why:
+                return why
+        elif why := int8_per_tensor(x, "input"):
             return why
-        if y.dtype == "int8":
+        elif y.dtype == "int8":
             if y.quant is None or y.quant.zp != -128 or _scale(y) != np.float32(1.0 / 256):
                 return "int8 SOFTMAX output must have scale 1/256 and zero point -128"
         elif y.dtype == "int16":
@@ -439,6 +469,8 @@ class Softmax(Op):
             return "input and output shapes differ"
         if x.shape[-1] > SOFTMAX_MAX_DEPTH:
             return f"softmax over {x.shape[-1]} > {SOFTMAX_MAX_DEPTH} values overflows TFLite Micro's sum"
+        if x.dtype == "int16":
+            return None
         try:
             softmax_input_scaling(n.attrs.get("beta", 1.0), _scale(x))
         except ValueError as e:
@@ -450,6 +482,10 @@ class Softmax(Op):
 
     def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x, y = _io(g, n)
+        if x.dtype == "int16":
+            mult, shift = softmax16.input_scaling(n.attrs.get("beta", 1.0), _scale(x))
+            out = softmax16.rows(np.asarray(inputs[0]).reshape(-1, x.shape[-1]), mult, shift)
+            return [out.astype(np.int16).reshape(y.shape)]
         table = softmax_exp_table(n.attrs.get("beta", 1.0), _scale(x))
         rows = np.asarray(inputs[0]).reshape(-1, x.shape[-1])
         out = softmax_rows(rows, table, 8 * y.np_dtype.itemsize)
@@ -457,6 +493,9 @@ class Softmax(Op):
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         x, y = _io(g, n)
+        if x.dtype == "int16":
+            softmax16.emit(g, n, ctx)
+            return
         table = softmax_exp_table(n.attrs.get("beta", 1.0), _scale(x)).astype(np.int32)
         fn = ctx.kernel("softmax.c.j2", ty=ctype(y.dtype), out_bits=8 * y.np_dtype.itemsize)
         depth = x.shape[-1]

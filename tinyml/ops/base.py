@@ -1,7 +1,8 @@
 """The contract every operator implements, and the registry that holds them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
 
 import numpy as np
 
@@ -32,6 +33,14 @@ class Op:
     # (WRITE_WINDOW of a patch schedule): the planner gives both one buffer,
     # and unlike an alias emit() does write. Input 0 must die at this node.
     updates_input: ClassVar[bool] = False
+    # Inputs that are state tensors (Tensor.state: kept across inferences,
+    # outside the arena): the frontend accepts a variable tensor only there,
+    # and nodes touching one state tensor keep their relative order
+    # (schedule/order.py). With `writes_state` the kernel (and the reference,
+    # on the array it is handed) overwrites them in place, so the node is
+    # kept even when none of its outputs is used (passes/cleanup.py).
+    state_inputs: ClassVar[tuple[int, ...]] = ()
+    writes_state: ClassVar[bool] = False
 
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         """Inputs whose buffer the output may overwrite, in order of preference.
@@ -55,6 +64,10 @@ class Op:
     # True when the int8 kernel clamps its requantized result to `fused_activation_function`'s
     # range: passes/fuse.py folds a following standalone RELU/RELU6 into it.
     fuses_activation: ClassVar[bool] = False
+    # True when the kernel reads and writes 4-bit activation tensors packed two per byte
+    # (Tensor.bits 4; firmware_templates/kernels/_int8.j2's cursor/at/put); frontend/check.py
+    # refuses 4-bit activations on every other op. Alias ops qualify with equal widths.
+    subbyte_io: ClassVar[bool] = False
 
     def sliding_window(self, g: Graph, n: Node) -> "Window | None":
         """The window this node slides over input 0 (conv, depthwise, pooling), else None.
@@ -69,6 +82,13 @@ class Op:
         name, so passes/fuse.py may fold it (asked once fuse.py has checked equal int8 quantization;
         tinyml/quantize/prepare.py asks it of float graphs, whose tensors have no quantization)."""
         return False
+
+    def float_tolerance(self, g: Graph, n: Node) -> tuple[float, float] | None:
+        """(atol, rtol) within which this node's float32 outputs agree with TFLite Micro's, or None
+        when they agree bit for bit. Only kernels calling libm (whose expf/logf differ in the last
+        bit between C libraries) state one; validation then accepts |ours - theirs| <= atol + rtol*|theirs|
+        on graph outputs this node produces (docs/ops.md lists each)."""
+        return None
 
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
         """Estimated instructions per input pixel and per output pixel (an estimate, not a measure).
@@ -136,6 +156,7 @@ def copy_terms(t: Tensor) -> dict[str, float]:
     return {"call": 1, "bytes": t.nbytes, "runs": t.size // max(row, 1)}
 
 
+@lru_cache(maxsize=1024)  # per window geometry: cost_terms asks on every estimate call
 def border_pixels(w: "Window") -> int:
     """Output pixels whose window reaches into the padding (the kernels' slower border path)."""
     def edge(out: int, stride: int, pad: int, k: int, size: int) -> int:
@@ -147,8 +168,49 @@ def border_pixels(w: "Window") -> int:
     return w.out_h * w.out_w - (w.out_h - rows) * (w.out_w - cols)
 
 
+@lru_cache(maxsize=1024)
+def inside_taps(w: "Window") -> tuple[int, int]:
+    """Window rows and columns inside the input (not in the padding), each summed over the output
+    rows / columns: a window's taps inside are rows x columns, and their sum over all output pixels
+    the product of the two sums."""
+    def inside(out: int, stride: int, pad: int, k: int, dil: int, size: int) -> int:
+        return sum(1 for o in range(out) for t in range(k) if 0 <= o * stride - pad + t * dil < size)
+
+    return (inside(w.out_h, w.stride_h, w.pad_top, w.k_h, w.dil_h, w.in_h),
+            inside(w.out_w, w.stride_w, w.pad_left, w.k_w, w.dil_w, w.in_w))
+
+
+def per_channel_scales(t: Tensor) -> bool:
+    """Whether a weights tensor's scales differ per output channel (the kernels then read a
+    multiplier and shift per channel instead of literals)."""
+    q = t.quant
+    return q is not None and q.scale.size > 1 and bool(np.any(q.scale != q.scale.flat[0]))
+
+
+T = TypeVar("T")
+_REMEMBERED: dict[tuple, tuple[tuple, object]] = {}
+REMEMBER_MAX = 512  # entries: the weights of a dozen MobileNet-size graphs, not a whole search's
+
+
+def remembered(arrays: tuple, key: tuple, decide: Callable[[], T]) -> T:
+    """decide(), remembered for these constant arrays (by identity; the memo keeps them alive so an
+    id is never reused while remembered) and key: cost_terms asks the same question of the same
+    weights (do they pack, can the accumulator overflow) on every estimate call of a search."""
+    k = (*map(id, arrays), *key)
+    hit = _REMEMBERED.get(k)
+    if hit is not None and all(a is b for a, b in zip(hit[0], arrays)):
+        return hit[1]  # type: ignore[return-value]
+    if len(_REMEMBERED) >= REMEMBER_MAX:
+        _REMEMBERED.clear()
+    value = decide()
+    _REMEMBERED[k] = (arrays, value)
+    return value
+
+
 def output_channels(g: Graph, n: Node) -> int:
-    """The innermost dimension of the node's first output (1 for a scalar)."""
+    """The innermost dimension of the node's first output (1 for a scalar or no output)."""
+    if not n.outputs:
+        return 1
     y = g[n.outputs[0]]
     return y.shape[-1] if y.shape else 1
 

@@ -6,21 +6,29 @@ runs. Per-tensor filters use the per-channel path with one broadcast scale.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, pack_rows, pair_bias, padded, padded_bias
+from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, per_channel_scales, register, remembered
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.dsp_pack import (
+    NIBBLE_SUM_LIMIT,
+    DspRequant,
+    acc_bound,
+    pack_nibble_pairs,
+    pack_row_pairs,
+    pack_rows,
+    pair_bias,
+    padded,
+    padded_bias,
+)
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
     filter_window,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -34,6 +42,7 @@ class Conv2D(Op):
     name = "CONV_2D"
     accepts_explicit_padding = True
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return filter_window(g, n)
@@ -44,7 +53,7 @@ class Conv2D(Op):
         return 0.0, output_channels(g, n) * per_out * (1.6 if cin_g < 4 else 1.0)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -57,8 +66,7 @@ class Conv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 0) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 0, (1, 2, 3))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -82,11 +90,11 @@ class Conv2D(Op):
                 acc[..., gi * per_group:(gi + 1) * per_group] += xs @ ws.T
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
-        return int(np.prod(y.shape)) * int(np.prod(wt.shape[1:]))
+        return math.prod(y.shape) * math.prod(wt.shape[1:])
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
         """The DSP GEMM's widened windows: GEMM_PIXELS pixels x depth padded to 4, int16.
@@ -94,7 +102,7 @@ class Conv2D(Op):
         Reserved whatever the target (the plan does not depend on it); cores
         without the DSP extension leave it unused.
         """
-        if not dsp_shape(g, n):
+        if not dsp_shape(g, n) or is_16x8(g, n):
             return 0
         return GEMM_PIXELS * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
 
@@ -106,17 +114,22 @@ class Conv2D(Op):
         output (tinyml/schedule/inplace.py) and the same holds. The DSP GEMM
         widens all pixels of a block before writing any, and the plain kernel
         reads each pixel from a scratch copy (`stash`)."""
-        return (0,) if in_place_shape(g, n) else ()
+        return (0,) if in_place_shape(g, n) and not is_16x8(g, n) and g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8 \
+            else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         cout, k_h, k_w, cin_g = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=False, cin=x.shape[3], cin_g=cin_g, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        if ctx.target.dsp and bits == 8 and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        io8 = x.bits == g[n.outputs[0]].bits == 8
+        if ctx.target.dsp and io8 and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
@@ -124,34 +137,56 @@ class Conv2D(Op):
             needs_border=w.has_padding,
             overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)), bits=bits,
         )
-        stash = in_place_shape(g, n)
+        stash = in_place_shape(g, n) and io8
         fn = ctx.kernel(
             "conv2d.c.j2", dsp=False, win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
             in_offset=in_off, p=args.params, signature=args.signature(), stash=stash, wbits=bits,
+            xbits=x.bits, ybits=g[n.outputs[0]].bits,
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """DSP GEMM by filter shape (first layers with 1-3 input channels apart), else the C loop; each
-        output pixel's window is widened once (`window` values), then every output channel uses it."""
+        """The kernel emit picks on a DSP core and its loops. The DSP GEMM (first layers with 1-3
+        input channels a class apart) runs blocks of GEMM_PIXELS pixels (a short last block repeats
+        a pixel) against pairs of output rows, GEMM `steps` of 4 taps each; per block and pair a
+        requantization of 6 outputs (`pair_blocks`; `_pc`: per-channel multipliers read from the
+        weights stream); each pixel slot widens its window once (by words when kw x cin is a
+        multiple of 4, else tap by tap; `window_rows` rows of it), windows reaching into the padding
+        through the border function (`border_px` calls, by words when cin is a multiple of 4). Small
+        layers (`wide`) keep int16 weights, 4-bit ones nibble pairs (a class of their own by width).
+        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow,
+        16x8) the C loop, per output element and MAC."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
-        if not dsp_shape(g, n):
-            cls = "conv_grouped"
-        elif cin_g <= 3:
-            cls = "conv_first"
-        else:
-            cls = "conv_gemm"
-        px = y.size // cout
+        if is_16x8(g, n):
+            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         w = window(g, n, k_h, k_w)
-        # a window row of whole words is widened four taps at a time, else tap by tap (first layers);
-        # windows reaching into the padding go through a border function, by words when the channels allow
+        border = border_pixels(w) * w.batch
+        variant, per_channel = dsp_variant(g, n)
+        if variant is None:
+            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size,
+                                                     "px": y.size // cout, "border_px": border}
+        npix = w.out_h * w.out_w
+        blocks = w.batch * -(-npix // GEMM_PIXELS)
+        pair_blocks = blocks * -(-cout // 2)
+        slots = blocks * GEMM_PIXELS
+        # the short last block repeats the last pixel: through the border function again if it is a border pixel
+        iy, ix = (w.out_h - 1) * w.stride_h - w.pad_top, (w.out_w - 1) * w.stride_w - w.pad_left
+        if min(iy, ix) < 0 or iy > w.in_h - k_h or ix > w.in_w - k_w:
+            border += slots - w.batch * npix
+        full = slots - border
+        pointwise = (k_h, k_w, w.stride_h, w.stride_w) == (1, 1, 1, 1) and not w.has_padding and cin_g % 4 == 0
+        depth = k_h * k_w * cin_g
+        pc = "_pc" if per_channel else ""
+        steps = "wide_steps" if variant == "wide" else "steps"
         widen = "window" if k_w * cin_g % 4 == 0 else "window_taps"
-        border = "border_window" if cin_g % 4 == 0 else "border_taps"
-        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "px": px,
-                                          widen: px * k_h * k_w * cin_g,
-                                          border: border_pixels(w) * w.batch * k_h * k_w * cin_g}
+        cls = "conv_first" if cin_g <= 3 else "conv_gemm"
+        return bit_class(cls, x, wt, y), {
+            "call": 1, steps: pair_blocks * -(-depth // 4), f"pair_blocks{pc}": pair_blocks,
+            "pointwise_slots" if pointwise else "slots": slots,
+            widen: full * depth, "window_rows": full * k_h, "border_px": border,
+            "border_window" if cin_g % 4 == 0 else "border_taps": border * depth}
 
 
 # Output pixels per DSP GEMM block: the most whose accumulators (two per row
@@ -174,6 +209,31 @@ def dsp_shape(g: Graph, n: Node) -> bool:
         and n.attrs.get("dilation_w_factor", 1) == 1
 
 
+def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
+    """Which kernel emit runs on a DSP core: "wide" (the DSP GEMM with int16 weights), "pairs" (int8
+    row pairs), "nibbles" (4-bit weights), or None (the C loop); and whether the requantization is per channel. Decided on
+    the weights as emit decides, remembered per weights array (a search asks again on every call)."""
+    wt, x = g[n.inputs[1]], g[n.inputs[0]]
+    bias = g[n.inputs[2]].data if len(n.inputs) > 2 and n.inputs[2] is not None else None
+
+    def decide() -> tuple[str | None, bool]:
+        pc = per_channel_scales(wt)
+        w = wt.data.astype(np.int8)
+        in_off = -x.quant.zp
+        if wt.bits not in (8, 4) or not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
+            return None, pc
+        xmax = max(abs(-128 + in_off), abs(127 + in_off))
+        if wt.bits == 4:  # nibble pairs (their own class by bit width)
+            return ("nibbles" if acc_bound(w.reshape(w.shape[0], -1), None, xmax) < NIBBLE_SUM_LIMIT else None), pc
+        if w.size <= WIDE_MAX_BYTES:
+            return "wide", pc
+        return ("pairs" if pack_row_pairs(w.reshape(w.shape[0], -1), 2, xmax) is not None else None), pc
+
+    return remembered((wt.data, bias, wt.quant.scale if wt.quant else None),
+                      ("conv", wt.bits, x.quant.zp, x.shape[3], n.attrs.get("dilation_h_factor", 1),
+                       n.attrs.get("dilation_w_factor", 1)), decide)
+
+
 def in_place_shape(g: Graph, n: Node) -> bool:
     """1x1, stride 1, no padding, one group (see inplace_inputs)."""
     wt = g[n.inputs[1]]
@@ -194,8 +254,15 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
     pairs = padded(cout, 2) // 2
-    wide = rows.size <= WIDE_MAX_BYTES
-    if wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
+    nib = g[n.inputs[1]].bits == 4
+    wide = rows.size <= WIDE_MAX_BYTES and not nib
+    if nib:  # one word per 4 taps of a row pair; the accumulators hold 4096 x the sums
+        if acc_bound(rows, None, xmax) >= NIBBLE_SUM_LIMIT:
+            return False
+        packed = pack_nibble_pairs(rows)
+        head, trailer = [padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale,
+                                     2 * pairs).reshape(pairs, 2)], []
+    elif wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
         packed = pack_rows(rows.astype(np.int16) * r.scale, 2).reshape(pairs, groups4, 2, 2).transpose(0, 1, 3, 2)
         biases = padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale, 2 * pairs).reshape(pairs, 2)
         head, trailer = [biases], []
@@ -215,7 +282,7 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
-        pointwise=pointwise, wide=wide, r=r.params(),
+        pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True} if nib else {}),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),

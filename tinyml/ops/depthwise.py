@@ -5,25 +5,22 @@ channel oc = ic * multiplier + m. Per-channel scales are on axis 3.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
+from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register, remembered
 from tinyml.ops.dsp_pack import DspRequant
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
 from tinyml.ops.quantized import (
     Window,
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -41,6 +38,7 @@ class DepthwiseConv2D(Op):
     name = "DEPTHWISE_CONV_2D"
     accepts_explicit_padding = True
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return filter_window(g, n)
@@ -51,7 +49,7 @@ class DepthwiseConv2D(Op):
         return 7.7 * g[n.inputs[0]].shape[-1], output_channels(g, n) * (2 + 2.1 * k_h * k_w)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -68,8 +66,7 @@ class DepthwiseConv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 3) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 3, (0, 1, 2))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -88,11 +85,11 @@ class DepthwiseConv2D(Op):
             acc += np.repeat(view, mult, axis=3) * wt[0, ky, kx]
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
-        return int(np.prod(y.shape)) * wt.shape[1] * wt.shape[2]
+        return math.prod(y.shape) * wt.shape[1] * wt.shape[2]
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
         plane = channel_plane(g, n)
@@ -108,6 +105,9 @@ class DepthwiseConv2D(Op):
         _, k_h, k_w, cout = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=True, cin=x.shape[3], cin_g=1, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         channel_major = np.ascontiguousarray(wt[0].transpose(2, 0, 1))  # [oc][ky][kx]
@@ -123,6 +123,7 @@ class DepthwiseConv2D(Op):
         fn = ctx.kernel(
             "depthwise_conv2d.c.j2", win=w, cin=x.shape[3], cout=cout, mult=depth_multiplier(g, n),
             in_offset=in_off, p=args.params, signature=args.signature(), plane=None, wbits=g[n.inputs[1]].bits,
+            xbits=x.bits, ybits=g[n.outputs[0]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -160,25 +161,33 @@ class DepthwiseConv2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """Per-channel plane kernel by window and stride (it copies each input plane once), else the
-        generic loop (dilation, or sums that could leave int32)."""
+        """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
+        bytes), each channel's rows copied in by 4 pixels and single ones, per-channel constants
+        (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
+        odd last pixel a whole step), a requantization per output; with depth multiplier M one
+        plane copy per input channel serves M output channels. Else the generic loop (dilation,
+        16x8, sums that could leave int32): per output its requantization, the window rows and
+        taps inside the input."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if channel_plane(g, n) is None:
-            cls = "dw_generic"
-        elif k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2):
-            cls = f"dw_{k_h}x{k_w}_s{w.stride_h}"
-        else:
-            cls = "dw_other"
-        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size, "ch": cout,
-                 "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
-        if cls != "dw_generic":  # the plane kernel's loops: input rows copied, output rows, pixel steps
-            pixels = pair_schedule(k_h, k_w, w.stride_w).pixels if w.out_w >= 2 else 1
-            rows = w.batch * cout * w.out_h
-            terms.update(copy_rows=w.batch * x.shape[3] * min(w.in_h, (w.out_h - 1) * w.stride_h + k_h - w.pad_top),
-                         rows=rows, steps=rows * -(-w.out_w // pixels))
-        return bit_class(cls, x, wt, y), terms
+        if channel_plane(g, n) is None:  # the generic loop (16x8 is a class by width)
+            rows_in, cols_in = inside_taps(w)
+            return bit_class("dw_generic", x, wt, y), {"call": 1, "out": y.size,
+                                                       "taps": w.batch * cout * rows_in * cols_in,
+                                                       "rows": w.batch * cout * rows_in * w.out_w}
+        cls = f"dw_{k_h}x{k_w}_s{w.stride_h}" if k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2) \
+            else "dw_other"
+        schedule = pair_schedule(k_h, k_w, w.stride_w)
+        h, pw = (w.out_h - 1) * w.stride_h + k_h, (w.out_w - 1) * w.stride_w + k_w
+        copy_h, copy_w = max(0, min(w.in_h, h - w.pad_top)), max(0, min(w.in_w, pw - w.pad_left))
+        planes, copies = w.batch * cout, w.batch * x.shape[3]
+        rows = planes * w.out_h
+        pixels = schedule.pixels if w.out_w >= 2 else 1
+        return bit_class(cls, x, wt, y), {
+            "call": 1, "fill": h * pw + 4 * schedule.per_row, "ch": planes, "copy_rows": copies * copy_h,
+            "copy_quads": copies * copy_h * (copy_w // 4), "copy_singles": copies * copy_h * (copy_w % 4),
+            "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
 
 
 @dataclass(frozen=True)
@@ -212,20 +221,27 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if w.dil_h != 1 or w.dil_w != 1:
-        return None
-    taps_w = wt.data.reshape(-1, cout).astype(np.int64)
-    bias = bias_of(g, n)
-    folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
-    bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
-    if np.any(bound >= 2**31):
-        return None
-    h = (w.out_h - 1) * w.stride_h + k_h
-    pw = (w.out_w - 1) * w.stride_w + k_w
-    copy_h = max(0, min(w.in_h, h - w.pad_top))
-    copy_w = max(0, min(w.in_w, pw - w.pad_left))
-    slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
-    return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32), int(bound.max()))
+    if w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits < 8 or g[n.outputs[0]].bits < 8:
+        return None  # (4-bit activations: the generic kernel reads and writes them packed)
+    bias_t = n.inputs[2] if len(n.inputs) > 2 else None
+
+    def plane() -> Plane | None:
+        taps_w = wt.data.reshape(-1, cout).astype(np.int64)
+        bias = bias_of(g, n)
+        folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
+        bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
+        if np.any(bound >= 2**31):
+            return None
+        h = (w.out_h - 1) * w.stride_h + k_h
+        pw = (w.out_w - 1) * w.stride_w + k_w
+        copy_h = max(0, min(w.in_h, h - w.pad_top))
+        copy_w = max(0, min(w.in_w, pw - w.pad_left))
+        slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
+        return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32),
+                     int(bound.max()))
+
+    # the planner's in-place rule asks on every estimate call of a search: once per weights array
+    return remembered((wt.data, None if bias_t is None else g[bias_t].data), ("plane", int(x.quant.zp), w), plane)
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,47 @@ def acc_bound(w: np.ndarray, bias: np.ndarray | None, xmax: int) -> int:
     if bias is not None:
         b = b + np.abs(bias.astype(np.int64))
     return int(b.max()) if b.size else 0
+
+
+# |sum| the nibble kernels can take: they accumulate 4096 x the sum in 32 bits.
+NIBBLE_SUM_LIMIT = 1 << 19
+
+
+def pack_nibble_pairs(w: np.ndarray) -> np.ndarray:
+    """[rows, depth] int4 weights -> int32 words [row pair][group of 4 taps], one word per group.
+
+    Nibble positions (0 lowest) of the word for rows e = 2k, o = 2k + 1 and taps t0..t3:
+    3, 7: e[t0], e[t2]; 2, 6: o[t0], o[t2]; 1, 5: e[t1], e[t3]; 0, 4: o[t1], o[t3]. Shifted
+    left by 0, 4, 8 and 12 bits and ANDed with 0xF000F000, the word gives the (t0, t2) and
+    (t1, t3) pairs of each row times 4096 in the int16 halves SMLAD reads against the
+    (x0, x2) and (x1, x3) pairs SXTAB16 makes (kernels/_conv_dsp.j2, `nib`).
+    """
+    rows, depth = w.shape
+    rp, dp = padded(rows, 2), padded(depth, 4)
+    full = np.zeros((rp, dp), np.int64)
+    full[:rows, :depth] = w
+    e = full[0::2].reshape(rp // 2, dp // 4, 4) & 0xF
+    o = full[1::2].reshape(rp // 2, dp // 4, 4) & 0xF
+    placed = [(e[..., 0], 3), (e[..., 2], 7), (o[..., 0], 2), (o[..., 2], 6),
+              (e[..., 1], 1), (e[..., 3], 5), (o[..., 1], 0), (o[..., 3], 4)]
+    word = sum(v << (4 * pos) for v, pos in placed)
+    return word.astype(np.uint32).view(np.int32)
+
+
+def pack_nibble_quads(w: np.ndarray) -> np.ndarray:
+    """[rows, depth] int4 weights (depth a multiple of 4) -> int32 words [block of 4 rows][group of 4
+    inputs][2]: word 0 holds inputs 0 and 2, word 1 inputs 1 and 3, one per int16 half.
+
+    Within a half, nibble k is row k of the block: rows 0-2 offset by +8 (unsigned 0..15), row 3
+    signed at the top. SMLAD of the (x0, x2) / (x1, x3) pairs against the word ANDed with
+    0x000F000F, 0x00FF00FF, 0xF000F000 and the raw word gives sums from which each row's dot
+    product follows exactly (kernels/_fc_dsp.j2, `nib`); the +8 costs 8 x sum(x) per row.
+    """
+    rows, depth = w.shape
+    full = np.zeros((padded(rows, 4), depth), np.int64)
+    full[:rows] = w
+    q = full.reshape(-1, 4, depth // 4, 4)  # block, row, group, input
+    nib = np.concatenate([q[:, :3] + 8, q[:, 3:] & 0xF], axis=1)
+    half = sum(nib[:, k] << (4 * k) for k in range(4))  # block, group, input: one int16 half each
+    words = np.stack([half[..., 0] | (half[..., 2] << 16), half[..., 1] | (half[..., 3] << 16)], axis=-1)
+    return words.astype(np.uint32).view(np.int32).reshape(-1)

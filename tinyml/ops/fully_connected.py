@@ -13,18 +13,23 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, Op, output_channels, register
-from tinyml.ops.dsp_pack import DspRequant, acc_bound, pack_row_pairs, padded, padded_bias
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.dsp_pack import (
+    NIBBLE_SUM_LIMIT,
+    DspRequant,
+    acc_bound,
+    pack_nibble_quads,
+    pack_row_pairs,
+    padded,
+    padded_bias,
+)
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
+    Window,
 )
 
 
@@ -32,12 +37,13 @@ from tinyml.ops.quantized import (
 class FullyConnected(Op):
     name = "FULLY_CONNECTED"
     fuses_activation = True
+    subbyte_io = True
 
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
         return 0.0, output_channels(g, n) * (12 + 0.7 * g[n.inputs[1]].shape[-1])
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -49,8 +55,7 @@ class FullyConnected(Op):
             return "keep_num_dims needs the input's last dimension to equal the weight depth"
         if n.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
             return f"weights format {n.attrs['weights_format']} is not supported"
-        bias = bias_tensor(g, n)
-        why = int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+        why = weights_reason(g, n, wt.shape[0], 0, (1,))
         if why is None and wt.quant.scale.size == 1 and wt.quant.scale[0] < 0:
             # TFLite Micro's per-tensor multiplier needs input scale x weight scale >= 0
             return "the per-tensor weight scale is negative, which TFLite Micro refuses too"
@@ -69,7 +74,7 @@ class FullyConnected(Op):
         acc = x @ wt.T
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, g[n.inputs[1]].shape[0]).apply(acc).reshape(self.infer_shapes(g, n)[0])]
+        return [layer_requant(g, n, g[n.inputs[1]].shape[0]).apply(acc).reshape(self.infer_shapes(g, n)[0])]
 
     def macs(self, g: Graph, n: Node) -> int:
         return g[n.inputs[0]].size * g[n.inputs[1]].shape[0]
@@ -79,15 +84,23 @@ class FullyConnected(Op):
         depths up to WIDEN_MAX_DEPTH: otherwise every block of 4 rows widens it again (2 of its
         16 instructions per 16 MACs). Optional: at the peak step the RAM is worth more."""
         depth = g[n.inputs[1]].shape[1]
+        if is_16x8(g, n):
+            return 0
         return 2 * (depth - depth % 4) if depth <= WIDEN_MAX_DEPTH else 0
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         units, depth = wt.shape
+        if is_16x8(g, n):
+            batches = g[n.inputs[0]].size // depth
+            win = Window(batches, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+            mac16_emit(g, n, ctx, win, wt, depthwise=False, cin=depth, cin_g=depth, cout=units)
+            return
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        if ctx.target.dsp and bits == 8 and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
+        io8 = g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8
+        if ctx.target.dsp and io8 and bits in (8, 4) and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
                 and emit_dsp(g, n, ctx, wt, in_off, bias):
             return
         args = kernel_args(
@@ -96,7 +109,8 @@ class FullyConnected(Op):
         )
         fn = ctx.kernel(
             "fully_connected.c.j2", dsp=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-            p=args.params, signature=args.signature(), wbits=bits,
+            p=args.params, signature=args.signature(), wbits=bits, xbits=g[n.inputs[0]].bits,
+            ybits=g[n.outputs[0]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -107,6 +121,8 @@ class FullyConnected(Op):
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         units, depth = wt.shape
         terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
+        if is_16x8(g, n):
+            return bit_class("fc_loop", x, wt, y), terms
         w = wt.data.astype(np.int8)
         if accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
                 pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None:
@@ -132,17 +148,25 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
     units, depth = wt.shape
     raw = np.zeros(units, np.int64) if bias is None else bias.astype(np.int64)
     full = wrap_int32(raw + in_off * wt.astype(np.int64).sum(axis=1)).astype(np.int32)
-    packed = pack_row_pairs(wt[:, :depth - depth % 4], 4, 128)
+    body = wt[:, :depth - depth % 4]
+    nib = g[n.inputs[1]].bits == 4
+    if nib:  # the nibble sums stay exact: 4096 x row 3's, 256 x row 2's (+8 offset) within int32
+        if depth < 4 or acc_bound(body, None, 128) >= NIBBLE_SUM_LIMIT or 15 * 128 * depth >= 1 << 23:
+            return False
+        packed = pack_nibble_quads(body)
+    else:
+        packed = pack_row_pairs(body, 4, 128)
     if packed is None:
         return False
     r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
     rows = padded(units, 4)
     xw = FullyConnected().optional_scratch_bytes(g, n)
     xw = xw if xw and ctx.scratch_planned() >= xw else 0
-    common = dict(dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units, r=r.params(), xw=xw > 0)
+    common = dict(dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units, r=r.params(), xw=xw > 0,
+                  **({"nib": True} if nib else {}))
     # the asm kernel keeps output - input in 24 signed bits: any arena below 8 MB
     near = max(ctx.offsets.values(), default=0) + sum(b for _, b in ctx.scratch_plan.values()) < 1 << 23
-    if depth % 4 == 0 and units % 4 == 0 and r.fold and near:
+    if depth % 4 == 0 and units % 4 == 0 and r.fold and near and not nib:
         per_row = np.stack([r.mult, r.pz()], axis=1) if r.per_channel else None
         args = [ctx.const(block_stream(packed, full, (8 if xw else 4) * depth // 4, per_row), "w", "int32_t")]
         fn = ctx.kernel("fully_connected.c.j2", layer_asm=True, **common)

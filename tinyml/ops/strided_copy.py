@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 MAX_ELEMENTS = 2**31 - 1
 # Estimated instructions per byte a copy moves (the patch search's estimate, see Op.pixel_cost).
 COPY_COST = 0.5
+# The cost model's class of this kernel (tinyml/cost): one kernel, one set of coefficients.
+COPY_CLASS = "copy_strided"
 
 
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -75,6 +77,37 @@ class Copy:
         return Copy(tuple(dims), tuple(ss), tuple(ds), self.src_offset, self.dst_offset)
 
 
+def strided_copy_terms(copies: Sequence[Copy], itemsize: int) -> dict[str, float]:
+    """Op.cost_terms counts of the copies emit_copy runs: kernel calls; when the innermost dimension
+    is contiguous in both tensors, one memcpy of a constant size per run, which the compiler inlines
+    as word moves up to INLINE_MEMCPY_BYTES of whole words (`inline_runs`, `inline_words`), else calls
+    (`runs`, `bytes`; `odd_` when the size is not whole words: the library copies bytes); else
+    elements copied one by one and the entries into their innermost loop (`rows`)."""
+    t: dict[str, float] = {"call": 0.0}
+    for copy in copies:
+        if copy.count == 0:
+            continue
+        c = copy.simplified()
+        t["call"] += 1
+        rows = c.count // c.dims[-1]
+        if c.src_strides[-1] == 1 and c.dst_strides[-1] == 1:
+            run = c.dims[-1] * itemsize
+            if run % 4 == 0 and run <= INLINE_MEMCPY_BYTES:
+                keys, per_run = ("inline_runs", "inline_words"), run // 4
+            else:
+                keys, per_run = ("runs", "bytes") if run % 4 == 0 else ("odd_runs", "odd_bytes"), run
+        else:
+            keys, per_run = ("rows", "elements"), c.dims[-1]
+        t[keys[0]] = t.get(keys[0], 0.0) + rows
+        t[keys[1]] = t.get(keys[1], 0.0) + rows * per_run
+    return t
+
+
+# Constant-size memcpy of whole words up to this many bytes: inline loads and stores (arm-none-eabi-gcc
+# -O2, measured: 24..48-byte runs cost 9-13 instructions, 96-byte ones 75).
+INLINE_MEMCPY_BYTES = 64
+
+
 def copy_pixel_cost(g: Graph, n: Node) -> tuple[float, float]:
     """Op.pixel_cost of a copy: COPY_COST per byte of an output pixel."""
     y = g[n.outputs[0]]
@@ -88,14 +121,15 @@ def plain_dtype_problem(t: Tensor) -> str | None:
     return None
 
 
-def node_dtype_problem(g: Graph, n: Node, data_inputs: Sequence[int] = (0,)) -> str | None:
-    """Data inputs and all outputs must share one byte-addressable dtype."""
+def node_dtype_problem(g: Graph, n: Node, data_inputs: Sequence[int] = (0,), nibbles: bool = False) -> str | None:
+    """Data inputs and all outputs must share one byte-addressable dtype (with `nibbles`, 4-bit
+    activations of equal width too: emit_copy moves them one by one)."""
     tensors = [g[n.inputs[i]] for i in data_inputs if i < len(n.inputs) and n.inputs[i] is not None]
     tensors += [g[o] for o in n.outputs]
     if not tensors:
         return "node has no tensors"
     for t in tensors:
-        why = plain_dtype_problem(t)
+        why = None if nibbles and t.bits == 4 and not t.is_const else plain_dtype_problem(t)
         if why:
             return why
     if len({t.dtype for t in tensors}) != 1:
@@ -119,12 +153,13 @@ def const_ints(g: Graph, name: str | None, what: str) -> list[int]:
     return [int(v) for v in t.data.reshape(-1)]
 
 
-def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str) -> None:
-    """Render the strided-copy kernel for `copy` and call it on two C pointer expressions."""
+def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str, bits: int = 8) -> None:
+    """Render the strided-copy kernel for `copy` and call it on two C pointer expressions.
+    `bits` 4: both tensors packed two per byte; elements move one by one (offsets in elements)."""
     if copy.count == 0:
         return
     c = copy.simplified()
-    inner = c.src_strides[-1] == 1 and c.dst_strides[-1] == 1
+    inner = c.src_strides[-1] == 1 and c.dst_strides[-1] == 1 and bits == 8
     loops = c.dims[:-1] if inner else c.dims
 
     def index(strides: tuple[int, ...]) -> str:
@@ -139,7 +174,11 @@ def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str) ->
         inner=c.dims[-1] if inner else 0,
         src_index=index(c.src_strides),
         dst_index=index(c.dst_strides),
+        **({"bits": bits, "src_offset": c.src_offset, "dst_offset": c.dst_offset} if bits < 8 else {}),
     )
+    if bits < 8:
+        ctx.call(fn, src, dst)
+        return
     s = f"{src} + {c.src_offset}" if c.src_offset else src
     d = f"{dst} + {c.dst_offset}" if c.dst_offset else dst
     ctx.call(fn, s, d)

@@ -12,8 +12,10 @@ import numpy as np
 
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, register
-from tinyml.ops.strided_copy import Copy, const_ints, contiguous_strides, emit_copy, node_dtype_problem
+from tinyml.ops.base import bit_class, Op, register
+from tinyml.ops.strided_copy import (
+    COPY_CLASS, Copy, const_ints, contiguous_strides, emit_copy, node_dtype_problem, strided_copy_terms,
+)
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -38,6 +40,7 @@ def transpose_copy(in_shape: tuple[int, ...], perm: list[int]) -> Copy:
 @register
 class Transpose(Op):
     name = "TRANSPOSE"
+    subbyte_io = True  # a 4-bit tensor moves nibble by nibble (equal widths)
 
     def check(self, g: Graph, n: Node) -> str | None:
         if len(g[n.inputs[0]].shape) > MAX_RANK:
@@ -46,7 +49,9 @@ class Transpose(Op):
             _perm(g, n)
         except BadModel as e:
             return str(e)
-        return node_dtype_problem(g, n)
+        if g[n.inputs[0]].bits != g[n.outputs[0]].bits:
+            return "input and output widths differ"
+        return node_dtype_problem(g, n, nibbles=True)
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         shape = g[n.inputs[0]].shape
@@ -57,4 +62,10 @@ class Transpose(Op):
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         x = g[n.inputs[0]]
-        emit_copy(ctx, transpose_copy(x.shape, _perm(g, n)), ctx.tensor(x.name), ctx.tensor(n.outputs[0]), x.dtype)
+        emit_copy(ctx, transpose_copy(x.shape, _perm(g, n)), ctx.tensor(x.name), ctx.tensor(n.outputs[0]), x.dtype,
+                  x.bits)
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """The strided copy of the permuted input."""
+        x = g[n.inputs[0]]
+        return bit_class(COPY_CLASS, x), strided_copy_terms([transpose_copy(x.shape, _perm(g, n))], x.np_dtype.itemsize)

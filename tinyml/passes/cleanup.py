@@ -27,11 +27,11 @@ def drop_identities(g: Graph) -> None:
 
 
 def remove_dead(g: Graph) -> None:
-    """Drop nodes none of whose outputs reach a graph output, then unused tensors."""
+    """Drop nodes none of whose outputs reach a graph output and that write no state, then unused tensors."""
     live = set(g.outputs)
     keep = []
     for n in reversed(g.nodes):
-        if any(o in live for o in n.outputs):
+        if any(o in live for o in n.outputs) or traits(n.op).writes_state:
             keep.append(n)
             live.update(i for i in n.inputs if i is not None)
     g.nodes = keep[::-1]

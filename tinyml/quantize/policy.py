@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from tinyml.errors import TinymlError
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
-# Weights: packed two or four per byte in flash (tinyml/ops/subbyte.py). Activations: 8 only,
-# until 4-bit activation tensors are packed in the arena.
+# Weights: packed two or four per byte in flash (tinyml/ops/subbyte.py). Activations: 4-bit
+# tensors are packed two per byte in the arena where the ops around them have such kernels
+# (Op.subbyte_io; ptq.activation_bits keeps the others, and graph inputs and outputs, at 8).
 WEIGHT_BITS = (8, 4, 2)
-ACTIVATION_BITS = (8,)
+ACTIVATION_BITS = (8, 4)
+DEPLOYABLE_ACTIVATION_BITS = (8, 4)  # every width the reference evaluates can be written and deployed
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class QuantPolicy:
     def bits_of(self, node_name: str) -> LayerBits:
         return self.layers.get(node_name, self.default)
 
-    def check(self) -> None:
-        """Raise TinymlError (exit 2) for anything this version cannot produce."""
+    def check(self, deploy: bool = True) -> None:
+        """Raise TinymlError (exit 2) for anything this version cannot produce (deploy=False: evaluate only)."""
         if self.calibration not in CALIBRATIONS:
             raise TinymlError(f"unknown calibration {self.calibration!r} (choose from {', '.join(CALIBRATIONS)})")
         if not 50.0 < self.percentile <= 100.0:
@@ -50,5 +52,7 @@ class QuantPolicy:
                 if bits not in allowed:
                     raise TinymlError(f"{kind} bits {bits} for {name}: only "
                                       f"{', '.join(map(str, allowed))} are supported")
+                if deploy and kind == "activation" and bits not in DEPLOYABLE_ACTIVATION_BITS:
+                    raise TinymlError(f"activation bits {bits} for {name} can be evaluated but not deployed")
 
 

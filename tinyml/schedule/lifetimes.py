@@ -82,7 +82,7 @@ def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> 
     life: dict[str, list[int]] = {}  # tensor -> [first, last] step
 
     def touch(t: str, step: int) -> None:
-        if g.tensors[t].streamed:  # read through the application's callback, never stored
+        if g.tensors[t].streamed or g.tensors[t].state:  # the callback's, or in the state region
             return
         span = life.setdefault(t, [step, step])
         span[0], span[1] = min(span[0], step), max(span[1], step)

@@ -31,9 +31,10 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable
 from itertools import accumulate
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinyml.ir import Graph
+from tinyml.schedule.inplace import ALIGN
 from tinyml.schedule.lifetimes import Buffer, build_buffers, lower_bound
 from tinyml.schedule.order import reordered, search_order
 
@@ -49,6 +50,10 @@ class MemoryPlan:
     # the execution order planned, as indices into the node list plan_memory was given;
     # None when that order was kept
     order: list[int] | None = None
+    # state tensors (Tensor.state): offsets in their own region outside the arena, kept
+    # across inferences and restored by tinyml_reset(); counted in the RAM figures
+    state: dict[str, int] = field(default_factory=dict)
+    state_bytes: int = 0
 
     @property
     def moved(self) -> int:
@@ -467,7 +472,18 @@ def _plan(g: Graph, buffers: list[Buffer]) -> MemoryPlan:
         int(b.key[len("@scratch"):]): (b.offset, b.size)
         for b in buffers if b.base is None and b.key.startswith("@scratch")
     }
-    return MemoryPlan(buffers, offsets, scratch, arena, lower_bound(buffers, steps), strategy)
+    state, state_bytes = state_layout(g)
+    return MemoryPlan(buffers, offsets, scratch, arena, lower_bound(buffers, steps), strategy,
+                      state=state, state_bytes=state_bytes)
+
+
+def state_layout(g: Graph) -> tuple[dict[str, int], int]:
+    """Offsets of the state tensors in their own region (kept across inferences), and its size."""
+    offsets, end = {}, 0
+    for t in g.states():
+        offsets[t.name] = end
+        end += -(-t.nbytes // ALIGN) * ALIGN
+    return offsets, end
 
 
 # An expanding in-place merge puts a hole below its input (the output's head,

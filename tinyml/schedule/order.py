@@ -19,7 +19,8 @@ What else the order must keep:
 - A node that updates its input in place (WRITE_WINDOW) runs after every
   other reader of that input.
 - Reads of a streamed input keep their order (the application's callback
-  may deliver the input as a stream).
+  may deliver the input as a stream), and so do the nodes that read or
+  write one state tensor (a resource variable's reads and assignments).
 Everything keyed by step (scratch areas, per-layer reports, emitted code) is
 derived from the final node list, so it follows the order chosen.
 """
@@ -81,7 +82,7 @@ def dependencies(g: Graph) -> list[set[int]]:
                     shared.update(m.outputs)
             preds[i] |= {r for t in shared for r in readers.get(t, []) if r != i}
     for t, rs in readers.items():
-        if g[t].streamed:
+        if g[t].streamed or g[t].state:  # a read of state before its update must stay before it
             for a, b in zip(rs, rs[1:]):
                 preds[b].add(a)
     return preds

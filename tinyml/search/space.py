@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tinyml.errors import TinymlError
 
+ELASTIC = ("kernel", "depth", "expand")  # OFA's progressive shrinking order
 KERNELS = (3, 5, 7)  # the depthwise kernels the supernet holds (7x7 shared weights, centre crops)
 
 
@@ -53,10 +54,13 @@ class Space:
     def families(self) -> list[tuple[int, float]]:
         return [(r, w) for r in self.resolutions for w in self.widths]
 
-    def sample(self, rng: random.Random, family: tuple[int, float] | None = None) -> Arch:
+    def sample(self, rng: random.Random, family: tuple[int, float] | None = None,
+               elastic: frozenset[str] = frozenset(ELASTIC)) -> Arch:
+        """A random subnet; the dimensions not in `elastic` take their largest choice (progressive shrinking)."""
         r, w = family or (rng.choice(self.resolutions), rng.choice(self.widths))
-        return Arch(r, w, tuple(tuple((rng.choice(s.kernels), rng.choice(s.expands))
-                                      for _ in range(rng.choice(s.depths))) for s in self.stages))
+        pick = lambda dim, options: rng.choice(options) if dim in elastic else max(options)  # noqa: E731
+        return Arch(r, w, tuple(tuple((pick("kernel", s.kernels), pick("expand", s.expands))
+                                      for _ in range(pick("depth", s.depths))) for s in self.stages))
 
     def largest(self, family: tuple[int, float]) -> Arch:
         return Arch(*family, tuple(tuple((max(s.kernels), max(s.expands)) for _ in range(s.max_depth))

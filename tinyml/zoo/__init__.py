@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyml.zoo import arch, edge, io_variants, mlperf, ops  # noqa: F401  (registration)
+from tinyml.zoo import arch, edge, int16, io_variants, mlperf, ops, recurrent  # noqa: F401  (registration)
 from tinyml.zoo.cache import cache_dir, ensure_built
 from tinyml.zoo.registry import GROUPS, MODELS, ZooModel
 

@@ -142,3 +142,31 @@ add("op_concat_channels", "ops", concat, {"CONCATENATION"},
     shapes=[(4, 4, 3), (4, 4, 5)], axis=-1, scales=(1.0, 4.0))
 add("op_concat_rows", "ops", concat, {"CONCATENATION"},
     shapes=[(3, 4, 2), (5, 4, 2)], axis=1, scales=(2.0, 0.5))
+
+
+def log_softmax(tf: Any, shape: tuple[int, ...]) -> Any:
+    """tf.nn.log_softmax over the last axis (the converter fixes the output to 16/256, zero point 127)."""
+    x = _input(tf, shape)
+    return tf.keras.Model(x, tf.keras.layers.Lambda(lambda v: tf.nn.log_softmax(v, axis=-1))(x))
+
+
+add("op_log_softmax", "ops", log_softmax, {"LOG_SOFTMAX"}, shape=(3, 10), scales=(3.0,))
+
+
+def upsample(tf: Any, shape: tuple[int, ...], size: Any, interpolation: str) -> Any:
+    """Keras UpSampling2D (the converter emits RESIZE_BILINEAR with half_pixel_centers, or NEAREST)."""
+    x = _input(tf, shape)
+    return tf.keras.Model(x, tf.keras.layers.UpSampling2D(size, interpolation=interpolation)(x))
+
+
+add("op_resize_bilinear", "ops", upsample, {"RESIZE_BILINEAR"}, shape=(5, 6, 7), size=(2, 3), interpolation="bilinear")
+
+
+def transpose_conv(tf: Any, shape: tuple[int, ...], filters: int, kernel: Any, strides: Any) -> Any:
+    """Keras Conv2DTranspose, SAME (TRANSPOSE_CONV with per-channel filters and a bias input)."""
+    x = _input(tf, shape)
+    y = tf.keras.layers.Conv2DTranspose(filters, kernel, strides=strides, padding="same", activation="relu")(x)
+    return tf.keras.Model(x, y)
+
+
+add("op_transpose_conv", "ops", transpose_conv, {"TRANSPOSE_CONV"}, shape=(6, 5, 8), filters=6, kernel=3, strides=2)

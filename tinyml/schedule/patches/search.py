@@ -13,6 +13,7 @@ from tinyml.schedule.memory import MemoryPlan, plan_memory
 from tinyml.schedule.patches.candidates import Candidate, Searcher
 from tinyml.schedule.patches.estimate import graph_cost
 from tinyml.schedule.patches.rewrite import PatchSchedule, graph_macs
+from tinyml.schedule.patches.stage import NotPatchable
 
 MAX_STAGES = 3  # patch stages one schedule may chain (each found on the previous one's graph)
 # Without a budget a stage must lower the arena by at least this fraction: a sliver of SRAM is not
@@ -71,6 +72,10 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
     graph (whose stages then are plain nodes to it): a second stage helps
     when what is left layer by layer after the first one is the peak.
     """
+    if g.states():  # a node that writes state must run once per inference, never once per patch
+        raise NotPatchable("the model keeps state across inferences; it runs layer by layer")
+    if any(t.bits < 8 for t in g.activations()):  # patch copies move whole bytes
+        raise NotPatchable("4-bit activations are packed two per byte; the model runs layer by layer")
     baseline = baseline or plan_memory(g)
     limit = None if max_overhead is None else (graph_macs(g) * (1 + max_overhead), graph_cost(g) * (1 + max_overhead))
     result = SearchResult(g, baseline, None, 0, 0)

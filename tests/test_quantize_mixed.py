@@ -1,0 +1,207 @@
+"""Mixed precision (issue 12 part 3): lowering to PyTorch, Hessian traces, the bit-allocation ILP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pulp")
+
+from tinyml.frontend.float_model import load_float_model  # noqa: E402
+from tinyml.quantize.evaluate import float_outputs  # noqa: E402
+from tinyml.quantize.prepare import prepare_float  # noqa: E402
+from tinyml.train.hessian import exact_weight_hessian, hutchinson_traces  # noqa: E402
+from tinyml.train.lowering import Lowered  # noqa: E402
+from tinyml.train.tasks import SmallCNN, export_onnx, load, train  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: more threads only contend on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load("digits")
+
+
+@pytest.fixture(scope="module")
+def tiny(task, tmp_path_factory: pytest.TempPathFactory):
+    """A 2-conv + FC digits CNN (a few hundred weights), trained briefly, through ONNX into the IR."""
+    torch.manual_seed(0)
+    net = SmallCNN((4, 8), 10, 8)
+    train(net, task, epochs=3)
+    path = export_onnx(net, task.x_train, tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    g, _ = load_float_model(path)
+    prepare_float(g)
+    return net, g
+
+
+def test_lowered_module_equals_the_float_interpreter_and_pytorch(task, tiny) -> None:
+    net, g = tiny
+    x = task.x_test[:32]
+    with torch.no_grad():
+        logits = Lowered(g)(torch.tensor(x))
+        ours = torch.softmax(logits, -1).numpy()
+        theirs = net(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(ours, float_outputs(g, x), atol=1e-9)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_hutchinson_traces_match_exact_hessian_traces(task, tiny) -> None:
+    _, g = tiny
+    m = Lowered(g)
+    x, y = task.x_test[:48], task.y_test[:48]
+    probes = 200
+    est = hutchinson_traces(m, x, y, probes=probes, batch=48).weights
+    assert len(est) == 3
+    for name in m.key:
+        h = exact_weight_hessian(m, name, x, y)
+        n = len(h)
+        np.testing.assert_allclose(h, h.T, atol=1e-10)
+        exact = np.trace(h) / n
+        # Rademacher Hutchinson: variance of one probe is 2 (||H||_F^2 - sum diag^2)
+        sigma = np.sqrt(2 * ((h ** 2).sum() - (np.diag(h) ** 2).sum()) / probes) / n
+        assert exact > 0
+        assert abs(est[name] - exact) < 4 * sigma + 1e-12, (name, est[name], exact, sigma)
+        assert abs(est[name] - exact) < 0.25 * exact, name
+
+
+@pytest.fixture(scope="module")
+def sens(task, tiny):
+    from tinyml.quantize import QuantPolicy
+    from tinyml.train.mixed import Sensitivity
+
+    _, g = tiny
+    return Sensitivity.measure(g, task.x_train[:128], QuantPolicy(), (8, 4, 2), (8, 4), probes=16)
+
+
+def _exhaustive(s, budgets):
+    """The least objective over every allocation within the budgets (what the ILP must find)."""
+    import itertools
+
+    from tinyml.quantize.allocate import Allocation
+
+    best = None
+    for wb in itertools.product(s.w_bits, repeat=len(s.weights)):
+        for ab in itertools.product(s.a_bits, repeat=len(s.acts)):
+            w = {c.node: b for c, b in zip(s.weights, wb)}
+            a = {x.key: b for x, b in zip(s.acts, ab)}
+            if any(a[k1] != a[k2] for k1, k2 in s.ties):
+                continue
+            obj = sum(s.traces.weights[c.node] * c.error[w[c.node]] for c in s.weights) + \
+                sum(s.traces.activations[x.key] * x.error[a[x.key]] for x in s.acts)
+            flash = s.fixed_bytes + sum(c.bytes(w[c.node]) for c in s.weights)
+            instr = s.fixed_instructions + sum(c.instructions(w[c.node]) for c in s.weights)
+            if (budgets.flash is not None and flash > budgets.flash) or \
+                    (budgets.sram is not None and s.sram.live(a) > budgets.sram) or \
+                    (budgets.instructions is not None and instr > budgets.instructions):
+                continue
+            if best is None or obj < best[0]:
+                best = (obj, Allocation(w, a, obj, flash, s.sram.live(a), instr))
+    return best
+
+
+def test_ilp_finds_the_exhaustive_optimum_within_each_budget(sens) -> None:
+    from tinyml.quantize.allocate import Budgets, allocate
+
+    s = sens
+    int8, low = s.uniform(8, 8), s.limits()
+    between = [low["flash"] + int((int8.weight_bytes - low["flash"]) * f) for f in (0.1, 0.3, 0.6)]
+    cases = [Budgets(flash=b) for b in between]
+    cases += [Budgets(sram=int(int8.live_bytes * 0.8)), Budgets(flash=between[1], instructions=int(int8.instructions * 1.1))]
+    for b in cases:
+        got = allocate(s.weights, s.acts, s.traces.weights, s.traces.activations, s.w_bits, s.a_bits, b,
+                       s.fixed_bytes, s.fixed_instructions, s.sram, s.ties)
+        obj, best = _exhaustive(s, b)
+        assert got.objective == pytest.approx(obj, rel=1e-6, abs=1e-12), b
+        assert b.flash is None or got.weight_bytes <= b.flash
+        assert b.sram is None or got.live_bytes <= b.sram
+    # a tighter flash budget never lowers the objective
+    objs = [_exhaustive(s, b)[0] for b in cases[:3]]
+    assert objs[0] >= objs[1] >= objs[2]
+
+
+def test_solved_allocation_fits_the_planned_arena_and_impossible_budgets_say_the_minimum(sens) -> None:
+    from tinyml.errors import TinymlError
+    from tinyml.quantize.allocate import Budgets
+
+    s = sens
+    int8 = s.uniform(8, 8)
+    alloc, q = s.solve(Budgets(flash=int(int8.weight_bytes * 0.5), sram=int(s.arena(s.quantize(int8)) * 0.8)))
+    assert alloc.weight_bytes <= int8.weight_bytes * 0.5
+    assert s.arena(q) <= int(s.arena(s.quantize(int8)) * 0.8)
+    assert sum(q[n.inputs[1]].nbytes for n in q.nodes if n.name in alloc.weights) < int8.weight_bytes * 0.5
+    low = s.limits()
+    with pytest.raises(TinymlError, match=f"smallest weight flash reachable is {low['flash']} bytes"):
+        s.solve(Budgets(flash=low["flash"] - 1))
+
+
+@pytest.fixture(scope="module")
+def files(task, tiny, tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("cli")
+    net, _ = tiny
+    export_onnx(net, task.x_train, d / "m.onnx")
+    np.save(d / "calib.npy", task.x_train[:96])
+    np.savez(d / "eval.npz", x=task.x_test[:120], y=task.y_test[:120])
+    return d
+
+
+def test_cli_mixed_under_a_flash_budget_writes_a_model_that_validates(files) -> None:
+    import json
+
+    from tinyml.cli import main
+
+    d = files
+    out, js, png = d / "mixed.tflite", d / "mixed.json", d / "pareto.png"
+    int8 = d / "int8.tflite"
+    assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "-o", str(int8), "--json",
+                 str(d / "int8.json")]) == 0
+    int8_weights = json.loads((d / "int8.json").read_text())["weight_bytes"]
+    budget = int(int8_weights * 0.55)
+    assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--eval", str(d / "eval.npz"),
+                 "-o", str(out), "--bits", "mixed", "--flash-budget", str(budget), "--probes", "4",
+                 "--pareto", str(png), "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["weight_bytes"] <= budget  # what was written, packed
+    assert r["mixed"]["chosen"]["weight_bytes"] == r["weight_bytes"]
+    assert {layer["weight_bits"] for layer in r["mixed"]["layers"]} <= {2, 4, 8}
+    assert all(layer["weight_trace"] > 0 for layer in r["mixed"]["layers"])
+    # the written model, read back, scores what the in-memory integer graph scored
+    assert r["accuracy"]["int8"] == pytest.approx(r["mixed"]["chosen"]["accuracy"])
+    labels = [c["label"] for c in r["mixed"]["configs"]]
+    assert labels[:3] == ["uniform W8A8", "uniform W4A8", "uniform W2A8"] and sum("ILP" in x for x in labels) >= 3
+    assert png.stat().st_size > 10_000
+    assert main(["validate", str(out), "--target", "host", "--inputs", "5"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bits", "3"], "weight width '3'"),
+    (["--bits", "4/4", "-o", "x.tflite"], "4-bit activations can be evaluated but not written"),
+    (["--flash-budget", "10", "-o", "x.tflite"], "smallest weight flash reachable is"),
+    (["--flash-budget", "12q", "-o", "x.tflite"], "a whole number of bytes"),
+    (["--bits", "2", "--flash-budget", "100", "-o", "x.tflite"], "smallest reachable"),
+])
+def test_cli_bad_widths_and_impossible_budgets_exit_2(files, extra, message, capsys) -> None:
+    from tinyml.cli import main
+
+    d = files
+    args = ["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--probes", "2", *extra]
+    args = [str(d / a) if a == "x.tflite" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_4bit_activations_are_evaluated_without_writing(files) -> None:
+    import json
+
+    from tinyml.cli import main
+
+    d = files
+    js = d / "a4.json"
+    assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--eval", str(d / "eval.npz"),
+                 "--bits", "mixed/mixed", "--sram-budget", "330", "--probes", "4", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())["mixed"]
+    assert r["chosen"]["arena_bytes"] <= 330
+    assert 4 in {layer["activation_bits"] for layer in r["layers"]}
+    assert 0 <= r["chosen"]["accuracy"] <= 100

@@ -1,0 +1,100 @@
+"""What each bit width of each layer costs and perturbs: the ILP's coefficients.
+
+Two kinds of decision:
+- a weighted layer's weight width (8, 4 or 2): packed weight bytes
+  ceil(n * b / 8), instructions from tinyml.cost's fitted int8 model times a
+  per-width factor, and the perturbation ||Q_b(W) - W||^2 (HAWQ-V3);
+- an activation group's width (8 or 4): the tensors that share one Quant
+  (a conv's output and the pooled copy after it) and whose producer is a
+  weighted layer; perturbation E||Q_a(A) - A||^2 per sample on calibration
+  data, arena bytes halve at 4 bits.
+The Hessian traces that weigh the perturbations come from tinyml/train.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinyml.ir import Graph
+from tinyml.quantize.calibrate import Calibration
+from tinyml.quantize.float_ref import run_float
+from tinyml.quantize.ptq import quant_groups, weighted_nodes
+from tinyml.quantize.scales import WEIGHT_AXIS, dequantize_weights, fake_quantize, quantize_weights, weight_scales
+
+# Instructions of a sub-byte weight layer relative to int8: issue 12's target for the unpacking kernels
+# (part 4), an estimate until those kernels are measured in QEMU.
+INSTR_FACTOR = {8: 1.0, 4: 1.15, 2: 1.15}
+ACT_SAMPLES = 256
+
+
+@dataclass
+class WeightChoice:
+    node: str
+    op: str
+    elements: int
+    other_bytes: int  # the bias (int32) and anything else the layer stores
+    instructions_int8: int  # tinyml.cost's estimate for the layer in int8
+    error: dict[int, float] = field(default_factory=dict)  # bits -> ||Q_b(W) - W||^2
+
+    def bytes(self, bits: int) -> int:
+        return (self.elements * bits + 7) // 8 + self.other_bytes
+
+    def instructions(self, bits: int) -> int:
+        return round(self.instructions_int8 * INSTR_FACTOR[bits])
+
+
+@dataclass
+class ActChoice:
+    key: str  # the group's representative tensor
+    owners: list[str]  # weighted nodes writing into the group (their activation width is this choice)
+    tensors: list[str]
+    error: dict[int, float] = field(default_factory=dict)  # bits -> E ||Q_a(A) - A||^2 per sample
+
+
+def weight_choices(g: Graph, int8: Graph, bits: tuple[int, ...]) -> list[WeightChoice]:
+    """Per weighted node of the prepared float graph g; `int8` is its uniform int8 quantization."""
+    from tinyml.cost import estimate
+
+    instr = {layer.name: layer.instructions for layer in estimate(int8, mode="fast", patches="off").layers}
+    out = []
+    for n in weighted_nodes(g):
+        w = g[n.inputs[1]].data.astype(np.float64)
+        axis = WEIGHT_AXIS[n.op]
+        qn = next(m for m in int8.nodes if m.name == n.name)
+        other = sum(int8[i].nbytes for i in qn.inputs[2:] if i is not None and int8[i].is_const)
+        c = WeightChoice(n.name, n.op, w.size, other, instr.get(n.name, 0))
+        for b in bits:
+            s = weight_scales(w, axis, b)
+            c.error[b] = float(((dequantize_weights(quantize_weights(w, s, axis, b), s, axis) - w) ** 2).sum())
+        out.append(c)
+    return out
+
+
+def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tuple[int, ...]) -> list[ActChoice]:
+    """Activation groups written by weighted layers, with their quantization error at each width."""
+    group = quant_groups(g)
+    owners: dict[str, list[str]] = {}
+    for n in weighted_nodes(g):
+        owners.setdefault(group[n.outputs[0]], []).append(n.name)
+    members: dict[str, list[str]] = {}
+    for t in g.activations():
+        if group[t.name] in owners:
+            members.setdefault(group[t.name], []).append(t.name)
+    span: dict[str, tuple[float, float]] = {}
+    for name, (lo, hi) in cal.ranges.items():
+        if group.get(name) in owners:
+            a, b = span.get(group[name], (lo, hi))
+            span[group[name]] = (min(a, lo), max(b, hi))
+    sums = {k: dict.fromkeys(bits, 0.0) for k in owners}
+    x = calib[:ACT_SAMPLES].astype(np.float64)
+    watched = {n: k for k, ns in owners.items() for n in ns}
+
+    def observe(node, args, y: np.ndarray) -> None:
+        k = watched.get(node.name)
+        if k is not None:
+            for b in bits:
+                sums[k][b] += float(((fake_quantize(y, *span[k], b) - y) ** 2).sum())
+
+    run_float(g, [x], observe)
+    return [ActChoice(k, owners[k], members[k], {b: v / len(x) for b, v in sums[k].items()}) for k in owners]
