@@ -64,8 +64,8 @@ def fully_connected(rng, per_channel: bool, bias: bool, out_scale: float) -> Gra
                    "asymmetric_quantize_inputs": False})
 
 
-def conv(rng, per_channel: bool, padding: str, stride: int, groups: int, act: str) -> Graph:
-    cin, cout = 6, 8
+def conv(rng, per_channel: bool, padding: str, stride: int, groups: int, act: str, cin: int = 6) -> Graph:
+    cout = 8
     x, w = _act("x", (1, 9, 7, cin), 0.0004), _weights(rng, (cout, 3, 3, cin // groups), 0, per_channel)
     y_shape = (1, -(-9 // stride), -(-7 // stride), cout) if padding == "SAME" else \
         (1, (9 - 3) // stride + 1, (7 - 3) // stride + 1, cout)
@@ -128,6 +128,7 @@ def _cases() -> dict[str, Graph]:
         "conv_same_s1": conv(rng, True, "SAME", 1, 1, "NONE"),
         "conv_valid_s2_relu6": conv(rng, False, "VALID", 2, 1, "RELU6"),
         "conv_grouped": conv(rng, True, "SAME", 2, 2, "RELU"),
+        "conv_8ch_same": conv(rng, True, "SAME", 1, 1, "NONE", cin=8),
         "depthwise_m1": depthwise(rng, True, 1),
         "depthwise_m2": depthwise(rng, False, 2),
         "add": binary("ADD", (1, 4, 3, 6), (0.0003, 0.0007, 0.001)),
@@ -190,9 +191,11 @@ def whole_input_conv(rng) -> Graph:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fc_per_channel_no_bias", "fc_per_tensor_bias", "whole_input_conv"])
-def test_16x8_dot_product_kernel_bit_exact_in_qemu(name: str, tmp_path: Path, capsys) -> None:
-    """The DSP kernel (SMLAD on int16 input pairs, weights widened by SXTB16; odd rows, depth % 4 tails)."""
+@pytest.mark.parametrize("name", ["fc_per_channel_no_bias", "fc_per_tensor_bias", "whole_input_conv",
+                                  "conv_8ch_same", "conv_valid_s2_relu6"])
+def test_16x8_dsp_kernels_bit_exact_in_qemu(name: str, tmp_path: Path, capsys) -> None:
+    """The DSP kernels (SMLAD on int16 input pairs, weights widened by SXTB16): dot products (odd rows,
+    depth % 4 tails) and convolution window rows (padding with 8 channels, a row % 4 tail without)."""
     from tinyml.cli import main
 
     g = whole_input_conv(np.random.default_rng(3)) if name == "whole_input_conv" else CASES[name]

@@ -155,14 +155,14 @@ def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwi
         names += ["rm", "ts"]
         values += [ctx.const(rq.rm, "mult", "int32_t"), ctx.const(rq.total_shift, "shift", "int8_t")]
         ctypes += ["int32_t", "int8_t"]
-    dsp = dot_layer(win, depthwise, cin, cin_g) and ctx.target.dsp and acc_t == "int32_t"
-    if dsp:  # each group of 4 weights as (w0, w2, w1, w3): kernels/_mac16_dsp.j2
-        rows = weights.reshape(cout, -1)
-        depth = rows.shape[1]
-        head = rows[:, :depth - depth % 4].reshape(cout, -1, 4)[:, :, [0, 2, 1, 3]].reshape(cout, -1)
-        values[0] = ctx.const(np.hstack([head, rows[:, depth - depth % 4:]]).astype(np.int8), "w", "int8_t")
+    fast = ctx.target.dsp and acc_t == "int32_t"
+    dsp = fast and dot_layer(win, depthwise, cin, cin_g)
+    dsp_rows = fast and not dsp and row_runs(win, depthwise, cin, cin_g)
+    if dsp or dsp_rows:  # runs of 4 weights as (w0, w2, w1, w3): kernels/_mac16_dsp.j2, _conv16_dsp.j2
+        rows = weights.reshape(cout if dsp else cout * win.k_h, -1)
+        values[0] = ctx.const(smlad_order(rows), "w", "int8_t")
     fn = ctx.kernel(
-        "mac16.c.j2", dsp=dsp, batches=win.batch, depth=int(np.prod(weights.shape[1:])), win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
+        "mac16.c.j2", dsp=dsp, dsp_rows=dsp_rows, batches=win.batch, depth=int(np.prod(weights.shape[1:])), win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
         groups=1 if depthwise else cin // cin_g, mult=cout // cin if depthwise else 1,
         acc_t=acc_t, has_bias=has_bias, per_channel=not rq.uniform, rm=int(rq.rm[0]),
         ts=int(rq.total_shift[0]), lo=rq.lo, hi=rq.hi,
@@ -192,3 +192,19 @@ def dot_layer(win: Window, depthwise: bool, cin: int, cin_g: int) -> bool:
     convolutions over their whole input): each output is a dot product over contiguous input."""
     return not depthwise and cin == cin_g and (win.out_h, win.out_w) == (1, 1) and not win.has_padding \
         and (win.k_h, win.k_w) == (win.in_h, win.in_w)
+
+
+def row_runs(win: Window, depthwise: bool, cin: int, cin_g: int) -> bool:
+    """A convolution whose window rows are contiguous input runs starting at whole groups of 4
+    (one group, no dilation; no padding, or input channels a multiple of 4): _conv16_dsp.j2."""
+    return not depthwise and cin == cin_g and (win.dil_h, win.dil_w) == (1, 1) \
+        and (not win.has_padding or cin % 4 == 0)
+
+
+def smlad_order(rows: np.ndarray) -> np.ndarray:
+    """Each row's groups of 4 weights as (w0, w2, w1, w3) (SXTB16 / SXTB16 ROR 8 pairs); the row % 4
+    tail stays in order."""
+    n, length = rows.shape
+    cut = length - length % 4
+    head = rows[:, :cut].reshape(n, -1, 4)[:, :, [0, 2, 1, 3]].reshape(n, cut)
+    return np.hstack([head, rows[:, cut:]]).astype(np.int8)
