@@ -73,7 +73,7 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
     from tinyml.quantize import write_quantized
     from tinyml.quantize.allocate import Budgets
     from tinyml.quantize.prepare import prepare_float
-    from tinyml.train.mixed import Sensitivity, finetune_copy, with_graph
+    from tinyml.train.mixed import Sensitivity, finetuned
     from tinyml.train.report import configuration, layer_rows, sweep
 
     prepare_float(g)
@@ -94,7 +94,7 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
         _check_uniform(s, alloc, q, budgets)
     final = s
     if args.finetune:
-        final = with_graph(s, finetune_copy(s, alloc, args.finetune, progress))
+        final = finetuned(s, alloc, args.finetune, progress)
         q = final.quantize(alloc)
         label += f" + QAT {args.finetune} epochs"
     report = {"bits": args.bits, "weight_candidates": list(plan.w_bits), "activation_candidates": list(plan.a_bits),
