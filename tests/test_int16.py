@@ -110,6 +110,15 @@ def requantize(out_dtype: str, out_scale: float, out_zp: int) -> Graph:
                   {})
 
 
+def transpose_conv(rng, per_channel: bool, stride: int, padding: str) -> Graph:
+    cin, cout = 4, 6
+    x, w = _act("x", (1, 5, 4, cin), 0.0004), _weights(rng, (cout, 3, 3, cin), 0, per_channel)
+    out = (1, 5 * stride, 4 * stride, cout) if padding == "SAME" else (1, (5 - 1) * stride + 3, (4 - 1) * stride + 3, cout)
+    shape = Tensor("shape", (4,), "int32", data=np.array(out, np.int32))
+    return _graph("TRANSPOSE_CONV", [shape, w, x, _bias(rng, cout, 0.0004, w)], _act("y", out, 0.002),
+                  {"padding": padding, "stride_w": stride, "stride_h": stride, "fused_activation_function": "NONE"})
+
+
 def _cases() -> dict[str, Graph]:
     rng = np.random.default_rng(RNG_SEED)
     return {
@@ -131,6 +140,8 @@ def _cases() -> dict[str, Graph]:
         "logistic_big_scale": sigmoidal("LOGISTIC", 16.93),  # multiplier above 32767 (real LSTM models)
         "tanh_pot": sigmoidal("TANH", 2.0 ** -11),
         "tanh": sigmoidal("TANH", 0.00021),
+        "transpose_conv_s2_same": transpose_conv(rng, True, 2, "SAME"),
+        "transpose_conv_s1_valid": transpose_conv(rng, False, 1, "VALID"),
         "softmax": softmax(0.0002, 1.0),
         "softmax_beta": softmax(0.00004, 2.5),
         "softmax_wide": softmax(0.003, 1.0),
@@ -168,6 +179,27 @@ def test_16x8_op_bit_exact_with_tflite_micro(name: str, tmp_path: Path) -> None:
     assert not bad, f"generated C differs from TFLite Micro on inputs {bad}"
     if name not in SATURATING:
         assert np.unique(np.concatenate([w.ravel() for w in want])).size > 8, "the case saturates: it tests nothing"
+
+
+def whole_input_conv(rng) -> Graph:
+    """A convolution whose one window is its whole input (as in real 16x8 LSTM front ends)."""
+    x, w = _act("x", (1, 3, 7, 2), 0.0004), _weights(rng, (9, 3, 7, 2), 0, True)
+    return _graph("CONV_2D", [x, w, _bias(rng, 9, 0.0004, w)], _act("y", (1, 1, 1, 9), 0.004),
+                  {"padding": "VALID", "stride_w": 1, "stride_h": 1, "fused_activation_function": "NONE",
+                   "dilation_w_factor": 1, "dilation_h_factor": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fc_per_channel_no_bias", "fc_per_tensor_bias", "whole_input_conv"])
+def test_16x8_dot_product_kernel_bit_exact_in_qemu(name: str, tmp_path: Path, capsys) -> None:
+    """The DSP kernel (SMLAD on int16 input pairs, weights widened by SXTB16; odd rows, depth % 4 tails)."""
+    from tinyml.cli import main
+
+    g = whole_input_conv(np.random.default_rng(3)) if name == "whole_input_conv" else CASES[name]
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(write_tflite(g))
+    assert main(["validate", str(path), "--board", "stm32f405", "--inputs", "4"]) == 0
+    assert "bit-exact" in capsys.readouterr().out
 
 
 def test_requant64_is_tflites_single_rounding() -> None:

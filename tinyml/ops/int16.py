@@ -155,8 +155,14 @@ def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwi
         names += ["rm", "ts"]
         values += [ctx.const(rq.rm, "mult", "int32_t"), ctx.const(rq.total_shift, "shift", "int8_t")]
         ctypes += ["int32_t", "int8_t"]
+    dsp = dot_layer(win, depthwise, cin, cin_g) and ctx.target.dsp and acc_t == "int32_t"
+    if dsp:  # each group of 4 weights as (w0, w2, w1, w3): kernels/_mac16_dsp.j2
+        rows = weights.reshape(cout, -1)
+        depth = rows.shape[1]
+        head = rows[:, :depth - depth % 4].reshape(cout, -1, 4)[:, :, [0, 2, 1, 3]].reshape(cout, -1)
+        values[0] = ctx.const(np.hstack([head, rows[:, depth - depth % 4:]]).astype(np.int8), "w", "int8_t")
     fn = ctx.kernel(
-        "mac16.c.j2", win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
+        "mac16.c.j2", dsp=dsp, batches=win.batch, depth=int(np.prod(weights.shape[1:])), win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
         groups=1 if depthwise else cin // cin_g, mult=cout // cin if depthwise else 1,
         acc_t=acc_t, has_bias=has_bias, per_channel=not rq.uniform, rm=int(rq.rm[0]),
         ts=int(rq.total_shift[0]), lo=rq.lo, hi=rq.hi,
@@ -179,3 +185,10 @@ def weights_reason(g: Graph, n: Node, channels: int, axis: int, taps_axis: tuple
         return mac16_reason(g, n, channels, axis, taps_axis)
     return int8_weights(g[n.inputs[1]], channels, axis) or int32_bias(bias_tensor(g, n), channels) \
         or activation_reason(n)
+
+
+def dot_layer(win: Window, depthwise: bool, cin: int, cin_g: int) -> bool:
+    """One output pixel whose window is the whole input, one group (fully connected layers, and
+    convolutions over their whole input): each output is a dot product over contiguous input."""
+    return not depthwise and cin == cin_g and (win.out_h, win.out_w) == (1, 1) and not win.has_padding \
+        and (win.k_h, win.k_w) == (win.in_h, win.in_w)

@@ -41,6 +41,7 @@ def valid_taps(w: Window) -> np.ndarray:
 class _Pool2D(Op):
     kind = ""  # "avg" or "max"
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return pool_window(g, n)
@@ -92,7 +93,8 @@ class _Pool2D(Op):
     def emit(self, g: Graph, n: Node, ctx) -> None:
         lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), g[n.outputs[0]])
         fn = ctx.kernel("pool2d.c.j2", kind=self.kind, win=pool_window(g, n), ct=ctype(g[n.inputs[0]].dtype),
-                        channels=g[n.inputs[0]].shape[3], lo=lo, hi=hi)
+                        channels=g[n.inputs[0]].shape[3], lo=lo, hi=hi, xbits=g[n.inputs[0]].bits,
+                        ybits=g[n.outputs[0]].bits)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:

@@ -52,7 +52,7 @@ class FakeQuant:
                 b = q[n.inputs[2]]
                 fq.bias[n.name] = b.data.reshape(-1).astype(np.float64) * b.quant.scale.astype(np.float64)
         for t in q.activations():
-            if t.quant is not None and t.dtype == "int8":
+            if t.quant is not None and t.dtype in ("int8", "int4"):
                 fq.activations[t.name] = (float(t.quant.s), int(t.quant.zp), t.bits)
         return fq
 

@@ -17,7 +17,7 @@ import numpy as np
 from tinyml.errors import TinymlError
 from tinyml.oracle import captured_fd
 from tinyml.zoo import convert
-from tinyml.zoo.ops import binary, concat, conv2d, dense, depthwise, pool, unary
+from tinyml.zoo.ops import binary, concat, conv2d, dense, depthwise, pool, transpose_conv, unary
 from tinyml.zoo.registry import ZooModel, add
 
 
@@ -77,3 +77,4 @@ _add("avgpool_3x3_s2_same", pool, {"AVERAGE_POOL_2D"}, kind="avg", shape=(9, 9, 
 _add("maxpool_2x2_valid", pool, {"MAX_POOL_2D"}, kind="max", shape=(7, 9, 6), size=2, strides=2, padding="valid")
 _add("mean", unary, {"MEAN"}, layer="mean", shape=(5, 7, 6))
 _add("softmax", unary, {"SOFTMAX"}, layer="softmax", shape=(10,), scales=(3.0,))
+_add("transpose_conv", transpose_conv, {"TRANSPOSE_CONV"}, shape=(6, 5, 8), filters=6, kernel=3, strides=2)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("mlperf", "arch", "ops", "io", "edge", "int16")
+GROUPS = ("mlperf", "arch", "ops", "io", "edge", "int16", "transformer")
 
 
 @dataclass(frozen=True)
