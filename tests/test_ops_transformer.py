@@ -3,7 +3,7 @@
 
 BATCH_MATMUL with adj_x / adj_y / broadcast batch axes / a constant operand, RSQRT on every
 valid input code, NEG in float, and the existing ops on a transformer's shapes: FULLY_CONNECTED
-on 3-D inputs (keep_num_dims), SOFTMAX on the last axis of 4-D scores, MEAN over the last axis,
+on 3-D inputs (keep_num_dims), SOFTMAX on the last axis of 3-D and 4-D tensors, MEAN over the last axis,
 SQUARED_DIFFERENCE against a broadcast mean.
 """
 from __future__ import annotations
@@ -81,6 +81,8 @@ CASES = {
     "fc_3d_keep_num_dims": fully_connected_3d(),
     "softmax_4d_scores": graph("SOFTMAX", [act("x", (1, 2, 5, 5), 0.1, 3)], act("y", (1, 2, 5, 5), 1 / 256, -128),
                                {"beta": 1.0}),
+    "softmax_3d_rows": graph("SOFTMAX", [act("x", (2, 7, 9), 0.05, -10)], act("y", (2, 7, 9), 1 / 256, -128),
+                             {"beta": 1.0}),
     "mean_last_axis": mean_last_axis(),
     "squared_difference_bcast": graph("SQUARED_DIFFERENCE", [act("x", (1, 5, 16), 0.04, -3), act("m", (1, 5, 1), 0.03, 5)],
                                       act("y", (1, 5, 16), 0.05, -128), {}),
@@ -153,3 +155,30 @@ def test_gelu_is_refused_in_one_line_naming_it() -> None:
     with pytest.raises(UnsupportedOps) as e:
         load_graph(write_tflite(g))
     assert "GELU" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_batch_matmul_multiplier_is_the_double_product() -> None:
+    """lhs_scale * rhs_scale / out_scale in double, not with the product rounded to float32 first:
+    random inputs cannot tell them apart, so the lhs rows are built to hit the accumulators where
+    the two multipliers (which differ by 59 units of 2^-31 here) round differently."""
+    from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+
+    sl, sr, so = 0.07493395358324051, 0.05728188902139664, 17.20606803894043  # float32 values
+    double = quantize_multiplier(sl * sr / so)
+    single = quantize_multiplier(float(np.float32(np.float32(sl) * np.float32(sr))) / so)
+    accs = np.arange(-400000, 400000)
+    a, b = multiply_by_quantized_multiplier(accs, *double), multiply_by_quantized_multiplier(accs, *single)
+    deciding = accs[(a != b) & (np.abs(a) < 120)]
+    assert deciding.size >= 2
+    rhs = np.array([127] * 32 + [1] * 32, np.int8).reshape(64, 1)
+    rows = []
+    for acc in deciding:  # acc = 127 * sum(row[:32]) + sum(row[32:])
+        hi, lo = divmod(int(acc), 127)
+        rows.append(np.concatenate([np.resize(np.diff(np.linspace(0, hi, 33).round()), 32), [lo] + [0] * 31]))
+    lhs = np.array(rows).astype(np.int8)[None]
+    assert np.array_equal(lhs.astype(np.int64) @ rhs.astype(np.int64), deciding.reshape(1, -1, 1))
+    g = graph("BATCH_MATMUL", [act("a", lhs.shape, sl, 0), const("b", rhs, sr, 0)], act("y", (1, len(rows), 1), so, 0),
+              {"adj_x": False, "adj_y": False, "asymmetric_quantize_inputs": False})
+    want = TflmOracle(write_tflite(g)).run([lhs])[0].reshape(-1)
+    assert np.array_equal(want, multiply_by_quantized_multiplier(deciding, *double))
+    assert np.array_equal(reference_outputs(g, [lhs])[0].reshape(-1), want)
