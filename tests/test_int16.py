@@ -64,8 +64,8 @@ def fully_connected(rng, per_channel: bool, bias: bool, out_scale: float) -> Gra
                    "asymmetric_quantize_inputs": False})
 
 
-def conv(rng, per_channel: bool, padding: str, stride: int, groups: int, act: str) -> Graph:
-    cin, cout = 6, 8
+def conv(rng, per_channel: bool, padding: str, stride: int, groups: int, act: str, cin: int = 6) -> Graph:
+    cout = 8
     x, w = _act("x", (1, 9, 7, cin), 0.0004), _weights(rng, (cout, 3, 3, cin // groups), 0, per_channel)
     y_shape = (1, -(-9 // stride), -(-7 // stride), cout) if padding == "SAME" else \
         (1, (9 - 3) // stride + 1, (7 - 3) // stride + 1, cout)
@@ -119,6 +119,13 @@ def transpose_conv(rng, per_channel: bool, stride: int, padding: str) -> Graph:
                   {"padding": padding, "stride_w": stride, "stride_h": stride, "fused_activation_function": "NONE"})
 
 
+def int32_bias(g: Graph) -> Graph:
+    """The same layer with an int32 bias (a newer converter option): TFLite Micro's int32 path."""
+    b = g["b"]
+    b.dtype, b.data = "int32", (b.data // 8).astype(np.int32)
+    return g
+
+
 def _cases() -> dict[str, Graph]:
     rng = np.random.default_rng(RNG_SEED)
     return {
@@ -128,6 +135,7 @@ def _cases() -> dict[str, Graph]:
         "conv_same_s1": conv(rng, True, "SAME", 1, 1, "NONE"),
         "conv_valid_s2_relu6": conv(rng, False, "VALID", 2, 1, "RELU6"),
         "conv_grouped": conv(rng, True, "SAME", 2, 2, "RELU"),
+        "conv_8ch_same": conv(rng, True, "SAME", 1, 1, "NONE", cin=8),
         "depthwise_m1": depthwise(rng, True, 1),
         "depthwise_m2": depthwise(rng, False, 2),
         "add": binary("ADD", (1, 4, 3, 6), (0.0003, 0.0007, 0.001)),
@@ -142,6 +150,8 @@ def _cases() -> dict[str, Graph]:
         "tanh": sigmoidal("TANH", 0.00021),
         "transpose_conv_s2_same": transpose_conv(rng, True, 2, "SAME"),
         "transpose_conv_s1_valid": transpose_conv(rng, False, 1, "VALID"),
+        "fc_int32_bias": int32_bias(fully_connected(rng, True, True, 0.02)),
+        "conv_int32_bias": int32_bias(conv(rng, True, "SAME", 1, 1, "RELU", cin=8)),
         "softmax": softmax(0.0002, 1.0),
         "softmax_beta": softmax(0.00004, 2.5),
         "softmax_wide": softmax(0.003, 1.0),
@@ -190,9 +200,11 @@ def whole_input_conv(rng) -> Graph:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fc_per_channel_no_bias", "fc_per_tensor_bias", "whole_input_conv"])
-def test_16x8_dot_product_kernel_bit_exact_in_qemu(name: str, tmp_path: Path, capsys) -> None:
-    """The DSP kernel (SMLAD on int16 input pairs, weights widened by SXTB16; odd rows, depth % 4 tails)."""
+@pytest.mark.parametrize("name", ["fc_per_channel_no_bias", "fc_per_tensor_bias", "whole_input_conv",
+                                  "conv_8ch_same", "conv_valid_s2_relu6", "fc_int32_bias", "conv_int32_bias"])
+def test_16x8_dsp_kernels_bit_exact_in_qemu(name: str, tmp_path: Path, capsys) -> None:
+    """The DSP kernels (SMLAD on int16 input pairs, weights widened by SXTB16): dot products (odd rows,
+    depth % 4 tails) and convolution window rows (padding with 8 channels, a row % 4 tail without)."""
     from tinyml.cli import main
 
     g = whole_input_conv(np.random.default_rng(3)) if name == "whole_input_conv" else CASES[name]
@@ -225,8 +237,8 @@ def test_sigmoid_table_is_sigmoid_of_i_over_24() -> None:
 
 @pytest.mark.parametrize("edit, words", [
     (lambda g: setattr(g["y"].quant, "zero_point", np.array([3])), "zero point 3"),
-    (lambda g: setattr(g["b"], "dtype", "int32") or setattr(g["b"], "data", g["b"].data.astype(np.int32)),
-     "int64"),
+    (lambda g: setattr(g["b"], "dtype", "int16") or setattr(g["b"], "data", g["b"].data.astype(np.int16)),
+     "int64 or int32"),
 ])
 def test_16x8_refusals_name_the_reason(edit, words: str) -> None:
     from tinyml.ops import get_op
@@ -235,6 +247,14 @@ def test_16x8_refusals_name_the_reason(edit, words: str) -> None:
     edit(g)
     why = get_op("FULLY_CONNECTED").check(g, g.nodes[0])
     assert why is not None and words in why, why
+
+
+def test_16x8_depthwise_with_int32_bias_is_refused_as_tflite_micro_misreads_it() -> None:
+    """TFLite Micro's outputs for it match neither the int32 nor the int64 arithmetic: refused."""
+    from tinyml.ops import get_op
+
+    g = int32_bias(depthwise(np.random.default_rng(0), True, 1))
+    assert "misreads" in get_op("DEPTHWISE_CONV_2D").check(g, g.nodes[0])
 
 
 def test_sigmoid_output_scale_must_be_2_to_minus_15() -> None:

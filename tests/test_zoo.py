@@ -93,7 +93,7 @@ def test_catalogue_is_grouped_and_names_are_unique() -> None:
     assert len(ALL) == len(set(ALL))
     assert sorted(sum((zoo.names(g) for g in zoo.GROUPS), [])) == sorted(ALL)
     assert set(zoo.names("mlperf")) == set(PUBLISHED_MACS)
-    for group in ("ops", "io", "edge", "arch"):
+    for group in ("ops", "io", "edge", "arch", "transformer"):
         assert zoo.names(group), group
     with pytest.raises(ValueError):
         zoo.names("nonsense")
