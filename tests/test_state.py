@@ -43,10 +43,28 @@ def test_variables_become_state_outside_the_arena(streaming) -> None:
 
 
 def test_every_read_of_a_variable_runs_before_its_assignment(streaming) -> None:
-    c, _, _ = streaming  # after the planner's reordering
+    c, _, _ = streaming  # after legalization (reads in place) and the planner's reordering
+    assert "READ_VARIABLE" not in {n.op for n in c.graph.nodes}  # each read only by a CONCATENATION
     for t in c.graph.states():
         touching = [n.op for n in c.graph.nodes if t.name in n.inputs]
-        assert touching == ["READ_VARIABLE", "ASSIGN_VARIABLE"], (t.name, touching)
+        assert touching == ["CONCATENATION", "ASSIGN_VARIABLE"], (t.name, touching)
+
+
+@pytest.mark.parametrize("reader_first", [True, False])
+def test_a_read_stays_a_copy_when_its_reader_runs_after_the_assignment(reader_first: bool) -> None:
+    from tinyml.ir import Graph, Node, Tensor
+    from tinyml.passes.variables import read_variables_in_place
+
+    g = Graph(inputs=["x"], outputs=["z", "w"])
+    for name in ("x", "y", "z", "w"):
+        g.add_tensor(Tensor(name, (1, 4), "int8"))
+    g.add_tensor(Tensor("s", (1, 4), "int8", state=True, init=np.zeros((1, 4), np.int8)))
+    read, assign = Node("READ_VARIABLE", ["s"], ["y"]), Node("ASSIGN_VARIABLE", ["s", "x"], [])
+    use, other = Node("ABS", ["y"], ["z"]), Node("ABS", ["x"], ["w"])
+    g.nodes = [read, use, assign, other] if reader_first else [read, other, assign, use]
+    read_variables_in_place(g)
+    assert (read in g.nodes) != reader_first
+    assert use.inputs == (["s"] if reader_first else ["y"])
 
 
 def test_the_reference_matches_tflm_frame_after_frame(streaming) -> None:
@@ -150,3 +168,51 @@ def test_svdf_matches_tflm_frame_after_frame(variant: str, tmp_path: Path) -> No
     lib = generate(c.graph, c.plan, tmp_path / "lib")
     result = HostRunner(lib).run(frames)
     assert all(np.array_equal(e[0], o[0]) for e, o in zip(expected, result.outputs))
+
+
+def test_first_divergence_replays_the_stream(streaming) -> None:
+    """Per-layer comparison at frame k of a stream: both sides replay frames 0..k-1 first."""
+    from tinyml.validation import first_divergence
+
+    c, frames, _ = streaming
+    assert first_divergence(c.graph, c.model_bytes, frames[9], frames[:9]) is None
+    s = c.graph["stream_2/states"]
+    saved = s.init
+    try:
+        s.init = np.full_like(saved, 5)  # our initial state now differs from TFLite Micro's
+        found = first_divergence(c.graph, c.model_bytes, frames[0])
+    finally:
+        s.init = saved
+    assert found is not None and found["op"] == "CONCATENATION"
+
+
+def _no_handle_options(m, s):
+    m.subgraphs[0].operators[1].builtinOptions, m.subgraphs[0].operators[1].builtinOptionsType = None, 0
+
+
+def _init_out_of_range(m, s):
+    m.subgraphs[0].operators[0].builtinOptions.initSubgraphIndex = 7
+
+
+def _assign_other_size(m, s):
+    m.subgraphs[0].operators[12].inputs = [26, 35]  # stream/states <- the 5-row concatenation
+
+
+def _read_without_handle(m, s):
+    del m.subgraphs[0].operators[1]
+
+
+@pytest.mark.parametrize("corrupt, words", [
+    (_no_handle_options, "malformed model: operator 1 (VAR_HANDLE) lacks its VarHandleOptions"),
+    (_init_out_of_range, "malformed model: operator 0 (CALL_ONCE) runs subgraph 7 of 2"),
+    (_assign_other_size, "resource variable stream/states is used with different types or sizes"),
+    (_read_without_handle, "unsupported op READ_VARIABLE (of a resource no VAR_HANDLE makes)"),
+])
+def test_broken_variables_give_one_line(corrupt, words: str) -> None:
+    from test_frontend import edit  # tests/ has no __init__.py
+
+    from tinyml.errors import TinymlError
+
+    with pytest.raises(TinymlError) as e:
+        load_tflite(edit(MWW.read_bytes(), corrupt))
+    assert words in str(e.value) and "\n" not in str(e.value)

@@ -224,16 +224,19 @@ class TflmOracle:
             self._runner = None
         return [self.run(inputs) for inputs in batch]
 
-    def tensors(self, inputs: list[np.ndarray]) -> dict[int | str, np.ndarray]:
+    def tensors(self, inputs: list[np.ndarray],
+                before: list[list[np.ndarray]] | None = None) -> dict[int | str, np.ndarray]:
         """Every activation tensor after one inference, for per-layer comparison.
 
         Keys are the tensor's index in subgraph 0 and, when the name is unique
         in the model, also its name. Constants and resource handles are left
         out (read them from the model). A stateful model runs from its initial
-        state (a fresh interpreter).
+        state (a fresh interpreter), after the frames `before` when given.
         """
         if self._keeper is None or self.stateful:
             self._keeper = self._interpreter(preserve=True)
+        for frame in before or []:
+            self._invoke(self._keeper, frame)
         self._invoke(self._keeper, inputs)
         sg = self._m.subgraphs[0]
         names = [_tensor_name(t) for t in sg.tensors]

@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than read: the arena over time."""
+"""Pictures people would rather look at than read: the arena over time, accuracy against flash."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,3 +60,36 @@ def _short(name: str) -> str:
     """Converters build long hierarchical names; the last component says enough."""
     parts = [p for p in name.replace(";", "/").split("/") if p]
     return (parts[-1] if parts else name)[:18]
+
+
+def pareto(configs: list[dict], path: str | Path, title: str = "") -> Path:
+    """Accuracy (or, without --eval, the ILP's objective) against weight flash: uniform widths as
+    points, the ILP's allocations at increasing budgets as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = all(c["accuracy"] is not None for c in configs)
+    key, label = ("accuracy", "top-1 accuracy (%)") if scored else ("objective", "sum of trace x perturbation")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ilp = sorted((c for c in configs if c["label"].startswith("ILP")), key=lambda c: c["weight_bytes"])
+    if ilp:
+        ax.plot([c["weight_bytes"] for c in ilp], [c[key] for c in ilp], "o-", color="tab:blue",
+                label="ILP (Hessian-weighted)")
+    for k, c in enumerate(c for c in configs if not c["label"].startswith("ILP")):
+        ax.scatter([c["weight_bytes"]], [c[key]], marker="s", s=50, color=plt.get_cmap("tab10")(k + 1),
+                   label=c["label"], zorder=3)
+    ax.set_xlabel("weight flash (bytes, packed)")
+    ax.set_ylabel(label)
+    if not scored:
+        ax.set_yscale("symlog", linthresh=1e-6)
+    ax.set_title(title or "mixed precision: accuracy vs flash")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

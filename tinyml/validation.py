@@ -106,17 +106,24 @@ def compare(expected: list[list[np.ndarray]], got: list[list[np.ndarray]],
     return Comparison(len(expected), bad, elems, worst, None, details, outside)
 
 
-def first_divergence(g: Graph, model_bytes: bytes, sample: list[np.ndarray]) -> dict | None:
+def first_divergence(g: Graph, model_bytes: bytes, sample: list[np.ndarray],
+                     before: list[list[np.ndarray]] | None = None) -> dict | None:
     """The first layer whose numpy-reference output differs from TFLite Micro's (None when the
-    reference is itself the oracle: a file TFLite Micro cannot run as written)."""
+    reference is itself the oracle: a file TFLite Micro cannot run as written).
+
+    `before`: the frames a stateful model ran first (both sides replay them from the initial state).
+    """
     from tinyml.frontend import bits_meta
     from tinyml.oracle import TflmOracle
-    from tinyml.reference import run_reference
+    from tinyml.reference import initial_state, run_reference
 
     if bits_meta.has_entry(g):
         return None
-    ours = run_reference(g, sample)
-    theirs = TflmOracle(model_bytes).tensors(sample)
+    state = initial_state(g)
+    for frame in before or []:
+        run_reference(g, frame, state)
+    ours = run_reference(g, sample, state)
+    theirs = TflmOracle(model_bytes).tensors(sample, before or [])
     for i, n in enumerate(g.nodes):
         for t in n.outputs:
             if t in theirs and t in ours and not np.array_equal(np.asarray(theirs[t]).reshape(-1),
@@ -130,9 +137,16 @@ def validation_report(c: Compiled, inputs: list[list[np.ndarray]], result: RunRe
     """The design.md JSON fields; device-only figures stay None on the host."""
     from tinyml.ops import get_op
 
-    cmp = compare(expected, result.outputs, output_tolerances(c.graph))
+    tolerances = output_tolerances(c.graph)
+    cmp = compare(expected, result.outputs, tolerances)
     if not cmp.within_tolerance:
-        cmp.first_divergence = first_divergence(c.graph, c.model_bytes, inputs[0])
+        k = next(k for k, (e, o) in enumerate(zip(expected, result.outputs))
+                 if not compare([e], [o], tolerances).within_tolerance)
+        # a stateful model's frame k depends on frames 0..k-1: both sides replay them
+        cmp.first_divergence = first_divergence(c.graph, c.model_bytes, inputs[k],
+                                                inputs[:k] if c.graph.states() else None)
+        if cmp.first_divergence is not None:
+            cmp.first_divergence["sample"] = k
     return {
         "board": board,
         "target": target,

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tinyml.commands._common import add_json_arg, write_json
+from tinyml.commands._quantize_mixed import parse_plan
 from tinyml.errors import TinymlError
 
 
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "(Keras needs TensorFlow, ONNX the onnx package)")
     p.add_argument("--calib", required=True, metavar="DATA",
                    help="calibration inputs: .npy [N, ...] or .npz with array 'x' (float, as the float model takes them)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.tflite", help="where to write the int8 model")
+    p.add_argument("-o", "--output", metavar="OUT.tflite",
+                   help="where to write the quantized model (required unless 4-bit activations are explored)")
     p.add_argument("--eval", metavar="DATA", help=".npz with inputs 'x' and integer labels 'y': report top-1 "
                                                   "accuracy of the float and the int8 model")
     p.add_argument("--calibration", choices=["minmax", "percentile", "mse"], default="minmax",
@@ -33,6 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --calibration percentile: clip at the (100-P)-th and P-th percentiles (default 99.99)")
     p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="do not compensate the output shift caused by rounding the weights")
+    p.add_argument("--bits", default="8", metavar="W[/A]",
+                   help="weight[/activation] widths: 8 (default), 4, 2, W/A (e.g. 4/8, 4/4), or 'mixed' (weights 8/4/2 "
+                        "per layer chosen by Hessian traces and an ILP; 'mixed/mixed' also picks 8/4-bit activations)")
+    p.add_argument("--flash-budget", metavar="BYTES", help="packed weight bytes at most (e.g. 12000 or 12k = 12288); "
+                                                           "implies --bits mixed")
+    p.add_argument("--sram-budget", metavar="BYTES", help="arena bytes at most (the memory planner's); implies mixed")
+    p.add_argument("--instr-budget", metavar="N", help="instructions per inference at most (tinyml.cost estimate); "
+                                                       "implies mixed")
+    p.add_argument("--board", metavar="BOARD", help="board for the cost model (default: the one it was fitted on)")
+    p.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                   help="quantization-aware fine-tuning on the calibration data (labels: its 'y', else the float "
+                        "model's own predictions)")
+    p.add_argument("--probes", type=int, default=32, metavar="N", help="Hutchinson probes per layer (default 32)")
+    p.add_argument("--pareto", metavar="PNG", help="also quantize uniform int8/int4/int2 and the ILP at several flash "
+                                                  "budgets; table, JSON and this accuracy-vs-flash plot")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -51,11 +68,14 @@ def _run(args: argparse.Namespace) -> int:
     from tinyml.quantize import QuantPolicy, quantize_float_graph
     from tinyml.quantize.data import load_calibration, load_labelled
 
-    if Path(args.output).suffix != ".tflite":
+    if args.output is not None and Path(args.output).suffix != ".tflite":
         raise TinymlError(f"-o {args.output}: the output is a .tflite file")
     policy = QuantPolicy(calibration=args.calibration, percentile=args.percentile,
                          bias_correction=args.bias_correction)
     policy.check()
+    plan = parse_plan(args)
+    if plan is None and args.output is None:
+        raise TinymlError("-o OUT.tflite is required")
     g, fmt = load_float_model(args.model)
     shape = g[g.inputs[0]].shape
     calib = load_calibration(args.calib, shape)
@@ -70,13 +90,27 @@ def _run(args: argparse.Namespace) -> int:
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done)
 
-        result = quantize_float_graph(g, calib, policy, progress)
-        write_bytes_atomic(args.output, result.tflite)
-        report = describe(args, fmt, policy, result)
-        if labelled is not None:
+        if plan is None:
+            result = quantize_float_graph(g, calib, policy, progress)
+            mixed = None
+        else:
+            from tinyml.commands._quantize_mixed import run_mixed
+
+            result, mixed = run_mixed(args, plan, g, calib, policy, labelled, progress)
+        report = describe(args, fmt, policy, result) if result is not None else {"model": str(args.model),
+                                                                                  "format": fmt, "accuracy": None}
+        if result is not None and args.output is not None:
+            write_bytes_atomic(args.output, result.tflite)
+        report["mixed"] = mixed
+        if labelled is not None and result is not None:
             report["accuracy"] = evaluate(result, *labelled, lambda done, total: progress("evaluating", done, total))
     if not quiet:
-        print_report(report)
+        if result is not None:
+            print_report(report)
+        if mixed is not None:
+            from tinyml.commands._quantize_mixed import print_mixed
+
+            print_mixed(mixed)
     write_json(args.json, report)
     return 0
 

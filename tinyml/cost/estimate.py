@@ -10,6 +10,7 @@ from tinyml.cost import fast_patches
 from tinyml.cost.model import code_bytes, flash_features, layer_instructions, layer_terms, load_coefficients
 from tinyml.ir import Graph
 from tinyml.ops import get_op
+from tinyml.ops.strided_copy import COPY_CLASS
 from tinyml.schedule.lifetimes import build_buffers
 from tinyml.schedule.memory import place_greedy_by_size, state_layout
 from tinyml.schedule.patches import PatchOptions, SearchResult, schedule_patches
@@ -113,7 +114,7 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
         consts.update(weights)
         layers.append(LayerCost(i, n.op, n.name, cls, round(instr), m, sum(g[x].nbytes for x in weights),
                                 live[i] if i < len(live) else 0))
-    copy = coef["classes"].get("copy_window", {}).get("bytes", 0.0) * copy_bytes
+    copy = coef["classes"].get(COPY_CLASS, {}).get("bytes", 0.0) * copy_bytes
     total = coef["network_overhead"] + sum(x.instructions for x in layers) + copy
     return Cost(
         mode=mode, board=b.name, core=coef["core"], patches=label, arena_bytes=arena, arena_lower_bound=bound,

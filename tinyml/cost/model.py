@@ -98,8 +98,9 @@ def fit_classes(samples: dict[str, list[tuple[Terms, float, float]]],
                 flash_rows: list[tuple[Terms, float, float]]) -> dict:
     """Coefficients per class (with enough layers), per family (pooled) and for code bytes.
 
-    Rows are (terms, measured, weight); the fit script weighs a layer by 1 / its network's
-    instructions, so every network's total counts alike whatever its layer count.
+    Rows are (terms, measured, weight); the fit script weighs a layer by 1 / sqrt(its instructions x
+    its network's), between the layer's relative error and its network's. A family's pooled fit
+    weighs every layer by its relative error instead.
     """
     classes: dict[str, dict] = {}
     pooled: dict[str, list] = {"other": []}
@@ -107,7 +108,9 @@ def fit_classes(samples: dict[str, list[tuple[Terms, float, float]]],
         rows = [r for r in rows if r[0]]
         if not rows:
             continue
-        pooled.setdefault(family(cls), []).extend(rows)
+        # a family stands in for kernels it has no data of: fitted on relative errors per layer (the
+        # kernels it pools differ in size; none may dominate)
+        pooled.setdefault(family(cls), []).extend((t, y, 1.0 / max(y, 1.0)) for t, y, _ in rows)
         if len(rows) >= MIN_SAMPLES_PER_TERM * len({k for t, _, _ in rows for k in t}):
             classes[cls] = least_squares(rows)
         else:  # few layers: the kernel's own cost per unit of its main counts (the family's is another kernel's)

@@ -23,6 +23,7 @@ from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier
 from tinyml.fixedpoint import rdbpot, srdhm, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops import sigmoid16
 from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.elementwise import Arith, BinaryOp, byte_codes, emit_lut, per_tensor_reason
 from tinyml.ops.quantized import activation_range, int8_per_tensor
@@ -190,9 +191,12 @@ class LutOp(Op):
         emit_lut(ctx, n.inputs[0], n.outputs[0], table)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """A table lookup per element, whatever the function."""
+        """A table lookup per element, whatever the function; one kernel per (input, output) C type
+        (an unsigned input needs no sign extension: another class)."""
         x, y = _io(g, n)
-        return bit_class("lut", x, y), {"call": 1, "out": y.size}
+        both8 = x.bits == y.bits == 8
+        cls = "lut" if not both8 or x.dtype == y.dtype == "int8" else f"lut_{x.dtype}_{y.dtype}"
+        return bit_class(cls, x, y), {"call": 1, "out": y.size}
 
 
 def _io(g: Graph, n: Node) -> tuple[Tensor, Tensor]:
@@ -277,14 +281,36 @@ def _q4_params(scale: np.float32) -> tuple[int, int, int]:
 
 
 class _Sigmoidal(LutOp):
+    """int8 as a table of gemmlowp's fixed-point function; int16 (16x8 mode) in sigmoid16.py."""
+
+    in_dtypes = ("int8", "int16")
+    out_dtypes = ("int8", "int16")
     integer_output_shift: ClassVar[int]
     output_offset: ClassVar[int]
 
     def fn(self, a: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def reason(self, g: Graph, n: Node) -> str | None:
+        if g[n.inputs[0]].dtype == "int16":
+            return sigmoid16.reason(g, n)
+        if g[n.outputs[0]].dtype != "int8":
+            return "output is int16, expected int8 like the input"
+        return self.reason8(g, n)
+
+    def reason8(self, g: Graph, n: Node) -> str | None:
+        return None
+
+    def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
+        if g[n.inputs[0]].dtype == "int16":
+            sigmoid16.emit(g, n, ctx)
+        else:
+            super().emit(g, n, ctx)
+
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         xi = g[n.inputs[0]]
+        if xi.dtype == "int16":
+            return sigmoid16.values(self.name, g, n, x)
         q, shift, radius = _q4_params(_scale(xi))
         v = x - xi.quant.zp
         inner = np.clip(v, -radius + 1, radius - 1) if radius > 0 else v  # the saturated ones are replaced below
@@ -304,7 +330,7 @@ class Logistic(_Sigmoidal):
     def fn(self, a: np.ndarray) -> np.ndarray:
         return fixed_logistic(a, 4)
 
-    def reason(self, g: Graph, n: Node) -> str | None:
+    def reason8(self, g: Graph, n: Node) -> str | None:
         if g[n.outputs[0]].quant.zp != -128:
             return "LOGISTIC output zero point must be -128 (TFLite Micro refuses others)"
         return None

@@ -1,7 +1,7 @@
 """The contract every operator implements, and the registry that holds them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
 
 import numpy as np
 
@@ -160,6 +160,44 @@ def border_pixels(w: "Window") -> int:
     rows = edge(w.out_h, w.stride_h, w.pad_top, (w.k_h - 1) * w.dil_h + 1, w.in_h)
     cols = edge(w.out_w, w.stride_w, w.pad_left, (w.k_w - 1) * w.dil_w + 1, w.in_w)
     return w.out_h * w.out_w - (w.out_h - rows) * (w.out_w - cols)
+
+
+def inside_taps(w: "Window") -> tuple[int, int]:
+    """Window rows and columns inside the input (not in the padding), each summed over the output
+    rows / columns: a window's taps inside are rows x columns, and their sum over all output pixels
+    the product of the two sums."""
+    def inside(out: int, stride: int, pad: int, k: int, dil: int, size: int) -> int:
+        return sum(1 for o in range(out) for t in range(k) if 0 <= o * stride - pad + t * dil < size)
+
+    return (inside(w.out_h, w.stride_h, w.pad_top, w.k_h, w.dil_h, w.in_h),
+            inside(w.out_w, w.stride_w, w.pad_left, w.k_w, w.dil_w, w.in_w))
+
+
+def per_channel_scales(t: Tensor) -> bool:
+    """Whether a weights tensor's scales differ per output channel (the kernels then read a
+    multiplier and shift per channel instead of literals)."""
+    q = t.quant
+    return q is not None and q.scale.size > 1 and bool(np.any(q.scale != q.scale.flat[0]))
+
+
+T = TypeVar("T")
+_REMEMBERED: dict[tuple, tuple[tuple, object]] = {}
+REMEMBER_MAX = 512  # entries: the weights of a dozen MobileNet-size graphs, not a whole search's
+
+
+def remembered(arrays: tuple, key: tuple, decide: Callable[[], T]) -> T:
+    """decide(), remembered for these constant arrays (by identity; the memo keeps them alive so an
+    id is never reused while remembered) and key: cost_terms asks the same question of the same
+    weights (do they pack, can the accumulator overflow) on every estimate call of a search."""
+    k = (*map(id, arrays), *key)
+    hit = _REMEMBERED.get(k)
+    if hit is not None and all(a is b for a, b in zip(hit[0], arrays)):
+        return hit[1]  # type: ignore[return-value]
+    if len(_REMEMBERED) >= REMEMBER_MAX:
+        _REMEMBERED.clear()
+    value = decide()
+    _REMEMBERED[k] = (arrays, value)
+    return value
 
 
 def output_channels(g: Graph, n: Node) -> int:

@@ -13,8 +13,10 @@ import numpy as np
 
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node, Quant
-from tinyml.ops.base import bit_class, copy_terms, Op, register
-from tinyml.ops.strided_copy import contiguous_strides, Copy, copy_pixel_cost, emit_copy, node_dtype_problem
+from tinyml.ops.base import bit_class, Op, register
+from tinyml.ops.strided_copy import (
+    contiguous_strides, Copy, COPY_CLASS, copy_pixel_cost, emit_copy, node_dtype_problem, strided_copy_terms,
+)
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -94,4 +96,5 @@ class Concatenation(Op):
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """Strided copies of every input into the output."""
         y = g[n.outputs[0]]
-        return bit_class("copy_concat", y), copy_terms(y)
+        copies = slab_copies([g[i].shape for i in n.inputs], _axis(g, n), y.shape)
+        return bit_class(COPY_CLASS, y), strided_copy_terms(copies, y.np_dtype.itemsize)

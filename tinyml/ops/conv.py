@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
+from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, per_channel_scales, register, remembered
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     NIBBLE_SUM_LIMIT,
     DspRequant,
@@ -23,14 +24,9 @@ from tinyml.ops.dsp_pack import (
 )
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
     filter_window,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -54,7 +50,7 @@ class Conv2D(Op):
         return 0.0, output_channels(g, n) * per_out * (1.6 if cin_g < 4 else 1.0)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -67,8 +63,7 @@ class Conv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 0) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 0, (1, 2, 3))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -92,7 +87,7 @@ class Conv2D(Op):
                 acc[..., gi * per_group:(gi + 1) * per_group] += xs @ ws.T
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
@@ -104,7 +99,7 @@ class Conv2D(Op):
         Reserved whatever the target (the plan does not depend on it); cores
         without the DSP extension leave it unused.
         """
-        if not dsp_shape(g, n):
+        if not dsp_shape(g, n) or is_16x8(g, n):
             return 0
         return GEMM_PIXELS * padded(int(np.prod(g[n.inputs[1]].shape[1:])), 4) * 2
 
@@ -116,13 +111,16 @@ class Conv2D(Op):
         output (tinyml/schedule/inplace.py) and the same holds. The DSP GEMM
         widens all pixels of a block before writing any, and the plain kernel
         reads each pixel from a scratch copy (`stash`)."""
-        return (0,) if in_place_shape(g, n) else ()
+        return (0,) if in_place_shape(g, n) and not is_16x8(g, n) else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         cout, k_h, k_w, cin_g = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=False, cin=x.shape[3], cin_g=cin_g, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
@@ -143,25 +141,46 @@ class Conv2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """DSP GEMM by filter shape (first layers with 1-3 input channels apart), else the C loop; each
-        output pixel's window is widened once (`window` values), then every output channel uses it."""
+        """The kernel emit picks on a DSP core and its loops. The DSP GEMM (first layers with 1-3
+        input channels a class apart) runs blocks of GEMM_PIXELS pixels (a short last block repeats
+        a pixel) against pairs of output rows, GEMM `steps` of 4 taps each; per block and pair a
+        requantization of 6 outputs (`pair_blocks`; `_pc`: per-channel multipliers read from the
+        weights stream); each pixel slot widens its window once (by words when kw x cin is a
+        multiple of 4, else tap by tap; `window_rows` rows of it), windows reaching into the padding
+        through the border function (`border_px` calls, by words when cin is a multiple of 4). Small
+        layers (`wide`) keep int16 weights, 4-bit ones nibble pairs (a class of their own by width).
+        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow,
+        16x8) the C loop, per output element and MAC."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
-        if not dsp_shape(g, n):
-            cls = "conv_grouped"
-        elif cin_g <= 3:
-            cls = "conv_first"
-        else:
-            cls = "conv_gemm"
-        px = y.size // cout
+        if is_16x8(g, n):
+            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         w = window(g, n, k_h, k_w)
-        # a window row of whole words is widened four taps at a time, else tap by tap (first layers);
-        # windows reaching into the padding go through a border function, by words when the channels allow
+        border = border_pixels(w) * w.batch
+        variant, per_channel = dsp_variant(g, n)
+        if variant is None:
+            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size,
+                                                     "px": y.size // cout, "border_px": border}
+        npix = w.out_h * w.out_w
+        blocks = w.batch * -(-npix // GEMM_PIXELS)
+        pair_blocks = blocks * -(-cout // 2)
+        slots = blocks * GEMM_PIXELS
+        # the short last block repeats the last pixel: through the border function again if it is a border pixel
+        iy, ix = (w.out_h - 1) * w.stride_h - w.pad_top, (w.out_w - 1) * w.stride_w - w.pad_left
+        if min(iy, ix) < 0 or iy > w.in_h - k_h or ix > w.in_w - k_w:
+            border += slots - w.batch * npix
+        full = slots - border
+        pointwise = (k_h, k_w, w.stride_h, w.stride_w) == (1, 1, 1, 1) and not w.has_padding and cin_g % 4 == 0
+        depth = k_h * k_w * cin_g
+        pc = "_pc" if per_channel else ""
+        steps = "wide_steps" if variant == "wide" else "steps"
         widen = "window" if k_w * cin_g % 4 == 0 else "window_taps"
-        border = "border_window" if cin_g % 4 == 0 else "border_taps"
-        return bit_class(cls, x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size, "px": px,
-                                          widen: px * k_h * k_w * cin_g,
-                                          border: border_pixels(w) * w.batch * k_h * k_w * cin_g}
+        cls = "conv_first" if cin_g <= 3 else "conv_gemm"
+        return bit_class(cls, x, wt, y), {
+            "call": 1, steps: pair_blocks * -(-depth // 4), f"pair_blocks{pc}": pair_blocks,
+            "pointwise_slots" if pointwise else "slots": slots,
+            widen: full * depth, "window_rows": full * k_h, "border_px": border,
+            "border_window" if cin_g % 4 == 0 else "border_taps": border * depth}
 
 
 # Output pixels per DSP GEMM block: the most whose accumulators (two per row
@@ -182,6 +201,31 @@ def dsp_shape(g: Graph, n: Node) -> bool:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     return wt.shape[3] == x.shape[3] and n.attrs.get("dilation_h_factor", 1) == 1 \
         and n.attrs.get("dilation_w_factor", 1) == 1
+
+
+def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
+    """Which kernel emit runs on a DSP core: "wide" (the DSP GEMM with int16 weights), "pairs" (int8
+    row pairs), "nibbles" (4-bit weights), or None (the C loop); and whether the requantization is per channel. Decided on
+    the weights as emit decides, remembered per weights array (a search asks again on every call)."""
+    wt, x = g[n.inputs[1]], g[n.inputs[0]]
+    bias = g[n.inputs[2]].data if len(n.inputs) > 2 and n.inputs[2] is not None else None
+
+    def decide() -> tuple[str | None, bool]:
+        pc = per_channel_scales(wt)
+        w = wt.data.astype(np.int8)
+        in_off = -x.quant.zp
+        if wt.bits not in (8, 4) or not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
+            return None, pc
+        xmax = max(abs(-128 + in_off), abs(127 + in_off))
+        if wt.bits == 4:  # nibble pairs (their own class by bit width)
+            return ("nibbles" if acc_bound(w.reshape(w.shape[0], -1), None, xmax) < NIBBLE_SUM_LIMIT else None), pc
+        if w.size <= WIDE_MAX_BYTES:
+            return "wide", pc
+        return ("pairs" if pack_row_pairs(w.reshape(w.shape[0], -1), 2, xmax) is not None else None), pc
+
+    return remembered((wt.data, bias, wt.quant.scale if wt.quant else None),
+                      ("conv", wt.bits, x.quant.zp, x.shape[3], n.attrs.get("dilation_h_factor", 1),
+                       n.attrs.get("dilation_w_factor", 1)), decide)
 
 
 def in_place_shape(g: Graph, n: Node) -> bool:

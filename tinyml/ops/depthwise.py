@@ -11,19 +11,15 @@ from functools import lru_cache
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
+from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
 from tinyml.ops.dsp_pack import DspRequant
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
 from tinyml.ops.quantized import (
     Window,
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
     pad_for_window,
     taps,
@@ -51,7 +47,7 @@ class DepthwiseConv2D(Op):
         return 7.7 * g[n.inputs[0]].shape[-1], output_channels(g, n) * (2 + 2.1 * k_h * k_w)
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -68,8 +64,7 @@ class DepthwiseConv2D(Op):
             window(g, n, wt.shape[1], wt.shape[2])
         except ValueError as e:
             return str(e)
-        bias = bias_tensor(g, n)
-        return int8_weights(wt, cout, 3) or int32_bias(bias, cout) or activation_reason(n)
+        return weights_reason(g, n, cout, 3, (0, 1, 2))
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         wt = g[n.inputs[1]]
@@ -88,7 +83,7 @@ class DepthwiseConv2D(Op):
             acc += np.repeat(view, mult, axis=3) * wt[0, ky, kx]
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, cout).apply(acc)]
+        return [layer_requant(g, n, cout).apply(acc)]
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
@@ -108,6 +103,9 @@ class DepthwiseConv2D(Op):
         _, k_h, k_w, cout = wt.shape
         x = g[n.inputs[0]]
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            mac16_emit(g, n, ctx, w, wt, depthwise=True, cin=x.shape[3], cin_g=1, cout=cout)
+            return
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         channel_major = np.ascontiguousarray(wt[0].transpose(2, 0, 1))  # [oc][ky][kx]
@@ -159,25 +157,32 @@ class DepthwiseConv2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """Per-channel plane kernel by window and stride (it copies each input plane once), else the
-        generic loop (depth multiplier > 1, dilation)."""
+        """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
+        bytes), each channel's rows copied in by 4 pixels and single ones, per-channel constants
+        (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
+        odd last pixel a whole step), a requantization per output. Else the generic loop (depth
+        multiplier > 1, dilation): per output its requantization, the window rows and taps inside
+        the input."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
-            cls = "dw_generic"
-        elif k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2):
-            cls = f"dw_{k_h}x{k_w}_s{w.stride_h}"
-        else:
-            cls = "dw_other"
-        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size, "ch": cout,
-                 "edge_macs": border_pixels(w) * w.batch * k_h * k_w * cout}
-        if cls != "dw_generic":  # the plane kernel's loops: input rows copied, output rows, pixel steps
-            pixels = pair_schedule(k_h, k_w, w.stride_w).pixels if w.out_w >= 2 else 1
-            rows = w.batch * cout * w.out_h
-            terms.update(copy_rows=w.batch * cout * min(w.in_h, (w.out_h - 1) * w.stride_h + k_h - w.pad_top),
-                         rows=rows, steps=rows * -(-w.out_w // pixels))
-        return bit_class(cls, x, wt, y), terms
+        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):  # 16x8: a class by width
+            rows_in, cols_in = inside_taps(w)
+            return bit_class("dw_generic", x, wt, y), {"call": 1, "out": y.size,
+                                                       "taps": w.batch * cout * rows_in * cols_in,
+                                                       "rows": w.batch * cout * rows_in * w.out_w}
+        cls = f"dw_{k_h}x{k_w}_s{w.stride_h}" if k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2) \
+            else "dw_other"
+        schedule = pair_schedule(k_h, k_w, w.stride_w)
+        h, pw = (w.out_h - 1) * w.stride_h + k_h, (w.out_w - 1) * w.stride_w + k_w
+        copy_h, copy_w = max(0, min(w.in_h, h - w.pad_top)), max(0, min(w.in_w, pw - w.pad_left))
+        planes = w.batch * cout
+        rows = planes * w.out_h
+        pixels = schedule.pixels if w.out_w >= 2 else 1
+        return bit_class(cls, x, wt, y), {
+            "call": 1, "fill": h * pw + 4 * schedule.per_row, "ch": planes, "copy_rows": planes * copy_h,
+            "copy_quads": planes * copy_h * (copy_w // 4), "copy_singles": planes * copy_h * (copy_w % 4),
+            "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,7 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1:
+    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):
         return None
     taps_w = wt.data.reshape(-1, cout).astype(np.int64)
     bias = bias_of(g, n)

@@ -24,6 +24,7 @@ from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops.base import Op, bit_class, register
+from tinyml.ops.int16 import int16_per_tensor
 from tinyml.ops.quantized import activation_range, activation_reason, int8_per_tensor
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def _offsets(g: Graph, n: Node) -> dict[str, int]:
 
 
 def add_sub_arith(g: Graph, n: Node, kind: str) -> Arith:
-    """CalculateOpDataAdd/Sub: left shift 20, multipliers from twice the larger scale, in double.
+    """CalculateOpDataAdd/Sub: left shift 20 (15 for int16), multipliers from twice the larger scale, in double.
 
     (TFLite Micro's newest sub_common.cc takes these in float32; the packaged
     oracle still uses double for SUB too, and a float32 derivation differs on
@@ -156,11 +157,12 @@ def add_sub_arith(g: Graph, n: Node, kind: str) -> Arith:
     """
     s1, s2, so = _scales(g, n)
     twice = 2.0 * float(max(s1, s2))
+    left_shift = 15 if g[n.outputs[0]].dtype == "int16" else 20
     m1, sh1 = smaller_than_one(float(s1) / twice, "input 1")
     m2, sh2 = smaller_than_one(float(s2) / twice, "input 2")
-    mo, sho = smaller_than_one(twice / ((1 << 20) * float(so)), "output")
+    mo, sho = smaller_than_one(twice / ((1 << left_shift) * float(so)), "output")
     lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), g[n.outputs[0]])
-    return Arith(kind, **_offsets(g, n), left_shift=20, m1=m1, s1=sh1, m2=m2, s2=sh2, mo=mo, so=sho, lo=lo, hi=hi)
+    return Arith(kind, **_offsets(g, n), left_shift=left_shift, m1=m1, s1=sh1, m2=m2, s2=sh2, mo=mo, so=sho, lo=lo, hi=hi)
 
 
 def mul_arith(g: Graph, n: Node) -> Arith:
@@ -185,6 +187,7 @@ class BinaryOp(Op):
     """Two int8 operands broadcast numpy-style into one int8 output."""
 
     quantized: ClassVar[bool] = True  # MAXIMUM/MINIMUM compare raw codes and ignore quantization
+    int16: ClassVar[bool] = False  # TFLite Micro also runs it on int16 operands (16x8 mode, zero points 0)
     pointwise = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
@@ -194,8 +197,9 @@ class BinaryOp(Op):
         if len(n.inputs) != 2 or len(n.outputs) != 1 or None in n.inputs:
             return "expects two inputs and one output"
         tensors = (g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]])
+        wide = self.int16 and tensors[2].dtype == "int16"
         for t, role in zip(tensors, ("input 1", "input 2", "output")):
-            why = int8_per_tensor(t, role) if self.quantized else (
+            why = int16_per_tensor(t, role) if wide else int8_per_tensor(t, role) if self.quantized else (
                 None if t.dtype == "int8" else f"{role} is {t.dtype}, only int8 is supported")
             if why:
                 return why
@@ -220,7 +224,7 @@ class BinaryOp(Op):
 
     def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         y = self.arith(g, n).apply(inputs[0], inputs[1])
-        return [y.reshape(g[n.outputs[0]].shape).astype(np.int8)]
+        return [y.reshape(g[n.outputs[0]].shape).astype(g[n.outputs[0]].np_dtype)]
 
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # y[i] is written after a[i] and b[i] are read: an operand laid out like y can take its place.
@@ -233,7 +237,8 @@ class BinaryOp(Op):
         p = self.arith(g, n)
         # Rescaling an 8-bit input is a function of its byte: two 256-entry tables replace two
         # requantizations per element (exact: built by the reference's own arithmetic).
-        rescaled = [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))] if p.rescales_inputs else []
+        tabled = p.rescales_inputs and a.bits == b.bits == 8
+        rescaled = [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))] if tabled else []
         # The output requantization of ADD/SUB in two shifts instead of TFLite's general sequence: exact when
         # the shift is a right shift (< 31) and |s1 +- s2| + 2^(shift-1) cannot overflow (true of real models).
         # On DSP cores with a shift <= 22, tables hold the rescaled inputs doubled for tm_requant_dsp2p
@@ -257,6 +262,7 @@ class BinaryOp(Op):
 class Add(BinaryOp):
     name = "ADD"
     fuses_activation = True
+    int16 = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         return add_sub_arith(g, n, "ADD")
@@ -266,6 +272,7 @@ class Add(BinaryOp):
 class Sub(BinaryOp):
     name = "SUB"
     fuses_activation = True
+    int16 = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         return add_sub_arith(g, n, "SUB")
@@ -275,6 +282,7 @@ class Sub(BinaryOp):
 class Mul(BinaryOp):
     name = "MUL"
     fuses_activation = True
+    int16 = True
 
     def arith(self, g: Graph, n: Node) -> Arith:
         return mul_arith(g, n)

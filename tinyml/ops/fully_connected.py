@@ -13,6 +13,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, Op, output_channels, register
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     NIBBLE_SUM_LIMIT,
     DspRequant,
@@ -25,14 +26,10 @@ from tinyml.ops.dsp_pack import (
 from tinyml.fixedpoint import wrap_int32
 from tinyml.ops.quantized import (
     accumulator_may_overflow,
-    activation_reason,
     bias_of,
-    bias_tensor,
     conv_requant,
-    int32_bias,
-    int8_io_reason,
-    int8_weights,
     kernel_args,
+    Window,
 )
 
 
@@ -45,7 +42,7 @@ class FullyConnected(Op):
         return 0.0, output_channels(g, n) * (12 + 0.7 * g[n.inputs[1]].shape[-1])
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        if why := io_reason(g, n, 2):
             return why
         x = g[n.inputs[0]]
         wt = g[n.inputs[1]]
@@ -57,8 +54,7 @@ class FullyConnected(Op):
             return "keep_num_dims needs the input's last dimension to equal the weight depth"
         if n.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
             return f"weights format {n.attrs['weights_format']} is not supported"
-        bias = bias_tensor(g, n)
-        why = int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+        why = weights_reason(g, n, wt.shape[0], 0, (1,))
         if why is None and wt.quant.scale.size == 1 and wt.quant.scale[0] < 0:
             # TFLite Micro's per-tensor multiplier needs input scale x weight scale >= 0
             return "the per-tensor weight scale is negative, which TFLite Micro refuses too"
@@ -77,7 +73,7 @@ class FullyConnected(Op):
         acc = x @ wt.T
         if len(inputs) > 2 and inputs[2] is not None:
             acc += inputs[2].reshape(-1).astype(np.int64)
-        return [conv_requant(g, n, g[n.inputs[1]].shape[0]).apply(acc).reshape(self.infer_shapes(g, n)[0])]
+        return [layer_requant(g, n, g[n.inputs[1]].shape[0]).apply(acc).reshape(self.infer_shapes(g, n)[0])]
 
     def macs(self, g: Graph, n: Node) -> int:
         return g[n.inputs[0]].size * g[n.inputs[1]].shape[0]
@@ -87,11 +83,18 @@ class FullyConnected(Op):
         depths up to WIDEN_MAX_DEPTH: otherwise every block of 4 rows widens it again (2 of its
         16 instructions per 16 MACs). Optional: at the peak step the RAM is worth more."""
         depth = g[n.inputs[1]].shape[1]
+        if is_16x8(g, n):
+            return 0
         return 2 * (depth - depth % 4) if depth <= WIDEN_MAX_DEPTH else 0
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
         units, depth = wt.shape
+        if is_16x8(g, n):
+            batches = g[n.inputs[0]].size // depth
+            win = Window(batches, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+            mac16_emit(g, n, ctx, win, wt, depthwise=False, cin=depth, cin_g=depth, cout=units)
+            return
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
@@ -115,6 +118,8 @@ class FullyConnected(Op):
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         units, depth = wt.shape
         terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
+        if is_16x8(g, n):
+            return bit_class("fc_loop", x, wt, y), terms
         w = wt.data.astype(np.int8)
         if accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
                 pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, register
+from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
 from tinyml.ops.quantized import (
     Window,
     activation_range,
@@ -90,13 +90,17 @@ class _Pool2D(Op):
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """Per output pixel, then per channel over the window; border windows clip their taps. One
-        template for both kinds (the same loops, measured within 4 % of each other): one class."""
+        """Per output element the window rows inside the input and their taps (unrolled at literal
+        offsets without padding and up to 8 columns, else a loop: `loop_taps`), the division or
+        comparison and the clamp. One template for both kinds (measured within 4 % of each other),
+        one class."""
         x, y = g[n.inputs[0]], g[n.outputs[0]]
         w = pool_window(g, n)
-        return bit_class("pool", x, y), {"call": 1, "px": w.batch * w.out_h * w.out_w, "out": y.size,
-                                         "taps": y.size * w.k_h * w.k_w,
-                                         "edge": border_pixels(w) * w.batch * x.shape[-1]}
+        rows, cols = inside_taps(w)
+        ch = w.batch * x.shape[-1]
+        unrolled = not w.has_padding and w.k_w <= 8
+        return bit_class("pool", x, y), {"call": 1, "out": y.size, "rows": ch * rows * w.out_w,
+                                         "taps" if unrolled else "loop_taps": ch * rows * cols}
 
 
 @register

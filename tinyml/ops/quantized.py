@@ -231,9 +231,9 @@ def _quantize_float(value: float, scale: np.float32, zero_point: int) -> int:
 
 
 def activation_range(act: str, out: Tensor) -> tuple[int, int]:
-    """CalculateActivationRangeQuantized for an int8 output (a 4-bit one clamps to its codes)."""
+    """CalculateActivationRangeQuantized for an int8 or int16 output (a 4-bit one clamps to its codes)."""
     assert out.quant is not None
-    lo, hi = signed_range(out.bits if out.bits < 8 else 8)
+    lo, hi = signed_range(16 if out.dtype == "int16" else min(out.bits, 8))
     scale, zp = np.float32(out.quant.scale[0]), out.quant.zp
     if act in ("RELU", "RELU6", "RELU_N1_TO_1"):
         lo = max(lo, _quantize_float(-1.0 if act == "RELU_N1_TO_1" else 0.0, scale, zp))

@@ -17,15 +17,17 @@ import numpy as np
 from tinyml.codegen.cnames import ctype
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, bit_class, copy_terms, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.concat import positive_axis
 from tinyml.ops.strided_copy import (
+    COPY_CLASS,
     Copy,
     const_ints,
     contiguous_strides,
     emit_copy,
     node_dtype_problem,
     plain_dtype_problem,
+    strided_copy_terms,
 )
 
 if TYPE_CHECKING:
@@ -165,9 +167,9 @@ class _ViewOp(Op):
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """Strided copies of the views."""
-        outs = [g[o] for o in n.outputs]
-        terms = {"call": len(outs), "bytes": sum(t.nbytes for t in outs), "runs": sum(copy_terms(t)["runs"] for t in outs)}
-        return bit_class("copy_slice", g[n.inputs[self.data_input]]), terms
+        x = g[n.inputs[self.data_input]]
+        copies = [view_copy(x.shape, axes) for axes in self.views(g, n)]
+        return bit_class(COPY_CLASS, x), strided_copy_terms(copies, x.np_dtype.itemsize)
 
 
 @register

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 MAX_ELEMENTS = 2**31 - 1
 # Estimated instructions per byte a copy moves (the patch search's estimate, see Op.pixel_cost).
 COPY_COST = 0.5
+# The cost model's class of this kernel (tinyml/cost): one kernel, one set of coefficients.
+COPY_CLASS = "copy_strided"
 
 
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -73,6 +75,37 @@ class Copy:
         if not dims:
             dims, ss, ds = [1], [1], [1]
         return Copy(tuple(dims), tuple(ss), tuple(ds), self.src_offset, self.dst_offset)
+
+
+def strided_copy_terms(copies: Sequence[Copy], itemsize: int) -> dict[str, float]:
+    """Op.cost_terms counts of the copies emit_copy runs: kernel calls; when the innermost dimension
+    is contiguous in both tensors, one memcpy of a constant size per run, which the compiler inlines
+    as word moves up to INLINE_MEMCPY_BYTES of whole words (`inline_runs`, `inline_words`), else calls
+    (`runs`, `bytes`; `odd_` when the size is not whole words: the library copies bytes); else
+    elements copied one by one and the entries into their innermost loop (`rows`)."""
+    t: dict[str, float] = {"call": 0.0}
+    for copy in copies:
+        if copy.count == 0:
+            continue
+        c = copy.simplified()
+        t["call"] += 1
+        rows = c.count // c.dims[-1]
+        if c.src_strides[-1] == 1 and c.dst_strides[-1] == 1:
+            run = c.dims[-1] * itemsize
+            if run % 4 == 0 and run <= INLINE_MEMCPY_BYTES:
+                keys, per_run = ("inline_runs", "inline_words"), run // 4
+            else:
+                keys, per_run = ("runs", "bytes") if run % 4 == 0 else ("odd_runs", "odd_bytes"), run
+        else:
+            keys, per_run = ("rows", "elements"), c.dims[-1]
+        t[keys[0]] = t.get(keys[0], 0.0) + rows
+        t[keys[1]] = t.get(keys[1], 0.0) + rows * per_run
+    return t
+
+
+# Constant-size memcpy of whole words up to this many bytes: inline loads and stores (arm-none-eabi-gcc
+# -O2, measured: 24..48-byte runs cost 9-13 instructions, 96-byte ones 75).
+INLINE_MEMCPY_BYTES = 64
 
 
 def copy_pixel_cost(g: Graph, n: Node) -> tuple[float, float]:

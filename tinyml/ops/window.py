@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, copy_terms, Op, register
-from tinyml.ops.strided_copy import contiguous_strides, Copy, copy_pixel_cost, emit_copy, node_dtype_problem
+from tinyml.ops.base import bit_class, Op, register
+from tinyml.ops.strided_copy import (
+    contiguous_strides, Copy, COPY_CLASS, copy_pixel_cost, emit_copy, node_dtype_problem, strided_copy_terms,
+)
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -91,9 +93,12 @@ class ReadWindow(Op):
                   ctx.tensor(src.name), ctx.tensor(dst.name), dst.dtype)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """A strided copy of the window out of the full tensor."""
-        y = g[n.outputs[0]]
-        return bit_class("copy_window", y), copy_terms(y)
+        """A strided copy of the window out of the full tensor (the application's, when streamed)."""
+        src, dst = g[n.inputs[0]], g[n.outputs[0]]
+        if src.streamed:
+            return bit_class("copy_streamed", dst), {"call": 1, "bytes": dst.nbytes}
+        copy = window_copy(src.shape, _begin(n), dst.shape, into_outer=False)
+        return bit_class(COPY_CLASS, dst), strided_copy_terms([copy], dst.np_dtype.itemsize)
 
 
 @register
@@ -130,6 +135,7 @@ class WriteWindow(Op):
                   ctx.tensor(src.name), ctx.tensor(out.name), out.dtype)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """A strided copy of the window into the full tensor (plus the accumulator's, if kept apart)."""
-        src = g[n.inputs[1]]
-        return bit_class("copy_window", src), copy_terms(src)
+        """A strided copy of the window into the full tensor (the planner keeps the accumulator in place)."""
+        src, out = g[n.inputs[1]], g[n.outputs[0]]
+        copy = window_copy(out.shape, _begin(n), src.shape, into_outer=True)
+        return bit_class(COPY_CLASS, src), strided_copy_terms([copy], src.np_dtype.itemsize)

@@ -14,9 +14,10 @@ from tinyml.passes.canonical import depthwise_as_conv
 from tinyml.passes.cleanup import drop_identities, remove_dead
 from tinyml.passes.fold import fold_constants, fold_static_shapes, static_reshape_shapes
 from tinyml.passes.fuse import fuse_activations, fuse_pad_into_conv
+from tinyml.passes.variables import read_variables_in_place
 
 PASSES = (fold_static_shapes, fold_constants, static_reshape_shapes, fuse_pad_into_conv,
-          fuse_activations, depthwise_as_conv, drop_identities, remove_dead)
+          fuse_activations, depthwise_as_conv, drop_identities, read_variables_in_place, remove_dead)
 
 
 def legalize(g: Graph) -> Graph:

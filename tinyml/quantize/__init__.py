@@ -18,7 +18,7 @@ from tinyml.quantize.policy import QuantPolicy
 from tinyml.quantize.prepare import prepare_float
 from tinyml.quantize.ptq import quantize_graph, weight_errors
 
-__all__ = ["Quantized", "QuantPolicy", "quantize_float_graph"]
+__all__ = ["Quantized", "QuantPolicy", "quantize_float_graph", "write_quantized"]
 
 
 @dataclass
@@ -32,13 +32,18 @@ class Quantized:
 def quantize_float_graph(g: Graph, calib: np.ndarray, policy: QuantPolicy,
                          progress: Progress | None = None) -> Quantized:
     """Quantize an imported float graph (prepared in place) with calibration inputs [N, ...]."""
-    from tinyml.frontend.tflite_writer import write_tflite
-    from tinyml.pipeline import load_graph
-
     policy.check()
     prepare_float(g)
     errors = weight_errors(g, policy) if policy.bias_correction else None
     cal = calibrate(g, calib, policy, errors, progress)
-    q = quantize_graph(g, cal, policy)
+    return write_quantized(g, quantize_graph(g, cal, policy), cal, policy)
+
+
+def write_quantized(g: Graph, q: Graph, cal: Calibration, policy: QuantPolicy) -> Quantized:
+    """Write integer graph q (quantized from float graph g) as .tflite and read it back as every verb would."""
+    from tinyml.frontend.tflite_writer import write_tflite
+    from tinyml.pipeline import load_graph
+
+    policy.check()
     data = write_tflite(q, description=f"tinyml quantize ({policy.calibration})")
     return Quantized(g, load_graph(data), data, cal)

@@ -99,7 +99,7 @@ def allocate(weights: list[WeightChoice], acts: list[ActChoice], w_trace: dict[s
     xw = {(c.node, b): pulp.LpVariable(f"w{i}_{b}", cat="Binary") for i, c in enumerate(weights) for b in w_bits}
     xa = {(a.key, b): pulp.LpVariable(f"a{i}_{b}", cat="Binary") for i, a in enumerate(acts) for b in a_bits}
     prob += (pulp.lpSum(w_trace[c.node] * c.error[b] * xw[c.node, b] for c in weights for b in w_bits)
-             + pulp.lpSum(a_trace[a.key] * a.error[b] * xa[a.key, b] for a in acts for b in a_bits))
+             + pulp.lpSum(a_trace.get(a.key, 0.0) * a.error[b] * xa[a.key, b] for a in acts for b in a_bits))
     for c in weights:
         prob += pulp.lpSum(xw[c.node, b] for b in w_bits) == 1
     for a in acts:

@@ -95,7 +95,40 @@ class CostService:
                 progress(done, len(todo))
         return [self.cache[(a, mode)] for a in archs]
 
+    def builds(self, models: list[bytes], board: str, arena_budget: int) -> list[dict]:
+        """measure_build of each .tflite, one Ray task each (a compile and link: seconds)."""
+        remote = self.ray.remote(_build_remote)
+        return self.ray.get([remote.remote(m, board, arena_budget) for m in models])
+
 
 def _price_remote(context: tuple, archs: list[Arch], mode: str) -> list[CandidateCost]:
     space, task, board, budget = context
     return price_batch(archs, space, task, board, budget, mode)
+
+
+def measure_build(tflite: bytes, board: str, arena_budget: int) -> dict:
+    """Compile and link a model's firmware as `validate --board` would: the firmware's flash and the model
+    library's RAM, measured from the linked image (no run: the stack is the one figure still estimated)."""
+    import tempfile
+    from pathlib import Path
+
+    from tinyml.codegen.firmware import build_firmware
+    from tinyml.pipeline import load_graph
+    from tinyml.schedule.memory import plan_memory
+    from tinyml.schedule.patches import PatchOptions, schedule_patches
+
+    g = load_graph(tflite)
+    result = schedule_patches(g, PatchOptions.parse("auto", None, arena_budget), plan_memory(g))
+    with tempfile.TemporaryDirectory(prefix="tinyml-search-build-") as tmp:
+        fw = build_firmware(result.graph, result.plan, board, Path(tmp) / "fw", check_fit=False)
+    image = fw.qemu_image
+    return {"flash_bytes": image.flash_bytes, "model_ram_bytes": image.model_ram_bytes}
+
+
+def _build_remote(tflite: bytes, board: str, arena_budget: int) -> dict:
+    from tinyml.errors import TinymlError
+
+    try:
+        return measure_build(tflite, board, arena_budget)
+    except TinymlError as e:  # does not fit the board, or no patch schedule fits: reported, not fatal
+        return {"error": str(e).splitlines()[0]}

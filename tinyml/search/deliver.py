@@ -95,7 +95,7 @@ def deliver_best(net, finalists: list[dict], space: Space, task: Task, ds, s, bu
         cfg = TrainConfig(seconds=seconds, max_epochs=0, seed=s.seed, flip=ds.name == "fashion",
                           augment_shift=max(1, r // 14))
         steps = max(50, int(10 * len(y) / cfg.batch))
-        tuned = finetune(net, arch, x, y, cfg, steps, seconds / max(1, len(finalists)),
+        tuned = finetune(net, arch, x, y, cfg, steps, seconds,
                          lambda name, done: progress("fine-tune", done, 1.0))
         float_acc = float((predict(tuned, arch, xt).argmax(1) == ds.y_test).mean() * 100)
         progress("quantize", 0, 1)

@@ -60,6 +60,17 @@ class AccuracyPredictor:
             opt.step()
         return float(loss.detach().sqrt())
 
+    def held_out_rmse(self, archs: list[Arch], accs: list[float], share: float = 0.2) -> float | None:
+        """RMSE (points) on a held-out fifth of the pairs, fitted on the rest (None with too few pairs)."""
+        n_out = int(len(archs) * share)
+        if n_out < 3:
+            return None
+        order = np.random.default_rng(self.seed).permutation(len(archs))
+        held, kept = order[:n_out], order[n_out:]
+        self.fit([archs[i] for i in kept], [accs[i] for i in kept])
+        err = self.predict([archs[i] for i in held]) - np.array([accs[i] for i in held])
+        return float(np.sqrt(np.mean(err ** 2)))
+
     def predict(self, archs: list[Arch]) -> np.ndarray:
         import torch
 

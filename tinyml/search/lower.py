@@ -70,12 +70,16 @@ WeightFn = Callable[[LayerSpec], tuple[np.ndarray, np.ndarray]]  # -> (weights i
 
 def float_graph(arch: Arch, space: Space, task: Task, weights: WeightFn, name: str = "searched") -> Graph:
     """The subnet as a float32 IR graph (batch 1, NHWC input of arch.resolution)."""
+    return plan_graph(layer_plan(arch, space, task), arch.resolution, task, weights, name)
+
+
+def plan_graph(plan: list[LayerSpec], r: int, task: Task, weights: WeightFn, name: str = "searched") -> Graph:
+    """Any layer plan (a subnet's, or a hand-designed baseline's) as a float32 IR graph on r x r inputs."""
     g = Graph(name=name)
-    r = arch.resolution
     g.add_tensor(Tensor("input", (1, r, r, task.channels), "float32"))
     g.inputs = ["input"]
     x = "input"
-    for spec in layer_plan(arch, space, task):
+    for spec in plan:
         ins: list[str | None] = [x]
         attrs: dict = {}
         if spec.kind in ("conv", "dw", "fc"):
@@ -132,11 +136,15 @@ def random_weights(seed: int = 0) -> WeightFn:
 
 def cost_graph(arch: Arch, space: Space, task: Task, seed: int = 0) -> Graph:
     """The int8 graph the search prices: the float graph through the PTQ pass, nominal activation ranges."""
+    return plan_cost_graph(layer_plan(arch, space, task), arch.resolution, task, seed)
+
+
+def plan_cost_graph(plan: list[LayerSpec], r: int, task: Task, seed: int = 0) -> Graph:
     from tinyml.quantize.calibrate import Calibration
     from tinyml.quantize.policy import QuantPolicy
     from tinyml.quantize.ptq import quantize_graph
 
-    g = float_graph(arch, space, task, random_weights(seed))
+    g = plan_graph(plan, r, task, random_weights(seed))
     ranges = {t.name: (-4.0, 4.0) for t in g.activations()}
     for n in g.nodes:
         if n.attrs.get("fused_activation_function") == "RELU6":

@@ -29,7 +29,7 @@ def write_report(out: Path, settings, space: Space, ds: Dataset, state: SearchSt
         "budget": budget.describe(), "family": steps.get("family"), "supernet": steps.get("supernet"),
         "operators": steps.get("operators"),
         "predictor": {"samples": len(steps.get("samples", {}).get("pairs", [])),
-                      "rmse_points": steps.get("evolution", {}).get("predictor_rmse")},
+                      "rmse_points_held_out": steps.get("evolution", {}).get("predictor_rmse_held_out")},
         "evolution": {k: v for k, v in steps.get("evolution", {}).items() if k != "population"},
         "finalists": steps.get("finalists"), "delivered": delivered,
         "layers": layer_table(out / "model.tflite", settings.board) if delivered else None,

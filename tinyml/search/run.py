@@ -66,7 +66,8 @@ def run_search(s: Settings, out: Path, progress: Progress, address: str | None =
         raise TinymlError(f"task {s.task}: {ds.channels} input channels; at most 16")
     task = Task(ds.channels, ds.classes)
     budget = Budget(s.sram_budget, s.flash_budget, s.instr_budget)
-    state = SearchState(out, asdict(s))
+    # The comparisons (random search, baselines) are add-ons: a rerun that asks for them resumes the search.
+    state = SearchState(out, {k: v for k, v in asdict(s).items() if k not in ("random_search", "baselines")})
     if state.resumed:
         log(f"resuming: {', '.join(state.resumed)} done")
     ray = ray_session(address)
@@ -100,18 +101,34 @@ def run_search(s: Settings, out: Path, progress: Progress, address: str | None =
 
     predictor = AccuracyPredictor(space, seed=s.seed)
     archs, accs = [Arch.from_json(a) for a, _ in samples], [acc for _, acc in samples]
-    fit_rmse = predictor.fit(archs, accs)
-    evo = Evolution(space, family, budget, svc.costs, predictor.predict, kernel_weights, population=s.population,
-                    seed=s.seed)
-    if not state.get("evolution"):
-        ranked, history = evo.run(s.generations, lambda g, best: progress("evolution", g, s.generations),
-                                  start=sorted(archs, key=lambda a: -accs[archs.index(a)])[:s.population // 4])
-        if not ranked:
+    held_out_rmse = predictor.held_out_rmse(archs, accs)
+    predictor.fit(archs, accs)
+    acc_full = AccuracyService(ray, net, x_cal, xv, ds.y_val)
+    finalists = state.get("finalists")
+    if finalists is None:
+        start = sorted(zip(accs, archs), key=lambda p: -p[0])[: s.population // 4]
+        search_budget, rounds = budget, []
+        for _ in range(3):  # evolve; compile the finalists; if none fits as built, tighten by what was measured
+            evo = Evolution(space, family, search_budget, svc.costs, predictor.predict, kernel_weights,
+                            population=s.population, seed=s.seed + len(rounds))
+            ranked, history = evo.run(s.generations, lambda g, best: progress("evolution", g, s.generations),
+                                      start=[a for _, a in start])
+            if not ranked:
+                break
+            finalists = _measure_finalists(ranked[: s.finalists], net, space, task, svc, acc_full, x_cal, s, budget,
+                                           progress)
+            rounds.append({"budget": search_budget.describe(), "history": history, "priced": evo.evaluated,
+                           "finalists_fitting_as_built": sum(f["fits_built"] for f in finalists)})
+            if any(f["fits_built"] for f in finalists):
+                break
+            search_budget = _tightened(search_budget, finalists)
+        if not ranked or not finalists:
             raise CheckFailed("no subnet of the chosen family fits the budget")
-        state.put("evolution", {"history": history, "priced": evo.evaluated, "predictor_rmse": fit_rmse,
+        state.put("evolution", {"history": history, "priced": sum(r["priced"] for r in rounds),
+                                "predictor_rmse_held_out": held_out_rmse, "rounds": rounds,
                                 "population": [{"arch": a.to_json(), "predicted": p, "cost": c.describe()}
                                                for a, p, c in ranked]})
-    finalists = _finalists(state, svc, acc_full := AccuracyService(ray, net, x_cal, xv, ds.y_val), s, budget)
+        finalists = state.put("finalists", finalists)
     if s.random_search and not state.get("random_search"):
         state.put("random_search", _random_search(space, family, svc, budget, acc_sub, acc_full, len(samples)
                                                    + s.finalists, s.seed, progress))
@@ -206,20 +223,44 @@ def _samples(state: SearchState, space: Space, family, svc: CostService, budget:
     return state.put("samples", samples)["pairs"]
 
 
-def _finalists(state: SearchState, svc: CostService, acc_full, s: Settings, budget: Budget) -> list[dict]:
-    """The best predicted subnets, priced exactly (planner + patch search) and measured on all of validation."""
-    saved = state.get("finalists")
-    if saved is not None:
-        return saved
-    pop = state.get("evolution")["population"]
-    archs = [Arch.from_json(p["arch"]) for p in pop[: s.finalists]]
+def _measure_finalists(ranked: list, net, space: Space, task: Task, svc: CostService, acc_full, x_cal,
+                       s: Settings, budget: Budget, progress: Progress) -> list[dict]:
+    """The best predicted subnets: exact-mode costs, validation accuracy measured, and compiled with their
+    own (int8, supernet) weights so flash and model RAM are measured from the linked firmware."""
+    from tinyml.cost.model import load_coefficients
+    from tinyml.search.deliver import quantize_subnet
+    from tinyml.search.supernet import to_nhwc
+    from tinyml.search.train import recalibrate_bn
+
+    archs = [a for a, _, _ in ranked]
     exact = svc.costs(archs, mode="exact")
-    accs = acc_full.accuracies(archs)
-    rows = [{"arch": a.to_json(), "label": a.label(), "predicted": p["predicted"], "val_accuracy": acc,
-             "cost_fast": p["cost"], "cost_exact": c.describe(), "fits_exact": c.fits(budget)}
-            for a, p, c, acc in zip(archs, pop, exact, accs)]
-    rows.sort(key=lambda r: (not r["fits_exact"], -r["val_accuracy"]))
-    return state.put("finalists", rows)
+    accs = acc_full.accuracies(archs, lambda d, t: progress("finalists: accuracy", d, t))
+    models = []
+    for a in archs:
+        recalibrate_bn(net, a, x_cal)
+        models.append(quantize_subnet(net.export_weights(a), a, space, task, to_nhwc(x_cal[:200])).tflite)
+    stack = load_coefficients()["stack_bytes"]
+    progress("finalists: compiling", 0, 1)
+    built = svc.builds(models, s.board, budget.sram_bytes - stack)
+    rows = []
+    for a, (_, predicted, fast), c, acc, b in zip(archs, ranked, exact, accs, built):
+        fits = "error" not in b and b["flash_bytes"] <= budget.flash_bytes \
+            and b["model_ram_bytes"] + stack <= budget.sram_bytes and c.fits(budget)
+        rows.append({"arch": a.to_json(), "label": a.label(), "predicted": predicted, "val_accuracy": acc,
+                     "cost_fast": fast.describe(), "cost_exact": c.describe(), "fits_exact": c.fits(budget),
+                     "built": b, "fits_built": fits})
+    rows.sort(key=lambda r: (not r["fits_built"], -r["val_accuracy"]))
+    return rows
+
+
+def _tightened(b: Budget, finalists: list[dict]) -> Budget:
+    """The search budget scaled by how far the estimates fell short of the built firmware (worst finalist)."""
+    flash = min(f["cost_exact"]["flash_bytes"] / f["built"]["flash_bytes"] for f in finalists if "error" not in f["built"])
+    stack = finalists[0]["cost_exact"]["sram_bytes"] - finalists[0]["cost_exact"]["arena_bytes"]
+    sram = min(f["cost_exact"]["sram_bytes"] / (f["built"]["model_ram_bytes"] + stack)
+               for f in finalists if "error" not in f["built"])
+    return Budget(int(b.sram_bytes * min(1.0, sram) * 0.98), int(b.flash_bytes * min(1.0, flash) * 0.98),
+                  b.instructions)
 
 
 def _random_search(space: Space, family, svc: CostService, budget: Budget, acc_sub, acc_full, n: int, seed: int,

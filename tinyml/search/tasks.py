@@ -50,9 +50,9 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0) -> Dataset:
     elif spec == "fashion":
         ds = _fashion(seed)
     elif spec == "kws":
-        from tinyml.search.kws import keyword_dataset
+        from tinyml.search.kws import WORDS, keyword_arrays
 
-        ds = keyword_dataset(seed)
+        ds = split("kws", *keyword_arrays(), None, None, seed, WORDS)
     elif spec.endswith(".npz"):
         ds = _npz(Path(spec), seed)
     else:

@@ -129,7 +129,7 @@ def augment(xb: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.T
 
 
 @torch.no_grad()
-def recalibrate_bn(net: Supernet, arch: Arch, x: torch.Tensor, batch: int = 256) -> None:
+def recalibrate_bn(net: torch.nn.Module, arch: Arch | None, x: torch.Tensor, batch: int = 256) -> None:
     """BatchNorm statistics of this subnet alone (shared BN saw every subnet): a cumulative average."""
     bns = [m for m in net.modules() if isinstance(m, SlicedBN)]
     for m in bns:
@@ -137,7 +137,7 @@ def recalibrate_bn(net: Supernet, arch: Arch, x: torch.Tensor, batch: int = 256)
         m.momentum = None
     net.train()
     for i in range(0, len(x), batch):
-        net(x[i:i + batch], arch)
+        net(x[i:i + batch], arch) if arch is not None else net(x[i:i + batch])
     for m in bns:
         m.momentum = 0.1
     net.eval()
@@ -157,15 +157,13 @@ def subnet_accuracy(net: Supernet, arch: Arch, x_cal: torch.Tensor, x: torch.Ten
 
 def finetune(net: Supernet, arch: Arch, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, steps: int,
              seconds: float, progress: Progress | None = None) -> Supernet:
-    """A copy of the supernet fine-tuned on one subnet (its weights only move), distilled from the largest.
+    """A copy of the supernet fine-tuned on one subnet alone (only its weights move), on the labels.
 
-    At most `steps` steps and `seconds` of wall time; the learning rate anneals over whichever ends first."""
+    At most `steps` steps and `seconds` of wall time; the learning rate anneals over whichever ends first.
+    Labels only: after a short supernet training the largest subnet is a weak teacher."""
     net = copy.deepcopy(net)
-    largest = net.space.largest(net.family)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr / 5, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr / 2, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed + 17)
-    teacher = copy.deepcopy(net)
-    recalibrate_bn(teacher, largest, x[:2048])
     net.train()
     started = time.monotonic()
     for step in range(steps):
@@ -173,20 +171,41 @@ def finetune(net: Supernet, arch: Arch, x: torch.Tensor, y: torch.Tensor, cfg: T
         if done >= 1.0:
             break
         for group in opt.param_groups:
-            group["lr"] = cfg.lr / 5 * 0.5 * (1 + np.cos(np.pi * done))
+            group["lr"] = cfg.lr / 2 * 0.5 * (1 + np.cos(np.pi * done))
         idx = torch.randint(0, len(y), (cfg.batch,), generator=gen)
-        xb, yb = augment(x[idx], cfg, gen), y[idx]
-        with torch.no_grad():
-            soft = teacher(xb, largest).softmax(1)
-        out = net(xb, arch)
-        loss = F.cross_entropy(out, yb) - (soft * out.log_softmax(1)).sum(1).mean()
         opt.zero_grad()
-        loss.backward()
+        F.cross_entropy(net(augment(x[idx], cfg, gen), arch), y[idx]).backward()
         opt.step()
         if progress:
             progress("fine-tune", done)
     recalibrate_bn(net, arch, x[:2048])
     return net
+
+
+def train_plain(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                progress: Callable[[float], None] | None = None, phases: int = 4) -> None:
+    """A fixed network (a baseline) trained as the supernet is: same optimizer, augmentation and learning-rate
+    shape, for the supernet's whole wall time and epoch bound (all its phases), on the labels."""
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    max_steps = max(1, int(phases * cfg.max_epochs * max(1, len(y) // cfg.batch)))
+    started = time.monotonic()
+    net.train()
+    step = 0
+    while True:
+        done = max(step / max_steps, (time.monotonic() - started) / cfg.seconds)
+        if done >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * done))
+        idx = torch.randint(0, len(y), (cfg.batch,), generator=gen)
+        opt.zero_grad()
+        F.cross_entropy(net(augment(x[idx], cfg, gen)), y[idx]).backward()
+        opt.step()
+        step += 1
+        if progress:
+            progress(done)
+    recalibrate_bn(net, None, x[:2048])
 
 
 def tensors(images: np.ndarray, labels: np.ndarray, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,7 +66,7 @@ class Sensitivity:
             import torch
 
             with torch.no_grad():
-                labels = m(torch.tensor(x)).argmax(-1).numpy()
+                labels = m(torch.tensor(calib.astype(np.float64))).argmax(-1).numpy()
         weights = weight_choices(g, int8, tuple(sorted(set(w_bits) | {8})))
         acts = activation_choices(g, cal, calib, tuple(sorted(set(a_bits) | {8})))
         out = {n.name: n.outputs[0] for n in g.nodes}
@@ -114,13 +114,17 @@ class Sensitivity:
         return replace(self.base, default=LayerBits(),
                        layers={n: LayerBits(w, a) for n, (w, a) in alloc.layer_bits().items()})
 
-    def quantize(self, alloc: Allocation) -> Graph:
+    def calibration(self, alloc: Allocation) -> Calibration:
+        """Ranges and bias shifts for the allocation's widths (cached by weight widths)."""
         policy = self.policy(alloc)
         key = _key(policy)
         if key not in self._cal:
             errors = weight_errors(self.g, policy) if policy.bias_correction else None
             self._cal[key] = calibrate(self.g, self.calib, policy, errors)
-        return quantize_graph(self.g, self._cal[key], policy)
+        return self._cal[key]
+
+    def quantize(self, alloc: Allocation) -> Graph:
+        return quantize_graph(self.g, self.calibration(alloc), self.policy(alloc))
 
     def uniform(self, w: int, a: int) -> Allocation:
         """The allocation with every layer at (w, a): the uniform baselines."""

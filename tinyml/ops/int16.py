@@ -1,0 +1,181 @@
+"""TFLite's 16x8 mode: int16 activations, int8 weights, int64 bias, as TFLite Micro runs it.
+
+CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED with int16 input call
+reference_integer_ops' int16 kernels: no input or output offset (zero points
+must be 0), a 64-bit accumulator, and TFLite's MultiplyByQuantizedMultiplier
+for int64 values, which is *single* rounding with the multiplier reduced to
+16 bits: ((x * ((q + 2^15) >> 16)) + 2^(14 - shift)) >> (15 - shift). The
+multipliers themselves come from the same double-precision rule as int8
+(quantized.per_channel_multipliers). One C template (kernels/mac16.c.j2) runs
+all three ops: a fully connected layer is a 1x1 convolution over its batches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyml.fixedpoint import wrap_int32
+from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops.quantized import (
+    Requant,
+    Window,
+    activation_range,
+    activation_reason,
+    arity_reason,
+    bias_tensor,
+    conv_requant,
+    int32_bias,
+    int8_io_reason,
+    int8_weights,
+    per_channel_multipliers,
+)
+
+INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
+# TFLite's int64 MultiplyByQuantizedMultiplier assumes |x| < 2^47 and a shift in [-31, 7].
+ACC_LIMIT = 1 << 47
+MAX_SHIFT = 7
+
+
+def is_16x8(g: Graph, n: Node) -> bool:
+    """The node's first input is int16: the op runs its 16x8 kernel."""
+    return bool(n.inputs) and n.inputs[0] is not None and g[n.inputs[0]].dtype == "int16"
+
+
+def int16_per_tensor(t: Tensor | None, role: str) -> str | None:
+    """Why `t` is not an int16 activation with per-tensor quantization and zero point 0."""
+    if t is None:
+        return f"missing {role}"
+    if t.dtype != "int16":
+        return f"{role} is {t.dtype}, expected int16 (16x8 mode)"
+    if t.quant is None or t.quant.scale.size != 1:
+        return f"{role} needs per-tensor quantization"
+    if not t.quant.scale[0] > 0 or not math.isfinite(float(t.quant.scale[0])):
+        return f"{role} has a non-positive scale"
+    if t.quant.zp != 0:
+        return f"{role} has zero point {t.quant.zp}; int16 activations need 0, as TFLite Micro requires"
+    return None
+
+
+def int64_bias(t: Tensor | None, channels: int) -> str | None:
+    if t is None:
+        return None
+    if not t.is_const or t.dtype != "int64":
+        return f"bias must be a constant int64 tensor in 16x8 mode, got {t.dtype}"
+    if t.size != channels:
+        return f"bias has {t.size} values for {channels} channels"
+    return None
+
+
+def reduced_multiplier(q: np.ndarray) -> np.ndarray:
+    """The 16-bit multiplier TFLite's int64 MultiplyByQuantizedMultiplier derives from q."""
+    q = np.asarray(q, np.int64)
+    return np.where(q < 0x7FFF0000, (q + (1 << 15)) >> 16, 0x7FFF)
+
+
+def requant64(acc: np.ndarray, q: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier(int64 x, q, shift): single rounding, int32 result (wrapped)."""
+    total = 15 - np.asarray(shift, np.int64)
+    x = np.asarray(acc, np.int64) * reduced_multiplier(q) + (np.int64(1) << (total - 1))
+    return wrap_int32(x >> total)
+
+
+@dataclass(frozen=True)
+class Requant16:
+    """The end of a 16x8 conv/depthwise/FC layer: int64 accumulator -> int16."""
+
+    mult: np.ndarray  # int32 TFLite multipliers per output channel
+    shift: np.ndarray
+    lo: int
+    hi: int
+
+    @property
+    def rm(self) -> np.ndarray:
+        return reduced_multiplier(self.mult).astype(np.int32)
+
+    @property
+    def total_shift(self) -> np.ndarray:
+        return (15 - self.shift.astype(np.int64)).astype(np.int8)
+
+    @property
+    def uniform(self) -> bool:
+        return bool(np.all(self.rm == self.rm[0]) and np.all(self.shift == self.shift[0]))
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        """acc (int64) has the output channel as its last axis."""
+        return np.clip(requant64(acc, self.mult, self.shift), self.lo, self.hi).astype(np.int16)
+
+
+def layer_requant(g: Graph, n: Node, channels: int) -> Requant | Requant16:
+    """The requantization a conv/depthwise/FC layer ends with, by its activation type."""
+    if not is_16x8(g, n):
+        return conv_requant(g, n, channels)
+    x, w, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
+    mult, shift = per_channel_multipliers(x, w, y, channels)
+    lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), y)
+    return Requant16(mult, shift, lo, hi)
+
+
+def mac16_reason(g: Graph, n: Node, channels: int, axis: int, taps_axis: tuple[int, ...]) -> str | None:
+    """The checks a 16x8 conv/depthwise/FC node passes (TFLite Micro's, plus its kernel's assumptions)."""
+    wt = g[n.inputs[1]]
+    bias = bias_tensor(g, n)
+    why = (int16_per_tensor(g[n.inputs[0]], "input") or int16_per_tensor(g[n.outputs[0]], "output")
+           or int8_weights(wt, channels, axis) or int64_bias(bias, channels) or activation_reason(n))
+    if why:
+        return why
+    rq = layer_requant(g, n, channels)
+    if rq.shift.max() > MAX_SHIFT:  # smaller than 2^-31 is a zero multiplier (quantize_multiplier)
+        return f"a requantization scale is above the 2^{MAX_SHIFT} TFLite's 16x8 kernels assume"
+    bound = np.abs(wt.data.astype(np.int64)).sum(axis=taps_axis) * (1 << 15)
+    if bias is not None:
+        bound = bound + np.abs(bias.data.reshape(-1).astype(np.int64))
+    if np.any(bound >= ACC_LIMIT):
+        return "the accumulator can exceed the 2^47 TFLite's 16x8 requantization assumes"
+    return None
+
+
+def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwise: bool,
+               cin: int, cin_g: int, cout: int) -> None:
+    """Render kernels/mac16.c.j2 for one layer (weights in the layout the template indexes)."""
+    rq = layer_requant(g, n, cout)
+    bias = bias_tensor(g, n)
+    w = weights.astype(np.int64)
+    # An int32 accumulator (one MLA per tap) is exact while the taps' sum cannot leave int32.
+    peak = np.abs(w.reshape(cout, -1) if not depthwise else w.reshape(-1, cout).T).sum(axis=1).max() * (1 << 15)
+    acc_t = "int32_t" if peak < (1 << 31) else "int64_t"
+    names, values = ["weights"], [ctx.const(weights.astype(np.int8), "w", "int8_t")]
+    ctypes = ["int8_t"]
+    has_bias = bias is not None and bool(np.any(bias.data != 0))
+    if has_bias:
+        names.append("bias"), values.append(ctx.const(bias.data.reshape(-1).astype(np.int64), "bias", "int64_t"))
+        ctypes.append("int64_t")
+    if not rq.uniform:
+        names += ["rm", "ts"]
+        values += [ctx.const(rq.rm, "mult", "int32_t"), ctx.const(rq.total_shift, "shift", "int8_t")]
+        ctypes += ["int32_t", "int8_t"]
+    fn = ctx.kernel(
+        "mac16.c.j2", win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
+        groups=1 if depthwise else cin // cin_g, mult=cout // cin if depthwise else 1,
+        acc_t=acc_t, has_bias=has_bias, per_channel=not rq.uniform, rm=int(rq.rm[0]),
+        ts=int(rq.total_shift[0]), lo=rq.lo, hi=rq.hi,
+        signature=", ".join(f"const {t} *{nm}" for t, nm in zip(ctypes, names)),
+    )
+    ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values)
+
+
+def io_reason(g: Graph, n: Node, needed: int) -> str | None:
+    """int8_io_reason, or its 16x8 counterpart when input 0 is int16."""
+    if not is_16x8(g, n):
+        return int8_io_reason(g, n, needed)
+    return (arity_reason(n, needed) or int16_per_tensor(g[n.inputs[0]], "input")
+            or int16_per_tensor(g[n.outputs[0]], "output"))
+
+
+def weights_reason(g: Graph, n: Node, channels: int, axis: int, taps_axis: tuple[int, ...]) -> str | None:
+    """The weight, bias and activation checks of a conv/depthwise/FC node, by its mode."""
+    if is_16x8(g, n):
+        return mac16_reason(g, n, channels, axis, taps_axis)
+    return int8_weights(g[n.inputs[1]], channels, axis) or int32_bias(bias_tensor(g, n), channels) \
+        or activation_reason(n)
