@@ -19,6 +19,7 @@ import pytest
 from tinyml import zoo
 from tinyml.codegen.emit import generate
 from tinyml.oracle import TflmOracle, random_inputs
+from tinyml.ops import get_op
 from tinyml.ops.depthwise import channel_plane, pack_pairs, pair_schedule
 from tinyml.pipeline import compile_model
 from tinyml.sim.host import HostRunner
@@ -75,8 +76,8 @@ def _fast_path_layers(name: str) -> int:
 
 
 def test_edge_models_take_the_fast_path_and_one_runs_in_place() -> None:
-    assert all(_fast_path_layers(m) == 1 for m in DW_MODELS if "dm" not in m)
-    assert all(_fast_path_layers(m) == 0 for m in DW_MODELS if "dm" in m)  # depth multiplier > 1: generic kernel
+    """Every depthwise layer takes the plane kernel; with multiplier 1 it may run in place, never with more."""
+    assert all(_fast_path_layers(m) == 1 for m in DW_MODELS)  # depth multipliers > 1 included
     c = compile_model(zoo.path(IN_PLACE_MODEL))
     dw = next(n for n in c.graph.nodes if n.op == "DEPTHWISE_CONV_2D")
     assert c.plan.offsets[dw.inputs[0]] == c.plan.offsets[dw.outputs[0]]
@@ -102,3 +103,11 @@ def test_dsp_kernels_match_tflite_micro_in_qemu(name: str, board: str, tmp_path:
     from tinyml.sim.qemu import board_runner
 
     _check(name, lambda c: board_runner(board, "qemu", c, tmp_path), 5)
+
+
+def test_depth_multiplier_layers_never_run_in_place() -> None:
+    """Their output has more channels than the input: writing over it would clobber unread channels."""
+    for name in ("op_dw_dm2", "op_dw_dm3_s2"):
+        c = compile_model(zoo.path(name))
+        dw = next(n for n in c.graph.nodes if n.op == "DEPTHWISE_CONV_2D")
+        assert get_op(dw.op).inplace_inputs(c.graph, dw) == ()

@@ -32,6 +32,40 @@ from test_quantize import small_cnn_onnx  # noqa: E402
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
+def chain_cnn_onnx(pool: int = 8) -> bytes:
+    """NCHW 1x3x16x16 -> Conv3x3+Relu -> Conv1x1+Relu -> depthwise -> Add (residual) -> MaxPool -> Conv3x3
+    -> MaxPool `pool` -> Flatten -> Gemm: every tensor between the input and the logits can be 4-bit
+    (pool < 8 leaves a 2-D map, which ONNX flattens through a TRANSPOSE back to NCHW)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    r = np.random.default_rng(5)
+
+    def init(name: str, shape: tuple[int, ...], sd: float) -> onnx.TensorProto:
+        return numpy_helper.from_array(r.normal(0, sd, shape).astype(np.float32), name)
+
+    inits = [init("w1", (16, 3, 3, 3), 0.4), init("b1", (16,), 0.1), init("w2", (16, 16, 1, 1), 0.3),
+             init("b2", (16,), 0.1), init("wd", (16, 1, 3, 3), 0.4), init("bd", (16,), 0.1),
+             init("w3", (24, 16, 3, 3), 0.15), init("b3", (24,), 0.1), init("wf", (10, 24 * (8 // pool) ** 2), 0.3), init("bf", (10,), 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "wd", "bd"], ["dw"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Add", ["dw", "r1"], ["res"]),
+        helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["mp", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("MaxPool", ["r3"], ["gp"], kernel_shape=[pool, pool], strides=[pool, pool]),
+        helper.make_node("Flatten", ["gp"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]).SerializeToString()
+
+
 def narrowed(g: Graph, bits: int, per_tensor_fc: bool = False) -> Graph:
     """Every filter of an int8 model re-quantized to `bits` (scales widened by 127 / qmax, codes
     rounded and clipped); FC filters per tensor when asked (TFLite Micro's INT4 FC takes only those)."""
@@ -169,10 +203,60 @@ def test_metadata_narrowing_a_constant_whose_values_do_not_fit_is_refused(zoo_pa
 
 
 # ---- the quantizer's policy -------------------------------------------------------
-def test_policy_lets_sub_byte_weights_in_and_refuses_what_has_no_kernel() -> None:
-    QuantPolicy(default=LayerBits(4, 8), layers={"x": LayerBits(2, 8)}).check()
+def test_policy_lets_sub_byte_widths_in_and_refuses_what_has_no_kernel() -> None:
+    QuantPolicy(default=LayerBits(4, 4), layers={"x": LayerBits(2, 8)}).check()
     with pytest.raises(TinymlError, match="weight bits 3"):
         QuantPolicy(default=LayerBits(3, 8)).check()
+    with pytest.raises(TinymlError, match="activation bits 2"):
+        QuantPolicy(default=LayerBits(8, 2)).check()
+
+
+# ---- 4-bit activations packed in the arena ------------------------------------------------
+@pytest.fixture(scope="module")
+def chain_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tinyml.frontend.onnx_reader import load_onnx
+    from tinyml.quantize import quantize_float_graph
+
+    cal = np.random.default_rng(0).uniform(0, 1, (32, 3, 16, 16)).astype(np.float32)
+    out = {}
+    for label, bits, pool in (("a8", LayerBits(8, 8), 8), ("a4", LayerBits(8, 4), 8), ("w4a4", LayerBits(4, 4), 8),
+                              ("a4_transpose", LayerBits(8, 4), 4)):
+        q = quantize_float_graph(load_onnx(chain_cnn_onnx(pool)), cal, QuantPolicy(default=bits))
+        out[label] = tmp_path_factory.mktemp("chain") / f"{label}.tflite"
+        out[label].write_bytes(q.tflite)
+    return out
+
+
+def test_4_bit_activations_are_packed_and_only_where_kernels_take_them(chain_models: dict[str, Path]) -> None:
+    g = load_graph(chain_models["a4"].read_bytes())
+    narrow = {t.name for t in g.activations() if t.bits == 4}
+    ops = {n.op for n in g.nodes if any(o in narrow for o in n.outputs)}
+    assert ops == {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "RESHAPE"}
+    assert not narrow & (set(g.inputs) | set(g.outputs))
+    assert all(g[t].nbytes == (g[t].size + 1) // 2 for t in narrow)
+    assert isinstance(model_oracle(chain_models["a4"].read_bytes()), ReferenceOracle)
+
+
+@pytest.mark.parametrize("label", ["a4", "w4a4", "a4_transpose"])
+def test_4_bit_activation_chain_is_bit_exact_on_the_host_in_less_sram(label: str, chain_models: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    import json
+
+    arena = {}
+    for name in ("a8", label):
+        rep = tmp_path / f"{name}.json"
+        assert main(["validate", str(chain_models[name]), "--target", "host", "--patch", "off", "--inputs", "6",
+                     "--json", str(rep)]) == 0
+        arena[name] = json.loads(rep.read_text())["arena_bytes"]
+    assert arena[label] < 0.8 * arena["a8"]  # measured 8,528 -> 6,144 B
+
+
+def test_4_bit_activations_on_an_op_without_packed_kernels_are_refused(zoo_path, tmp_path: Path) -> None:
+    g = load_tflite(zoo_path("op_softmax"))
+    g[g.nodes[0].inputs[0]].bits = 4  # SOFTMAX's (graph) input
+    p = tmp_path / "m.tflite"
+    p.write_bytes(write_tflite(g))
+    assert main(["analyze", str(p)]) == 2
 
 
 # ---- generated C, host ----------------------------------------------------------------
@@ -227,3 +311,9 @@ def test_sub_byte_kernels_are_bit_exact_in_qemu(name: str, bits: int, zoo_path, 
     p.write_bytes(write_tflite(narrowed(load_tflite(zoo_path(name)), bits, per_tensor_fc=True)))
     for board in ("stm32f405", "mps2-an500"):
         assert main(["validate", str(p), "--board", board, "--inputs", "3", "--json", str(tmp_path / "r.json")]) == 0
+
+
+@pytest.mark.slow
+def test_4_bit_activation_chain_is_bit_exact_in_qemu(chain_models: dict[str, Path], tmp_path: Path) -> None:
+    assert main(["validate", str(chain_models["w4a4"]), "--board", "stm32f405", "--patch", "off", "--inputs", "2",
+                 "--json", str(tmp_path / "r.json")]) == 0

@@ -46,10 +46,11 @@ def layer_instructions(cls: str, terms: Terms, coef: dict) -> float:
 
 def flash_features(g: Graph, terms: list[tuple[str, Terms]]) -> Terms:
     """What the code and constants beyond the weights grow with: kernel calls in tinyml_run, distinct
-    kernels per family (specialized per shape, with their tables), per-channel constants of weighted
-    layers, depthwise weights (stored widened)."""
+    kernels per class (specialized per shape, with their tables: `kernels_<class>`), per-channel
+    constants of weighted layers, depthwise weights and the small conv layers' weights (both stored
+    widened to int16)."""
     kernels = set()
-    f = {"const": 1.0, "calls": 0.0, "channels": 0.0, "dw_weights": 0.0}
+    f = {"const": 1.0, "calls": 0.0, "channels": 0.0, "dw_weights": 0.0, "wide_weights": 0.0}
     for n, (cls, t) in zip(g.nodes, terms):
         if not t:
             continue
@@ -60,15 +61,28 @@ def flash_features(g: Graph, terms: list[tuple[str, Terms]]) -> Terms:
         kernels.add((cls, *(c.shape for c in consts)))
         if family(cls) == "dw":
             f["dw_weights"] += g[n.inputs[1]].nbytes
-    for cls, *_ in kernels:  # kernels specialized per shape, and their tables (rescale, lookup)
-        key = f"kernels_{family(cls)}"
+        elif "wide_steps" in t:
+            f["wide_weights"] += g[n.inputs[1]].nbytes
+    for cls, *_ in kernels:
+        key = f"kernels_{cls}"
         f[key] = f.get(key, 0.0) + 1
     return f
 
 
 def code_bytes(features: Terms, coef: dict) -> float:
-    """Model library flash beyond the weights: code, per-channel constants, widened weights."""
-    return max(0.0, sum(coef["flash"].get(k, 0.0) * v for k, v in features.items()))
+    """Model library flash beyond the weights: code, per-channel constants, widened weights. A kernel
+    class without a fitted size takes its family's mean, else the mean of all kernels."""
+    flash = coef["flash"]
+    kernel_sizes = {k: v for k, v in flash.items() if k.startswith("kernels_")}
+
+    def size(key: str) -> float:
+        if key in flash or not key.startswith("kernels_"):
+            return flash.get(key, 0.0)
+        fam = [v for k, v in kernel_sizes.items() if family(k[len("kernels_"):]) == family(key[len("kernels_"):])]
+        pool = fam or list(kernel_sizes.values())
+        return sum(pool) / len(pool) if pool else 0.0
+
+    return max(0.0, sum(size(k) * v for k, v in features.items()))
 
 
 # -- fitting (benchmarks/fit_cost_model.py) ------------------------------------------------------

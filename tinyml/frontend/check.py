@@ -22,7 +22,24 @@ def unsupported_reason(g: Graph, n: Node) -> str | None:
     if op is None:
         return "no implementation"
     with op_guard(n, "support check"):
-        return op.check(g, n)
+        return op.check(g, n) or subbyte_reason(g, n)
+
+
+def subbyte_reason(g: Graph, n: Node) -> str | None:
+    """Why `n`'s 4-bit activations cannot be compiled: only ops whose kernels read and write them
+    packed (Op.subbyte_io) take them, alias ops with equal widths, and graph inputs and outputs
+    stay 8-bit (the runners and applications exchange int8 arrays)."""
+    acts = [g[t] for t in [*n.inputs, *n.outputs] if t is not None and not g[t].is_const]
+    narrow = [t for t in acts if t.bits < 8]
+    if not narrow:
+        return None
+    if any(t.bits != 4 for t in narrow):
+        return f"{narrow[0].bits}-bit activations are not supported (8 or 4)"
+    if not OPS[n.op].subbyte_io or (OPS[n.op].alias and len({t.bits for t in acts}) > 1):
+        return "4-bit activations are not supported by this op's kernel"
+    if any(t.name in g.inputs or t.name in g.outputs for t in narrow):
+        return "graph inputs and outputs must be 8-bit"
+    return None
 
 
 FLOAT_HINT = "float32 compute ops do not run (only at a model's float edges): make it int8 with `tinyml quantize`"

@@ -23,7 +23,7 @@ from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier
 from tinyml.fixedpoint import rdbpot, srdhm, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
-from tinyml.ops import sigmoid16
+from tinyml.ops import sigmoid16, softmax16
 from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.elementwise import Arith, BinaryOp, byte_codes, emit_lut, per_tensor_reason
 from tinyml.ops.quantized import activation_range, int8_per_tensor
@@ -451,9 +451,13 @@ class Softmax(Op):
         if len(n.inputs) != 1 or len(n.outputs) != 1:
             return "expects one input and one output"
         x, y = _io(g, n)
-        if why := int8_per_tensor(x, "input"):
+        if x.dtype == "int16":  # 16x8 mode
+            why = per_tensor_reason(x, "input") or per_tensor_reason(y, "output") or softmax16.reason(g, n)
+            if why:
+                return why
+        elif why := int8_per_tensor(x, "input"):
             return why
-        if y.dtype == "int8":
+        elif y.dtype == "int8":
             if y.quant is None or y.quant.zp != -128 or _scale(y) != np.float32(1.0 / 256):
                 return "int8 SOFTMAX output must have scale 1/256 and zero point -128"
         elif y.dtype == "int16":
@@ -465,6 +469,8 @@ class Softmax(Op):
             return "input and output shapes differ"
         if x.shape[-1] > SOFTMAX_MAX_DEPTH:
             return f"softmax over {x.shape[-1]} > {SOFTMAX_MAX_DEPTH} values overflows TFLite Micro's sum"
+        if x.dtype == "int16":
+            return None
         try:
             softmax_input_scaling(n.attrs.get("beta", 1.0), _scale(x))
         except ValueError as e:
@@ -476,6 +482,10 @@ class Softmax(Op):
 
     def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x, y = _io(g, n)
+        if x.dtype == "int16":
+            mult, shift = softmax16.input_scaling(n.attrs.get("beta", 1.0), _scale(x))
+            out = softmax16.rows(np.asarray(inputs[0]).reshape(-1, x.shape[-1]), mult, shift)
+            return [out.astype(np.int16).reshape(y.shape)]
         table = softmax_exp_table(n.attrs.get("beta", 1.0), _scale(x))
         rows = np.asarray(inputs[0]).reshape(-1, x.shape[-1])
         out = softmax_rows(rows, table, 8 * y.np_dtype.itemsize)
@@ -483,6 +493,9 @@ class Softmax(Op):
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         x, y = _io(g, n)
+        if x.dtype == "int16":
+            softmax16.emit(g, n, ctx)
+            return
         table = softmax_exp_table(n.attrs.get("beta", 1.0), _scale(x)).astype(np.int32)
         fn = ctx.kernel("softmax.c.j2", ty=ctype(y.dtype), out_bits=8 * y.np_dtype.itemsize)
         depth = x.shape[-1]

@@ -1,6 +1,7 @@
 """The contract every operator implements, and the registry that holds them."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -63,6 +64,10 @@ class Op:
     # True when the int8 kernel clamps its requantized result to `fused_activation_function`'s
     # range: passes/fuse.py folds a following standalone RELU/RELU6 into it.
     fuses_activation: ClassVar[bool] = False
+    # True when the kernel reads and writes 4-bit activation tensors packed two per byte
+    # (Tensor.bits 4; firmware_templates/kernels/_int8.j2's cursor/at/put); frontend/check.py
+    # refuses 4-bit activations on every other op. Alias ops qualify with equal widths.
+    subbyte_io: ClassVar[bool] = False
 
     def sliding_window(self, g: Graph, n: Node) -> "Window | None":
         """The window this node slides over input 0 (conv, depthwise, pooling), else None.
@@ -151,6 +156,7 @@ def copy_terms(t: Tensor) -> dict[str, float]:
     return {"call": 1, "bytes": t.nbytes, "runs": t.size // max(row, 1)}
 
 
+@lru_cache(maxsize=1024)  # per window geometry: cost_terms asks on every estimate call
 def border_pixels(w: "Window") -> int:
     """Output pixels whose window reaches into the padding (the kernels' slower border path)."""
     def edge(out: int, stride: int, pad: int, k: int, size: int) -> int:
@@ -162,6 +168,7 @@ def border_pixels(w: "Window") -> int:
     return w.out_h * w.out_w - (w.out_h - rows) * (w.out_w - cols)
 
 
+@lru_cache(maxsize=1024)
 def inside_taps(w: "Window") -> tuple[int, int]:
     """Window rows and columns inside the input (not in the padding), each summed over the output
     rows / columns: a window's taps inside are rows x columns, and their sum over all output pixels

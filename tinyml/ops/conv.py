@@ -6,6 +6,8 @@ runs. Per-tensor filters use the per-channel path with one broadcast scale.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinyml.ir import Graph, Node
@@ -40,6 +42,7 @@ class Conv2D(Op):
     name = "CONV_2D"
     accepts_explicit_padding = True
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return filter_window(g, n)
@@ -91,7 +94,7 @@ class Conv2D(Op):
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
-        return int(np.prod(y.shape)) * int(np.prod(wt.shape[1:]))
+        return math.prod(y.shape) * math.prod(wt.shape[1:])
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
         """The DSP GEMM's widened windows: GEMM_PIXELS pixels x depth padded to 4, int16.
@@ -111,7 +114,8 @@ class Conv2D(Op):
         output (tinyml/schedule/inplace.py) and the same holds. The DSP GEMM
         widens all pixels of a block before writing any, and the plain kernel
         reads each pixel from a scratch copy (`stash`)."""
-        return (0,) if in_place_shape(g, n) and not is_16x8(g, n) else ()
+        return (0,) if in_place_shape(g, n) and not is_16x8(g, n) and g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8 \
+            else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
@@ -124,7 +128,8 @@ class Conv2D(Op):
         in_off = -x.quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        if ctx.target.dsp and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        io8 = x.bits == g[n.outputs[0]].bits == 8
+        if ctx.target.dsp and io8 and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
@@ -132,10 +137,11 @@ class Conv2D(Op):
             needs_border=w.has_padding,
             overflow=accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)), bits=bits,
         )
-        stash = in_place_shape(g, n)
+        stash = in_place_shape(g, n) and io8
         fn = ctx.kernel(
             "conv2d.c.j2", dsp=False, win=w, cin=x.shape[3], cin_g=cin_g, cout=cout, groups=x.shape[3] // cin_g,
             in_offset=in_off, p=args.params, signature=args.signature(), stash=stash, wbits=bits,
+            xbits=x.bits, ybits=g[n.outputs[0]].bits,
         )
         extra = [ctx.scratch(x.shape[3])] if stash else []
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values, *extra)

@@ -67,15 +67,17 @@ def requantize_values(xi: Tensor, yo: Tensor, x: np.ndarray) -> np.ndarray:
 
 @register
 class Quantize(LutOp):
-    """float32 -> int8/uint8/int16, or int8/uint8 -> int8/uint8/int16 requantization."""
+    """float32 -> int8/uint8/int16, or int8/uint8/int16 -> int8/uint8/int16 requantization."""
 
     name = "QUANTIZE"
-    in_dtypes = ("float32", "int8", "uint8")
+    in_dtypes = ("float32", "int8", "uint8", "int16")
     out_dtypes = INT_DTYPES
 
     def reason(self, g: Graph, n: Node) -> str | None:
         if g[n.inputs[0]].dtype == "uint8" and g[n.outputs[0]].dtype == "int16":
             return "QUANTIZE uint8 -> int16 is not supported"
+        if g[n.inputs[0]].dtype == "int16" and g[n.outputs[0]].dtype == "uint8":
+            return "QUANTIZE int16 -> uint8 is not supported (TFLite Micro refuses it too)"
         return None
 
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
@@ -89,10 +91,16 @@ class Quantize(LutOp):
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         x, y = g[n.inputs[0]], g[n.outputs[0]]
+        lo, hi = _limits(y.dtype)
+        if x.dtype == "int16":
+            q, shift = quantize_multiplier(float(_scale(x)) / float(_scale(y)))
+            fn = ctx.kernel("quantize.c.j2", mode="requantize", tx="int16_t", ty=ctype(y.dtype), mult=q,
+                            shift=shift, zp_in=x.quant.zp, zp=y.quant.zp, lo=lo, hi=hi)
+            ctx.call(fn, ctx.tensor(x.name), ctx.tensor(y.name), f"{x.size}u")
+            return
         if x.dtype != "float32":
             emit_lut(ctx, x.name, y.name, self.values(g, n, byte_codes(x.dtype)))
             return
-        lo, hi = _limits(y.dtype)
         fn = ctx.kernel("quantize.c.j2", mode="quantize", tx="float", ty=ctype(y.dtype),
                         scale=c_float(_scale(y)), zp=y.quant.zp, lo=lo, hi=hi)
         ctx.call(fn, ctx.tensor(x.name), ctx.tensor(y.name), f"{x.size}u")

@@ -5,13 +5,14 @@ channel oc = ic * multiplier + m. Per-channel scales are on axis 3.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
+from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register, remembered
 from tinyml.ops.dsp_pack import DspRequant
 from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
@@ -37,6 +38,7 @@ class DepthwiseConv2D(Op):
     name = "DEPTHWISE_CONV_2D"
     accepts_explicit_padding = True
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return filter_window(g, n)
@@ -87,7 +89,7 @@ class DepthwiseConv2D(Op):
 
     def macs(self, g: Graph, n: Node) -> int:
         y, wt = g[n.outputs[0]], g[n.inputs[1]]
-        return int(np.prod(y.shape)) * wt.shape[1] * wt.shape[2]
+        return math.prod(y.shape) * wt.shape[1] * wt.shape[2]
 
     def scratch_bytes(self, g: Graph, n: Node) -> int:
         plane = channel_plane(g, n)
@@ -96,7 +98,7 @@ class DepthwiseConv2D(Op):
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # The plane kernel copies channel c before writing output channel c,
         # and the output (same channels, no more pixels) fits in the input.
-        return (0,) if channel_plane(g, n) is not None else ()
+        return (0,) if channel_plane(g, n) is not None and depth_multiplier(g, n) == 1 else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
@@ -121,6 +123,7 @@ class DepthwiseConv2D(Op):
         fn = ctx.kernel(
             "depthwise_conv2d.c.j2", win=w, cin=x.shape[3], cout=cout, mult=depth_multiplier(g, n),
             in_offset=in_off, p=args.params, signature=args.signature(), plane=None, wbits=g[n.inputs[1]].bits,
+            xbits=x.bits, ybits=g[n.outputs[0]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 
@@ -152,7 +155,8 @@ class DepthwiseConv2D(Op):
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
             if fold:
                 values.append(ctx.const(rq.pz(), "pz", "int32_t"))
-        fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout, cout=cout, plane=plane, r=r,
+        mult = depth_multiplier(g, n)
+        fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout // mult, cout=cout, mult=mult, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
@@ -160,13 +164,14 @@ class DepthwiseConv2D(Op):
         """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
         bytes), each channel's rows copied in by 4 pixels and single ones, per-channel constants
         (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
-        odd last pixel a whole step), a requantization per output. Else the generic loop (depth
-        multiplier > 1, dilation): per output its requantization, the window rows and taps inside
-        the input."""
+        odd last pixel a whole step), a requantization per output; with depth multiplier M one
+        plane copy per input channel serves M output channels. Else the generic loop (dilation,
+        16x8, sums that could leave int32): per output its requantization, the window rows and
+        taps inside the input."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):  # 16x8: a class by width
+        if channel_plane(g, n) is None:  # the generic loop (16x8 is a class by width)
             rows_in, cols_in = inside_taps(w)
             return bit_class("dw_generic", x, wt, y), {"call": 1, "out": y.size,
                                                        "taps": w.batch * cout * rows_in * cols_in,
@@ -176,12 +181,12 @@ class DepthwiseConv2D(Op):
         schedule = pair_schedule(k_h, k_w, w.stride_w)
         h, pw = (w.out_h - 1) * w.stride_h + k_h, (w.out_w - 1) * w.stride_w + k_w
         copy_h, copy_w = max(0, min(w.in_h, h - w.pad_top)), max(0, min(w.in_w, pw - w.pad_left))
-        planes = w.batch * cout
+        planes, copies = w.batch * cout, w.batch * x.shape[3]
         rows = planes * w.out_h
         pixels = schedule.pixels if w.out_w >= 2 else 1
         return bit_class(cls, x, wt, y), {
-            "call": 1, "fill": h * pw + 4 * schedule.per_row, "ch": planes, "copy_rows": planes * copy_h,
-            "copy_quads": planes * copy_h * (copy_w // 4), "copy_singles": planes * copy_h * (copy_w % 4),
+            "call": 1, "fill": h * pw + 4 * schedule.per_row, "ch": planes, "copy_rows": copies * copy_h,
+            "copy_quads": copies * copy_h * (copy_w // 4), "copy_singles": copies * copy_h * (copy_w % 4),
             "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
 
 
@@ -209,27 +214,34 @@ class Plane:
 def channel_plane(g: Graph, n: Node) -> Plane | None:
     """The plane of the per-channel kernel, or None when the layer needs the generic one.
 
-    Needs depth multiplier 1 (output channel c reads and overwrites input
-    channel c only), no dilation, and an accumulator that cannot leave int32
-    with the offset folded into the bias for every window.
+    Needs no dilation and an accumulator that cannot leave int32 with the
+    offset folded into the bias for every window. With depth multiplier M the
+    plane of input channel c serves output channels c * M .. c * M + M - 1.
     """
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if depth_multiplier(g, n) != 1 or w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n):
-        return None
-    taps_w = wt.data.reshape(-1, cout).astype(np.int64)
-    bias = bias_of(g, n)
-    folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
-    bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
-    if np.any(bound >= 2**31):
-        return None
-    h = (w.out_h - 1) * w.stride_h + k_h
-    pw = (w.out_w - 1) * w.stride_w + k_w
-    copy_h = max(0, min(w.in_h, h - w.pad_top))
-    copy_w = max(0, min(w.in_w, pw - w.pad_left))
-    slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
-    return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32), int(bound.max()))
+    if w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits < 8 or g[n.outputs[0]].bits < 8:
+        return None  # (4-bit activations: the generic kernel reads and writes them packed)
+    bias_t = n.inputs[2] if len(n.inputs) > 2 else None
+
+    def plane() -> Plane | None:
+        taps_w = wt.data.reshape(-1, cout).astype(np.int64)
+        bias = bias_of(g, n)
+        folded = (0 if bias is None else bias.astype(np.int64)) - x.quant.zp * taps_w.sum(axis=0)
+        bound = np.abs(folded) + 128 * np.abs(taps_w).sum(axis=0)
+        if np.any(bound >= 2**31):
+            return None
+        h = (w.out_h - 1) * w.stride_h + k_h
+        pw = (w.out_w - 1) * w.stride_w + k_w
+        copy_h = max(0, min(w.in_h, h - w.pad_top))
+        copy_w = max(0, min(w.in_w, pw - w.pad_left))
+        slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
+        return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32),
+                     int(bound.max()))
+
+    # the planner's in-place rule asks on every estimate call of a search: once per weights array
+    return remembered((wt.data, None if bias_t is None else g[bias_t].data), ("plane", int(x.quant.zp), w), plane)
 
 
 @dataclass(frozen=True)

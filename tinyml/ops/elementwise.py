@@ -229,7 +229,8 @@ class BinaryOp(Op):
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # y[i] is written after a[i] and b[i] are read: an operand laid out like y can take its place.
         y = g[n.outputs[0]]
-        return tuple(i for i in (0, 1) if g[n.inputs[i]].shape == y.shape and g[n.inputs[i]].dtype == y.dtype)
+        return tuple(i for i in (0, 1) if g[n.inputs[i]].shape == y.shape and g[n.inputs[i]].dtype == y.dtype
+                     and g[n.inputs[i]].bits == y.bits)
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         a, b, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
@@ -249,7 +250,8 @@ class BinaryOp(Op):
         tables = [ctx.const(t.astype(np.int32) * (2 if fold else 1), "rescale", "int32_t") for t in rescaled]
         fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=bool(tables), short=short,
                         fold=fold, pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
-                        ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype))
+                        ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype), abits=a.bits, bbits=b.bits,
+                        ybits=y.bits)
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
@@ -262,6 +264,7 @@ class BinaryOp(Op):
 class Add(BinaryOp):
     name = "ADD"
     fuses_activation = True
+    subbyte_io = True
     int16 = True
 
     def arith(self, g: Graph, n: Node) -> Arith:

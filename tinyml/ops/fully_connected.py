@@ -37,6 +37,7 @@ from tinyml.ops.quantized import (
 class FullyConnected(Op):
     name = "FULLY_CONNECTED"
     fuses_activation = True
+    subbyte_io = True
 
     def pixel_cost(self, g: Graph, n: Node) -> tuple[float, float]:
         return 0.0, output_channels(g, n) * (12 + 0.7 * g[n.inputs[1]].shape[-1])
@@ -98,7 +99,8 @@ class FullyConnected(Op):
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        if ctx.target.dsp and bits in (8, 4) and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
+        io8 = g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8
+        if ctx.target.dsp and io8 and bits in (8, 4) and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
                 and emit_dsp(g, n, ctx, wt, in_off, bias):
             return
         args = kernel_args(
@@ -107,7 +109,8 @@ class FullyConnected(Op):
         )
         fn = ctx.kernel(
             "fully_connected.c.j2", dsp=False, batches=g[n.inputs[0]].size // depth, depth=depth, units=units,
-            p=args.params, signature=args.signature(), wbits=bits,
+            p=args.params, signature=args.signature(), wbits=bits, xbits=g[n.inputs[0]].bits,
+            ybits=g[n.outputs[0]].bits,
         )
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *args.values)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyml.fixedpoint import wrap_int32
+from tinyml.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops.quantized import (
     Requant,
@@ -25,6 +25,7 @@ from tinyml.ops.quantized import (
     activation_reason,
     arity_reason,
     bias_tensor,
+    c_int32,
     conv_requant,
     int32_bias,
     int8_io_reason,
@@ -43,8 +44,8 @@ def is_16x8(g: Graph, n: Node) -> bool:
     return bool(n.inputs) and n.inputs[0] is not None and g[n.inputs[0]].dtype == "int16"
 
 
-def int16_per_tensor(t: Tensor | None, role: str) -> str | None:
-    """Why `t` is not an int16 activation with per-tensor quantization and zero point 0."""
+def int16_per_tensor(t: Tensor | None, role: str, any_zp: bool = False) -> str | None:
+    """Why `t` is not an int16 activation with per-tensor quantization and zero point 0 (any with `any_zp`)."""
     if t is None:
         return f"missing {role}"
     if t.dtype != "int16":
@@ -53,16 +54,16 @@ def int16_per_tensor(t: Tensor | None, role: str) -> str | None:
         return f"{role} needs per-tensor quantization"
     if not t.quant.scale[0] > 0 or not math.isfinite(float(t.quant.scale[0])):
         return f"{role} has a non-positive scale"
-    if t.quant.zp != 0:
+    if t.quant.zp != 0 and not any_zp:
         return f"{role} has zero point {t.quant.zp}; int16 activations need 0, as TFLite Micro requires"
     return None
 
 
-def int64_bias(t: Tensor | None, channels: int) -> str | None:
+def int64_bias(t: Tensor | None, channels: int, allow_int32: bool = False) -> str | None:
     if t is None:
         return None
-    if not t.is_const or t.dtype != "int64":
-        return f"bias must be a constant int64 tensor in 16x8 mode, got {t.dtype}"
+    if not t.is_const or t.dtype not in (("int64", "int32") if allow_int32 else ("int64",)):
+        return f"bias must be a constant int64{' or int32' if allow_int32 else ''} tensor in 16x8 mode, got {t.dtype}"
     if t.size != channels:
         return f"bias has {t.size} values for {channels} channels"
     return None
@@ -83,12 +84,16 @@ def requant64(acc: np.ndarray, q: np.ndarray | int, shift: np.ndarray | int) -> 
 
 @dataclass(frozen=True)
 class Requant16:
-    """The end of a 16x8 conv/depthwise/FC layer: int64 accumulator -> int16."""
+    """The end of a 16x8 conv/depthwise/FC layer: int64 accumulator -> int16.
+
+    With an int32 bias (`int32_path`, a newer converter option) TFLite Micro accumulates in
+    int32 and requantizes with the int32 MultiplyByQuantizedMultiplier (double rounding)."""
 
     mult: np.ndarray  # int32 TFLite multipliers per output channel
     shift: np.ndarray
     lo: int
     hi: int
+    int32_path: bool = False
 
     @property
     def rm(self) -> np.ndarray:
@@ -104,7 +109,11 @@ class Requant16:
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
         """acc (int64) has the output channel as its last axis."""
-        return np.clip(requant64(acc, self.mult, self.shift), self.lo, self.hi).astype(np.int16)
+        if self.int32_path:
+            y = multiply_by_quantized_multiplier(wrap_int32(acc), self.mult, self.shift)
+        else:
+            y = requant64(acc, self.mult, self.shift)
+        return np.clip(y, self.lo, self.hi).astype(np.int16)
 
 
 def layer_requant(g: Graph, n: Node, channels: int) -> Requant | Requant16:
@@ -114,7 +123,8 @@ def layer_requant(g: Graph, n: Node, channels: int) -> Requant | Requant16:
     x, w, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
     mult, shift = per_channel_multipliers(x, w, y, channels)
     lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), y)
-    return Requant16(mult, shift, lo, hi)
+    bias = bias_tensor(g, n)
+    return Requant16(mult, shift, lo, hi, bias is not None and bias.dtype == "int32")
 
 
 def mac16_reason(g: Graph, n: Node, channels: int, axis: int, taps_axis: tuple[int, ...]) -> str | None:
@@ -122,15 +132,21 @@ def mac16_reason(g: Graph, n: Node, channels: int, axis: int, taps_axis: tuple[i
     wt = g[n.inputs[1]]
     bias = bias_tensor(g, n)
     why = (int16_per_tensor(g[n.inputs[0]], "input") or int16_per_tensor(g[n.outputs[0]], "output")
-           or int8_weights(wt, channels, axis) or int64_bias(bias, channels) or activation_reason(n))
+           or int8_weights(wt, channels, axis) or int64_bias(bias, channels, allow_int32=True)
+           or activation_reason(n))
     if why:
         return why
+    if n.op == "DEPTHWISE_CONV_2D" and bias is not None and bias.dtype == "int32":
+        # its 16x8 kernel reads the bias as int64 whatever its type (tests/test_int16.py)
+        return "an int32 bias on a 16x8 depthwise conv, which TFLite Micro misreads as int64"
     rq = layer_requant(g, n, channels)
-    if rq.shift.max() > MAX_SHIFT:  # smaller than 2^-31 is a zero multiplier (quantize_multiplier)
+    if rq.shift.max() > MAX_SHIFT and not rq.int32_path:  # below 2^-31 is a zero multiplier
         return f"a requantization scale is above the 2^{MAX_SHIFT} TFLite's 16x8 kernels assume"
     bound = np.abs(wt.data.astype(np.int64)).sum(axis=taps_axis) * (1 << 15)
     if bias is not None:
         bound = bound + np.abs(bias.data.reshape(-1).astype(np.int64))
+    if rq.int32_path and np.any(bound >= 1 << 31):
+        return "with an int32 bias TFLite Micro accumulates in int32, which this layer can overflow"
     if np.any(bound >= ACC_LIMIT):
         return "the accumulator can exceed the 2^47 TFLite's 16x8 requantization assumes"
     return None
@@ -144,22 +160,31 @@ def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwi
     w = weights.astype(np.int64)
     # An int32 accumulator (one MLA per tap) is exact while the taps' sum cannot leave int32.
     peak = np.abs(w.reshape(cout, -1) if not depthwise else w.reshape(-1, cout).T).sum(axis=1).max() * (1 << 15)
-    acc_t = "int32_t" if peak < (1 << 31) else "int64_t"
+    acc_t = "int32_t" if peak < (1 << 31) or rq.int32_path else "int64_t"
     names, values = ["weights"], [ctx.const(weights.astype(np.int8), "w", "int8_t")]
     ctypes = ["int8_t"]
     has_bias = bias is not None and bool(np.any(bias.data != 0))
+    bias_t = "int32_t" if rq.int32_path else "int64_t"
     if has_bias:
-        names.append("bias"), values.append(ctx.const(bias.data.reshape(-1).astype(np.int64), "bias", "int64_t"))
-        ctypes.append("int64_t")
+        names.append("bias"), values.append(ctx.const(bias.data.reshape(-1).astype(bias_t[:-2]), "bias", bias_t))
+        ctypes.append(bias_t)
+    # the int32 path keeps TFLite's (q, shift) for tm_requant, the int64 one the reduced pair
+    m, s = (rq.mult, rq.shift) if rq.int32_path else (rq.rm, rq.total_shift)
     if not rq.uniform:
         names += ["rm", "ts"]
-        values += [ctx.const(rq.rm, "mult", "int32_t"), ctx.const(rq.total_shift, "shift", "int8_t")]
+        values += [ctx.const(m.astype(np.int32), "mult", "int32_t"), ctx.const(s.astype(np.int8), "shift", "int8_t")]
         ctypes += ["int32_t", "int8_t"]
+    fast = ctx.target.dsp and acc_t == "int32_t"
+    dsp = fast and dot_layer(win, depthwise, cin, cin_g)
+    dsp_rows = fast and not dsp and row_runs(win, depthwise, cin, cin_g)
+    if dsp or dsp_rows:  # runs of 4 weights as (w0, w2, w1, w3): kernels/_mac16_dsp.j2, _conv16_dsp.j2
+        rows = weights.reshape(cout if dsp else cout * win.k_h, -1)
+        values[0] = ctx.const(smlad_order(rows), "w", "int8_t")
     fn = ctx.kernel(
-        "mac16.c.j2", win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
+        "mac16.c.j2", dsp=dsp, dsp_rows=dsp_rows, batches=win.batch, depth=int(np.prod(weights.shape[1:])), win=win, depthwise=depthwise, cin=cin, cin_g=cin_g, cout=cout,
         groups=1 if depthwise else cin // cin_g, mult=cout // cin if depthwise else 1,
-        acc_t=acc_t, has_bias=has_bias, per_channel=not rq.uniform, rm=int(rq.rm[0]),
-        ts=int(rq.total_shift[0]), lo=rq.lo, hi=rq.hi,
+        acc_t=acc_t, has_bias=has_bias, per_channel=not rq.uniform, rm=c_int32(m[0]), ts=int(s[0]),
+        lo=rq.lo, hi=rq.hi, int32_path=rq.int32_path,
         signature=", ".join(f"const {t} *{nm}" for t, nm in zip(ctypes, names)),
     )
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values)
@@ -179,3 +204,26 @@ def weights_reason(g: Graph, n: Node, channels: int, axis: int, taps_axis: tuple
         return mac16_reason(g, n, channels, axis, taps_axis)
     return int8_weights(g[n.inputs[1]], channels, axis) or int32_bias(bias_tensor(g, n), channels) \
         or activation_reason(n)
+
+
+def dot_layer(win: Window, depthwise: bool, cin: int, cin_g: int) -> bool:
+    """One output pixel whose window is the whole input, one group (fully connected layers, and
+    convolutions over their whole input): each output is a dot product over contiguous input."""
+    return not depthwise and cin == cin_g and (win.out_h, win.out_w) == (1, 1) and not win.has_padding \
+        and (win.k_h, win.k_w) == (win.in_h, win.in_w)
+
+
+def row_runs(win: Window, depthwise: bool, cin: int, cin_g: int) -> bool:
+    """A convolution whose window rows are contiguous input runs starting at whole groups of 4
+    (one group, no dilation; no padding, or input channels a multiple of 4): _conv16_dsp.j2."""
+    return not depthwise and cin == cin_g and (win.dil_h, win.dil_w) == (1, 1) \
+        and (not win.has_padding or cin % 4 == 0)
+
+
+def smlad_order(rows: np.ndarray) -> np.ndarray:
+    """Each row's groups of 4 weights as (w0, w2, w1, w3) (SXTB16 / SXTB16 ROR 8 pairs); the row % 4
+    tail stays in order."""
+    n, length = rows.shape
+    cut = length - length % 4
+    head = rows[:, :cut].reshape(n, -1, 4)[:, :, [0, 2, 1, 3]].reshape(n, cut)
+    return np.hstack([head, rows[:, cut:]]).astype(np.int8)

@@ -1,4 +1,4 @@
-"""MEAN and SUM, int8, as TFLite Micro's reduce kernels compute them.
+"""MEAN and SUM, int8 and int16 (16x8 mode), as TFLite Micro's reduce kernels compute them.
 
 Supported: any set of reduced axes that is contiguous once sorted (global
 average pooling over H,W is the case real models use), with or without
@@ -13,9 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
-from tinyml.ir import Graph, Node
+from tinyml.ir import Graph, Node, Tensor
+from tinyml.codegen.cnames import ctype
 from tinyml.ops.base import Op, bit_class, register
-from tinyml.ops.quantized import c_int32, int8_io_reason
+from tinyml.ops.int16 import int16_per_tensor
+from tinyml.ops.quantized import arity_reason, c_int32, int8_io_reason
+from tinyml.ops.subbyte import signed_range
 
 MAX_REDUCED = 1 << 23  # keeps sum and zp*count inside int32 as in TFLite Micro
 
@@ -37,13 +40,22 @@ def split(shape: tuple[int, ...], axes: list[int]) -> tuple[int, int, int]:
     return int(np.prod(shape[:lo])), int(np.prod(shape[lo:hi])), int(np.prod(shape[hi:]))
 
 
+def out_range(t: Tensor) -> tuple[int, int]:
+    return signed_range(16 if t.dtype == "int16" else 8)
+
+
 class _Reduce(Op):
     is_mean = True
 
     def check(self, g: Graph, n: Node) -> str | None:
-        if why := int8_io_reason(g, n, 2):
+        x = g[n.inputs[0]] if n.inputs and n.inputs[0] is not None else None
+        if x is not None and x.dtype == "int16":  # the same arithmetic on int16 (16x8 mode)
+            why = arity_reason(n, 2) or int16_per_tensor(x, "input", any_zp=True) \
+                or int16_per_tensor(g[n.outputs[0]], "output", any_zp=True)
+        else:
+            why = int8_io_reason(g, n, 2)
+        if why:
             return why
-        x = g[n.inputs[0]]
         if not g[n.inputs[1]].is_const:
             return "the reduction axes must be a constant tensor"
         if g[n.inputs[1]].dtype not in ("int32", "int64"):
@@ -54,7 +66,7 @@ class _Reduce(Op):
             return str(e)
         if axes and axes != list(range(axes[0], axes[-1] + 1)):
             return f"reducing non-adjacent axes {axes} is not supported"
-        if split(x.shape, axes)[1] > MAX_REDUCED:
+        if split(x.shape, axes)[1] > (MAX_REDUCED if x.dtype == "int8" else MAX_REDUCED >> 8):
             return "too many elements reduced into one output"
         return None
 
@@ -80,14 +92,16 @@ class _Reduce(Op):
         mult, shift = self._multiplier(g, n, count)
         zp = g[n.inputs[0]].quant.zp
         y = multiply_by_quantized_multiplier(total - zp * count, mult, shift) + g[n.outputs[0]].quant.zp
-        return [np.clip(y, -128, 127).astype(np.int8).reshape(self.infer_shapes(g, n)[0])]
+        out = g[n.outputs[0]]
+        return [np.clip(y, *out_range(out)).astype(out.np_dtype).reshape(self.infer_shapes(g, n)[0])]
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         outer, count, inner = split(g[n.inputs[0]].shape, reduced_axes(g, n))
         mult, shift = self._multiplier(g, n, count)
         fn = ctx.kernel("mean.c.j2", op=self.name, outer=outer, reduced=count, inner=inner,
                         mult=c_int32(mult), shift=shift, zp_sum=g[n.inputs[0]].quant.zp * count,
-                        out_zp=g[n.outputs[0]].quant.zp)
+                        out_zp=g[n.outputs[0]].quant.zp, ct=ctype(g[n.inputs[0]].dtype),
+                        lo=out_range(g[n.outputs[0]])[0], hi=out_range(g[n.outputs[0]])[1])
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:

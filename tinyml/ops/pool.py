@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyml.codegen.cnames import ctype
 from tinyml.ir import Graph, Node
+from tinyml.ops.int16 import int16_per_tensor
 from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register
 from tinyml.ops.quantized import (
     Window,
@@ -39,6 +41,7 @@ def valid_taps(w: Window) -> np.ndarray:
 class _Pool2D(Op):
     kind = ""  # "avg" or "max"
     fuses_activation = True
+    subbyte_io = True
 
     def sliding_window(self, g: Graph, n: Node) -> Window:
         return pool_window(g, n)
@@ -51,7 +54,11 @@ class _Pool2D(Op):
         if why := arity_reason(n, 1):
             return why
         x, y = g[n.inputs[0]], g[n.outputs[0]]
-        why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output") or activation_reason(n)
+        if x.dtype == "int16":  # 16x8 mode: TFLite Micro pools int16 the same way (no zero point used)
+            why = int16_per_tensor(x, "input", any_zp=True) or int16_per_tensor(y, "output", any_zp=True)
+        else:
+            why = int8_per_tensor(x, "input") or int8_per_tensor(y, "output")
+        why = why or activation_reason(n)
         if why:
             return why
         try:
@@ -69,8 +76,8 @@ class _Pool2D(Op):
     def reference(self, g: Graph, n: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         w = pool_window(g, n)
         lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), g[n.outputs[0]])
-        # Padded taps hold a value that cannot win: 0 for a sum, below int8 for a max.
-        xp = pad_for_window(inputs[0].astype(np.int64), w, 0 if self.kind == "avg" else -1000)
+        # Padded taps hold a value that cannot win: 0 for a sum, below int16 for a max.
+        xp = pad_for_window(inputs[0].astype(np.int64), w, 0 if self.kind == "avg" else -100000)
         views = [v for _, _, v in taps(xp, w)]
         if self.kind == "max":
             acc = np.maximum.reduce(views)
@@ -81,12 +88,13 @@ class _Pool2D(Op):
             # C division truncates toward zero; both numerators keep the sign of total.
             num = np.where(total > 0, total + half, total - half)
             acc = np.sign(num) * (np.abs(num) // count)
-        return [np.clip(acc, lo, hi).astype(np.int8)]
+        return [np.clip(acc, lo, hi).astype(g[n.outputs[0]].np_dtype)]
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         lo, hi = activation_range(n.attrs.get("fused_activation_function", "NONE"), g[n.outputs[0]])
-        fn = ctx.kernel("pool2d.c.j2", kind=self.kind, win=pool_window(g, n),
-                        channels=g[n.inputs[0]].shape[3], lo=lo, hi=hi)
+        fn = ctx.kernel("pool2d.c.j2", kind=self.kind, win=pool_window(g, n), ct=ctype(g[n.inputs[0]].dtype),
+                        channels=g[n.inputs[0]].shape[3], lo=lo, hi=hi, xbits=g[n.inputs[0]].bits,
+                        ybits=g[n.outputs[0]].bits)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:

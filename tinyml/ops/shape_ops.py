@@ -47,6 +47,7 @@ class _AliasOp(Op):
     """The output is the input's bytes under another shape: no kernel at all."""
 
     alias = True
+    subbyte_io = True  # bytes under another shape: packed 4-bit data stays valid (equal widths, check.py)
 
     def check(self, g: Graph, n: Node) -> str | None:
         try:

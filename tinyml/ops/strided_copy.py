@@ -121,14 +121,15 @@ def plain_dtype_problem(t: Tensor) -> str | None:
     return None
 
 
-def node_dtype_problem(g: Graph, n: Node, data_inputs: Sequence[int] = (0,)) -> str | None:
-    """Data inputs and all outputs must share one byte-addressable dtype."""
+def node_dtype_problem(g: Graph, n: Node, data_inputs: Sequence[int] = (0,), nibbles: bool = False) -> str | None:
+    """Data inputs and all outputs must share one byte-addressable dtype (with `nibbles`, 4-bit
+    activations of equal width too: emit_copy moves them one by one)."""
     tensors = [g[n.inputs[i]] for i in data_inputs if i < len(n.inputs) and n.inputs[i] is not None]
     tensors += [g[o] for o in n.outputs]
     if not tensors:
         return "node has no tensors"
     for t in tensors:
-        why = plain_dtype_problem(t)
+        why = None if nibbles and t.bits == 4 and not t.is_const else plain_dtype_problem(t)
         if why:
             return why
     if len({t.dtype for t in tensors}) != 1:
@@ -152,12 +153,13 @@ def const_ints(g: Graph, name: str | None, what: str) -> list[int]:
     return [int(v) for v in t.data.reshape(-1)]
 
 
-def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str) -> None:
-    """Render the strided-copy kernel for `copy` and call it on two C pointer expressions."""
+def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str, bits: int = 8) -> None:
+    """Render the strided-copy kernel for `copy` and call it on two C pointer expressions.
+    `bits` 4: both tensors packed two per byte; elements move one by one (offsets in elements)."""
     if copy.count == 0:
         return
     c = copy.simplified()
-    inner = c.src_strides[-1] == 1 and c.dst_strides[-1] == 1
+    inner = c.src_strides[-1] == 1 and c.dst_strides[-1] == 1 and bits == 8
     loops = c.dims[:-1] if inner else c.dims
 
     def index(strides: tuple[int, ...]) -> str:
@@ -172,7 +174,11 @@ def emit_copy(ctx: "EmitContext", copy: Copy, src: str, dst: str, dtype: str) ->
         inner=c.dims[-1] if inner else 0,
         src_index=index(c.src_strides),
         dst_index=index(c.dst_strides),
+        **({"bits": bits, "src_offset": c.src_offset, "dst_offset": c.dst_offset} if bits < 8 else {}),
     )
+    if bits < 8:
+        ctx.call(fn, src, dst)
+        return
     s = f"{src} + {c.src_offset}" if c.src_offset else src
     d = f"{dst} + {c.dst_offset}" if c.dst_offset else dst
     ctx.call(fn, s, d)

@@ -40,6 +40,7 @@ def transpose_copy(in_shape: tuple[int, ...], perm: list[int]) -> Copy:
 @register
 class Transpose(Op):
     name = "TRANSPOSE"
+    subbyte_io = True  # a 4-bit tensor moves nibble by nibble (equal widths)
 
     def check(self, g: Graph, n: Node) -> str | None:
         if len(g[n.inputs[0]].shape) > MAX_RANK:
@@ -48,7 +49,9 @@ class Transpose(Op):
             _perm(g, n)
         except BadModel as e:
             return str(e)
-        return node_dtype_problem(g, n)
+        if g[n.inputs[0]].bits != g[n.outputs[0]].bits:
+            return "input and output widths differ"
+        return node_dtype_problem(g, n, nibbles=True)
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         shape = g[n.inputs[0]].shape
@@ -59,7 +62,8 @@ class Transpose(Op):
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         x = g[n.inputs[0]]
-        emit_copy(ctx, transpose_copy(x.shape, _perm(g, n)), ctx.tensor(x.name), ctx.tensor(n.outputs[0]), x.dtype)
+        emit_copy(ctx, transpose_copy(x.shape, _perm(g, n)), ctx.tensor(x.name), ctx.tensor(n.outputs[0]), x.dtype,
+                  x.bits)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The strided copy of the permuted input."""

@@ -18,9 +18,9 @@ import numpy as np
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, bit_class, register
+from tinyml.ops.int16 import ACC_LIMIT, MAX_SHIFT, int16_per_tensor, int64_bias, layer_requant
 from tinyml.ops.quantized import (
     activation_reason,
-    conv_requant,
     int8_per_tensor,
     int8_weights,
     int32_bias,
@@ -69,7 +69,9 @@ class TransposeConv(Op):
         if len(n.inputs) < 3 or any(i is None for i in n.inputs[:3]) or len(n.outputs) != 1:
             return "expects output shape, filter and input, and one output"
         x, wt, y = g[n.inputs[2]], g[n.inputs[1]], g[n.outputs[0]]
-        if why := int8_per_tensor(x, "input") or int8_per_tensor(y, "output"):
+        wide = x.dtype == "int16"  # 16x8 mode (tinyml/ops/int16.py)
+        check_io = int16_per_tensor if wide else int8_per_tensor
+        if why := check_io(x, "input") or check_io(y, "output"):
             return why
         if len(x.shape) != 4 or len(wt.shape) != 4:
             return "needs a 4-D NHWC input and a 4-D OHWI filter"
@@ -81,7 +83,16 @@ class TransposeConv(Op):
         if shape[0] != x.shape[0] or shape[3] != wt.shape[0] or wt.shape[3] != x.shape[3]:
             return f"output shape {list(shape)}, filter {list(wt.shape)} and input {list(x.shape)} disagree"
         bias = g[n.inputs[3]] if len(n.inputs) > 3 and n.inputs[3] is not None else None
-        return int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+        if not wide:
+            return int8_weights(wt, wt.shape[0], 0) or int32_bias(bias, wt.shape[0]) or activation_reason(n)
+        if why := int8_weights(wt, wt.shape[0], 0) or int64_bias(bias, wt.shape[0]) or activation_reason(n):
+            return why
+        if conv_requant_io(g, n, wt.shape[0]).shift.max() > MAX_SHIFT:
+            return f"a requantization scale is above the 2^{MAX_SHIFT} TFLite's 16x8 kernels assume"
+        bound = np.abs(wt.data.astype(np.int64)).sum(axis=(1, 2, 3)) * (1 << 15)
+        if np.any(bound + (0 if bias is None else np.abs(bias.data.reshape(-1).astype(np.int64))) >= ACC_LIMIT):
+            return "the accumulator can exceed the 2^47 TFLite's 16x8 requantization assumes"
+        return None
 
     def infer_shapes(self, g: Graph, n: Node) -> list[tuple[int, ...]]:
         return [_output_shape(g, n)]
@@ -117,7 +128,15 @@ class TransposeConv(Op):
         _, kh, kw, ic = wt.shape
         rq = conv_requant_io(g, n, oc)
         bias = _bias(g, n)
-        fn = ctx.kernel("transpose_conv.c.j2", batches=b, ih=x.shape[1], iw=x.shape[2], ic=ic, oh=oh, ow=ow,
+        if x.dtype == "int16":  # 16x8: the reduced multipliers and total shifts of Requant16, no offsets
+            fn = ctx.kernel("transpose_conv.c.j2", wide=True, batches=b, ih=x.shape[1], iw=x.shape[2], ic=ic, oh=oh,
+                            ow=ow, oc=oc, kh=kh, kw=kw, sh=sh, sw=sw, top=top, left=left, lo=rq.lo, hi=rq.hi)
+            bias64 = bias if bias is not None else np.zeros(oc, np.int64)
+            ctx.call(fn, ctx.tensor(x.name), ctx.tensor(n.outputs[0]),
+                     ctx.const(wt.data.astype(np.int8), "w", "int8_t"), ctx.const(bias64, "bias", "int64_t"),
+                     ctx.const(rq.rm, "mult", "int32_t"), ctx.const(rq.total_shift, "shift", "int8_t"))
+            return
+        fn = ctx.kernel("transpose_conv.c.j2", wide=False, batches=b, ih=x.shape[1], iw=x.shape[2], ic=ic, oh=oh, ow=ow,
                         oc=oc, kh=kh, kw=kw, sh=sh, sw=sw, top=top, left=left, in_off=-x.quant.zp,
                         out_zp=rq.out_zp, lo=rq.lo, hi=rq.hi)
         bias_arr = (bias if bias is not None else np.zeros(oc, np.int64)).astype(np.int32)
@@ -132,6 +151,6 @@ class TransposeConv(Op):
 
 
 def conv_requant_io(g: Graph, n: Node, channels: int):
-    """conv_requant with TRANSPOSE_CONV's input order (input is input 2, not 0)."""
+    """The layer's requantization (int8 or 16x8) with TRANSPOSE_CONV's input order (input is input 2)."""
     view = Node(n.op, [n.inputs[2], n.inputs[1]], n.outputs, n.attrs, name=n.name)
-    return conv_requant(g, view, channels)
+    return layer_requant(g, view, channels)

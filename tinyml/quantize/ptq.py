@@ -21,6 +21,7 @@ import numpy as np
 
 from tinyml.errors import TinymlError, show
 from tinyml.ir import Graph, Node, Quant, Tensor
+from tinyml.ops import get_op
 from tinyml.quantize.calibrate import Calibration
 from tinyml.quantize.policy import QuantPolicy
 from tinyml.quantize.scales import (
@@ -74,10 +75,26 @@ def quant_groups(g: Graph) -> dict[str, str]:
     return {t: find(t) for t in g.tensors}
 
 
+def activation_bits(g: Graph, policy: QuantPolicy, group: dict[str, str]) -> dict[str, int]:
+    """Each activation's width: the narrowest its group's producers ask for (the members share one
+    Quant), but 8 for a whole group when a member is a graph input or output or an op without
+    packed 4-bit kernels touches one (Op.subbyte_io)."""
+    producer, consumers = g.producers(), g.consumers()
+    narrowest: dict[str, int] = {}
+    forced: set[str] = set()
+    for t in g.activations():
+        r = group[t.name]
+        bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
+        narrowest[r] = min(bits, narrowest.get(r, bits))
+        users = ([producer[t.name]] if t.name in producer else []) + consumers.get(t.name, [])
+        if t.name in g.inputs or t.name in g.outputs or not all(get_op(n.op).subbyte_io for n in users):
+            forced.add(r)
+    return {t.name: 8 if group[t.name] in forced else narrowest[group[t.name]] for t in g.activations()}
+
+
 def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
     """A new int8 graph from float graph `g` (left unchanged)."""
     q = copy.deepcopy(g)
-    producer = q.producers()
     group = quant_groups(q)
     fixed: dict[str, tuple[float, int]] = {}
     for n in q.nodes:
@@ -88,16 +105,12 @@ def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
         r = group[name]
         a, b = span.get(r, (lo, hi))
         span[r] = (min(a, lo), max(b, hi))
-    # a group's width: the narrowest its producers ask for (the members share one Quant)
-    group_bits: dict[str, int] = {}
-    for t in q.activations():
-        bits = policy.bits_of(producer[t.name].name).activations if t.name in producer else policy.default.activations
-        group_bits[group[t.name]] = min(bits, group_bits.get(group[t.name], bits))
+    widths = activation_bits(q, policy, group)
     for t in q.activations():
         if t.dtype != "float32":
             continue
         r = group[t.name]
-        bits = 8 if r in fixed else group_bits[r]
+        bits = 8 if r in fixed else widths[t.name]
         if r in fixed:
             scale, zp = np.float32(fixed[r][0]), fixed[r][1]
         elif r in span:

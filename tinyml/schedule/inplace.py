@@ -106,8 +106,8 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
         y = n.outputs[0]
         for idx in facts.inplace_inputs(n):
             x = n.inputs[idx]
-            if x is None or g[x].is_const or g[x].state:
-                continue
+            if x is None or g[x].is_const or g[x].state or g[x].bits != g[y].bits:
+                continue  # (a packed 4-bit tensor and an int8 one do not advance alike)
             gx, gy = group(x), group(y)
             others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
             if gx == gy or gx in pinned or last[gx] != step or gx in others:

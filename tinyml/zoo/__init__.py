@@ -4,14 +4,15 @@ Models are Keras networks with fixed seeds, converted to full-integer
 .tflite and cached (see cache.py), so only the first run pays for
 TensorFlow. Groups: "mlperf" (the MLPerf Tiny / TFLite Micro benchmark
 networks), "arch" (MobileNetV2-0.35, micro_speech), "ops" (one op each on
-awkward shapes), "io" (I/O types, layouts, names), "edge" (fast-path edges).
+awkward shapes), "io" (I/O types, layouts, names), "edge" (fast-path edges),
+"transformer" (a tiny ViT: attention, LayerNorm pattern).
 Importing this package does not import TensorFlow.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from tinyml.zoo import arch, edge, io_variants, mlperf, ops, recurrent  # noqa: F401  (registration)
+from tinyml.zoo import arch, edge, int16, io_variants, mlperf, ops, recurrent, transformer  # noqa: F401  (registration)
 from tinyml.zoo.cache import cache_dir, ensure_built
 from tinyml.zoo.registry import GROUPS, MODELS, ZooModel
 

@@ -44,6 +44,8 @@ def cache_key(model: ZooModel) -> str:
         inspect.getsource(model.postprocess) if model.postprocess else "",
         _installed("tensorflow", "tensorflow-cpu"), _installed("keras"),
     ]
+    if model.converter is not None:  # only then: the other models' keys stay what they were
+        parts.append(inspect.getsource(inspect.getmodule(model.converter)))
     for p in parts:
         h.update(p.encode())
         h.update(b"\0")
@@ -65,7 +67,7 @@ def ensure_built(model: ZooModel) -> Path:
         if not dest.exists():  # another worker may have built it meanwhile
             from tinyml.zoo.convert import build_tflite
 
-            data = build_tflite(model)
+            data = (model.converter or build_tflite)(model)
             fd, tmp = tempfile.mkstemp(prefix=f".{model.name}.", suffix=".tmp", dir=dest.parent)
             try:
                 with os.fdopen(fd, "wb") as f:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("mlperf", "arch", "ops", "io", "edge")
+GROUPS = ("mlperf", "arch", "ops", "io", "edge", "int16", "transformer")
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ZooModel:
     representative-data distribution per input (see convert.sample), `scales`
     multiplies each input's samples so inputs can get different quantization.
     `postprocess` edits the converted flatbuffer (renaming tensors, swapping
-    an op the converter never emits for its equivalent).
+    an op the converter never emits for its equivalent). `converter` replaces
+    convert.build_tflite for models converted another way (16x8 mode: zoo/int16.py).
     """
 
     name: str
@@ -34,6 +35,7 @@ class ZooModel:
     postprocess: Callable[[bytes], bytes] | None = None
     samples: int = 32
     note: str = ""
+    converter: Callable[["ZooModel"], bytes] | None = None
 
     @property
     def seed(self) -> int:

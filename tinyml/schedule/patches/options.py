@@ -71,6 +71,8 @@ def resolve_split(ps: PatchSchedule, split: str) -> str:
 def replay(g: Graph, stages: list[PatchSpec], stream: bool) -> PatchSchedule:
     """Apply fixed stages in order (each split resolved on the graph the previous ones left)."""
     ps = PatchSchedule.layer_by_layer(g)
+    if stages and any(t.bits < 8 for t in g.activations()):
+        raise NotPatchable("4-bit activations are packed two per byte; patch copies move whole bytes")
     for k, spec in enumerate(stages):
         ps = add_stage(ps, replace(spec, split=resolve_split(ps, spec.split)), stream=stream and k == 0)
     ps.plan = plan_memory(ps.graph)

@@ -74,6 +74,8 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
     """
     if g.states():  # a node that writes state must run once per inference, never once per patch
         raise NotPatchable("the model keeps state across inferences; it runs layer by layer")
+    if any(t.bits < 8 for t in g.activations()):  # patch copies move whole bytes
+        raise NotPatchable("4-bit activations are packed two per byte; the model runs layer by layer")
     baseline = baseline or plan_memory(g)
     limit = None if max_overhead is None else (graph_macs(g) * (1 + max_overhead), graph_cost(g) * (1 + max_overhead))
     result = SearchResult(g, baseline, None, 0, 0)
