@@ -6,10 +6,12 @@
   at the widest base width that fits, at the task's own resolution.
 "Fits" is judged as for the searched network's finalists: the int8 model compiled and linked for the
 board (flash and model RAM measured from the image) plus the stack estimate. Each baseline trains
-with the same optimizer, augmentation and wall time as the supernet, then goes through the same
-BN re-calibration, PTQ and int8 evaluation.
+with the same optimizer and augmentation as the supernet, for half its wall time (the two baselines
+together: the supernet's), then goes through the same BN re-calibration, PTQ and int8 evaluation.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -116,7 +118,7 @@ def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostServ
     """Train, quantize and measure each baseline; a baseline whose built firmware exceeds the budget is reported so."""
     from tinyml.cost.model import load_coefficients
     from tinyml.quantize import QuantPolicy, quantize_float_graph
-    from tinyml.search.deliver import int8_accuracy
+    from tinyml.search.deliver import INT8_TEST_LIMIT, int8_accuracy
     from tinyml.search.supernet import to_nhwc
     from tinyml.search.train import tensors, train_plain
 
@@ -127,7 +129,9 @@ def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostServ
         net = PlanNet(plan)
         x, y = tensors(ds.x_train, ds.y_train, r)
         xt, _ = tensors(ds.x_test, ds.y_test, r)
-        train_plain(net, x, y, cfg, lambda f: progress(f"baseline {len(results) + 1}", f, 1.0))
+        # both baselines together train for the supernet's wall time (and at most its epochs each)
+        train_plain(net, x, y, replace(cfg, seconds=cfg.seconds / 2),
+                    lambda f: progress(f"baseline {len(results) + 1}", f, 1.0))
         net.eval()
         with torch.no_grad():
             float_acc = float((torch.cat([net(xt[i:i + 512]) for i in range(0, len(xt), 512)]).argmax(1).numpy()
@@ -137,8 +141,10 @@ def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostServ
                                  to_nhwc(x[:200]), QuantPolicy())
         built = measure_build(q.tflite, s.board, budget.sram_bytes - stack)
         fits = built["flash_bytes"] <= budget.flash_bytes and built["model_ram_bytes"] + stack <= budget.sram_bytes
-        results.append({"name": name, "float_test_accuracy": float_acc,
-                        "int8_test_accuracy": int8_accuracy(q, to_nhwc(xt), ds.y_test),
+        n = min(len(ds.y_test), INT8_TEST_LIMIT)
+        results.append({"name": name, "float_test_accuracy": float_acc, "int8_test_samples": n,
+                        "int8_test_accuracy": int8_accuracy(q, to_nhwc(xt[:n]), ds.y_test[:n]),
+                        "train_seconds": cfg.seconds / 2,
                         "built": built, "fits_built": fits, "layers": len(plan)})
         log(f"baseline {name}: int8 {results[-1]['int8_test_accuracy']:.2f} %, flash {built['flash_bytes']:,} B "
             f"({'fits' if fits else 'over budget'})")

@@ -18,6 +18,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray nices its workers (15) so the driver stays responsive; on a shared machine that starves the
+    # evaluation the driver waits for (a local run only: a cluster keeps its own settings).
+    if not address:
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
