@@ -79,7 +79,8 @@ def layer_graph(name: str, bits: int, seed: int = 0) -> Graph:
     bscale = 0.05 * np.atleast_1d(wscale).astype(np.float64)
     g.add_tensor(Tensor("b", (ch,), "int32", _q(bscale.astype(np.float32)),
                         rng.integers(-2000, 2000, ch).astype(np.int32)))
-    g.add_tensor(Tensor("y", out_shape, "int8", _q(0.1, -20)))
+    # the output scale follows the weight scale, so every width requantizes with the same multipliers
+    g.add_tensor(Tensor("y", out_shape, "int8", _q(0.1 * 127 / qmax, -20)))
     g.nodes.append(Node(op, ["x", "w", "b"], ["y"], attrs, "layer"))
     g.inputs, g.outputs = ["x"], ["y"]
     return g

@@ -131,6 +131,24 @@ def test_conv_nibble_words_give_each_rows_tap_pairs_times_4096() -> None:
             np.testing.assert_array_equal(np.stack([lo[pair], hi[pair]], axis=1), want)
 
 
+def test_conv_crumb_words_give_each_rows_tap_pairs_times_16384() -> None:
+    """int2: shifts 0, 2, 4, 6 then 8, 10, 12, 14 with AND 0xC000C000 walk two groups of 4 taps."""
+    from tinyml.ops.dsp_pack import pack_crumb_pairs
+
+    rng = np.random.default_rng(2)
+    w = rng.integers(-2, 2, (3, 20))  # 5 groups: the last word holds one
+    words = pack_crumb_pairs(w).reshape(2, 3).view(np.uint32).astype(np.int64)
+    full = np.zeros((4, 24), np.int64)
+    full[:3, :20] = w
+    order = ((0, (0, 2)), (1, (0, 2)), (0, (1, 3)), (1, (1, 3)))
+    for step in range(2):
+        for j, (row, taps) in enumerate(order):
+            lo, hi = _halves((words << (8 * step + 2 * j)) & 0xC000C000)
+            for pair in range(2):
+                want = full[2 * pair + row].reshape(3, 2, 4)[:, step][:, list(taps)] * 16384
+                np.testing.assert_array_equal(np.stack([lo[pair], hi[pair]], axis=1), want)
+
+
 @pytest.mark.parametrize("rows,depth", [(4, 8), (6, 20), (1, 4)])
 def test_fc_nibble_quads_give_every_rows_dot_product(rows: int, depth: int) -> None:
     """p, q, h, r as the kernel accumulates them (wrapping SMLAD), then its per-row formulas."""
@@ -305,7 +323,8 @@ def test_zoo_layers_with_sub_byte_weights_are_bit_exact_on_the_host(name: str, b
 # ---- QEMU (Cortex-M4 with the DSP extension, Cortex-M7) ------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name,bits", [("op_conv_7to13_relu6", 4), ("edge_pw_c17_to_c6", 4), ("op_fc", 4),
-                                       ("edge_fc_rows", 4), ("edge_dw3x3_c7_s2_odd", 4), ("op_conv_3to5_s2_same", 2)])
+                                       ("edge_fc_rows", 4), ("edge_dw3x3_c7_s2_odd", 4), ("op_conv_3to5_s2_same", 2),
+                                       ("edge_pw_c17_to_c6", 2)])
 def test_sub_byte_kernels_are_bit_exact_in_qemu(name: str, bits: int, zoo_path, tmp_path: Path) -> None:
     p = tmp_path / "m.tflite"
     p.write_bytes(write_tflite(narrowed(load_tflite(zoo_path(name)), bits, per_tensor_fc=True)))

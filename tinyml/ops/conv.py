@@ -14,9 +14,11 @@ from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, per_channel_scales, register, remembered
 from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
+    CRUMB_SUM_LIMIT,
     NIBBLE_SUM_LIMIT,
     DspRequant,
     acc_bound,
+    pack_crumb_pairs,
     pack_nibble_pairs,
     pack_row_pairs,
     pack_rows,
@@ -129,7 +131,7 @@ class Conv2D(Op):
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
         io8 = x.bits == g[n.outputs[0]].bits == 8
-        if ctx.target.dsp and io8 and bits in (8, 4) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        if ctx.target.dsp and io8 and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
@@ -254,12 +256,13 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
     pairs = padded(cout, 2) // 2
-    nib = g[n.inputs[1]].bits == 4
+    wsub = g[n.inputs[1]].bits
+    nib = wsub < 8
     wide = rows.size <= WIDE_MAX_BYTES and not nib
-    if nib:  # one word per 4 taps of a row pair; the accumulators hold 4096 x the sums
-        if acc_bound(rows, None, xmax) >= NIBBLE_SUM_LIMIT:
+    if nib:  # one word per 4 taps (int2: 8) of a row pair; the accumulators hold 4096 (16384) x the sums
+        if acc_bound(rows, None, xmax) >= (NIBBLE_SUM_LIMIT if wsub == 4 else CRUMB_SUM_LIMIT):
             return False
-        packed = pack_nibble_pairs(rows)
+        packed = pack_nibble_pairs(rows) if wsub == 4 else pack_crumb_pairs(rows)
         head, trailer = [padded_bias(np.zeros(0, np.int32) if bias is None else bias * r.scale,
                                      2 * pairs).reshape(pairs, 2)], []
     elif wide:  # per pair and group: both rows' (x0, x2) words, then both rows' (x1, x3) words
@@ -282,7 +285,7 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     fn = ctx.kernel(
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
-        pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True} if nib else {}),
+        pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True, "wsub": wsub} if nib else {}),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),

@@ -180,3 +180,26 @@ def pack_nibble_quads(w: np.ndarray) -> np.ndarray:
     half = sum(nib[:, k] << (4 * k) for k in range(4))  # block, group, input: one int16 half each
     words = np.stack([half[..., 0] | (half[..., 2] << 16), half[..., 1] | (half[..., 3] << 16)], axis=-1)
     return words.astype(np.uint32).view(np.int32).reshape(-1)
+
+
+CRUMB_SUM_LIMIT = 1 << 17  # the int2 kernels accumulate 16384 x the sum
+
+
+def pack_crumb_pairs(w: np.ndarray) -> np.ndarray:
+    """[rows, depth] int2 weights -> int32 words [row pair][pair of groups of 4 taps]: as
+    pack_nibble_pairs with 2-bit fields, the first group's (row, tap pair)s in the top fields
+    7, 6, 5, 4 of both halves (shifts 0, 2, 4, 6), the second group's in 3, 2, 1, 0 (shifts 8..14);
+    an odd last group leaves the low fields zero."""
+    rows, depth = w.shape
+    rp, dp = padded(rows, 2), padded(depth, 8)
+    full = np.zeros((rp, dp), np.int64)
+    full[:rows, :depth] = w
+    e = full[0::2].reshape(rp // 2, dp // 8, 2, 4) & 3
+    o = full[1::2].reshape(rp // 2, dp // 8, 2, 4) & 3
+    word = np.zeros(e.shape[:2], np.int64)
+    for g in range(2):  # field k of a half: bits 2k..2k+1; (row, taps) at field 7 - (4 g + j) of each half
+        for j, (src, taps) in enumerate(((e, (0, 2)), (o, (0, 2)), (e, (1, 3)), (o, (1, 3)))):
+            field = 7 - (4 * g + j)
+            word |= src[:, :, g, taps[0]] << (2 * field)
+            word |= src[:, :, g, taps[1]] << (16 + 2 * field)
+    return word.astype(np.uint32).view(np.int32)
