@@ -35,12 +35,12 @@ from tinyml.quantize import QuantPolicy, write_quantized
 from tinyml.quantize.allocate import Budgets
 from tinyml.quantize.evaluate import accuracy, float_outputs, run_int8
 from tinyml.quantize.prepare import prepare_float
-from tinyml.train.mixed import Sensitivity, finetune_copy, with_graph
+from tinyml.train.mixed import Sensitivity, finetuned
 from tinyml.train.tasks import SmallCNN, export_onnx, load, train
 
 RESULTS = Path(__file__).parent / "results" / "quantize_mixed.json"
 # task -> (conv channels, hidden units, epochs, training images)
-MODELS = {"digits": ((8, 16), 0, 30, None), "fashion": ((16, 32, 32), 64, 4, 30000)}
+MODELS = {"digits": ((8, 16), 0, 30, None), "fashion": ((8, 16, 32), 32, 3, 15000)}
 CALIB = 500
 
 
@@ -89,7 +89,7 @@ def run_task(name: str, args: argparse.Namespace, work: Path, con: Console) -> d
     for label, sens, alloc, deploy in configs:
         rows.append(_row(label, sens, alloc, deploy, x_test, y_test, args, work))
         if args.finetune and deploy and label.startswith("mixed"):
-            tuned = with_graph(sens, finetune_copy(sens, alloc, args.finetune))
+            tuned = finetuned(sens, alloc, args.finetune)
             rows.append(_row(f"{label} + QAT {args.finetune} ep.", tuned, alloc, deploy, x_test, y_test, args, work))
         con.print(f"  {name}: {rows[-1]['config']}: {rows[-1]['accuracy']:.2f}%")
     return {"task": name, "test_samples": int(len(y_test)), "calibration_samples": CALIB,
