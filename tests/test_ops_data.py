@@ -61,6 +61,14 @@ def _build(tf: Any, kind: str, shapes: list[tuple[int, ...]], p: dict[str, Any])
         "resize_nearest": lambda t: tf.image.resize(t, p["size"], method="nearest"),
         "resize_nearest_v1": lambda t: tf.compat.v1.image.resize_nearest_neighbor(t, p["size"], **p.get("kw", {})),
         "resize_bilinear_v1": lambda t: tf.compat.v1.image.resize_bilinear(t, p["size"], **p.get("kw", {})),
+        "reduce_max": lambda t: tf.reduce_max(t, axis=p["axis"], keepdims=p.get("keepdims", False)),
+        "reduce_min": lambda t: tf.reduce_min(t, axis=p["axis"], keepdims=p.get("keepdims", False)),
+        "argmax": lambda t: tf.argmax(t, axis=p["axis"], output_type=getattr(tf, p["out"])),
+        "argmin": lambda t: tf.argmin(t, axis=p["axis"], output_type=getattr(tf, p["out"])),
+        "space_to_depth": lambda t: tf.nn.space_to_depth(t, p["block"]),
+        "depth_to_space": lambda t: tf.nn.depth_to_space(t, p["block"]),
+        "space_to_batch": lambda t: tf.space_to_batch_nd(t, p["block"], p["pads"]),
+        "batch_to_space": lambda t: tf.compat.v1.batch_to_space_nd(t, p["block"], p["pads"]),
     }
     if kind == "concat_inputs":
         out = keras.layers.Concatenate(axis=p["axis"])(ins)
@@ -133,6 +141,19 @@ MODELS: dict[str, tuple[list[tuple[int, ...]], str, dict[str, Any], set[str]]] =
                                       {"size": (12, 12), "kw": {"half_pixel_centers": True}}, {"RESIZE_BILINEAR"}),
     "resize_bilinear_align_corners": ([(1, 5, 4, 3)], "resize_bilinear_v1",
                                       {"size": (9, 7), "kw": {"align_corners": True}}, {"RESIZE_BILINEAR"}),
+    "reduce_max_hw": ([(1, 5, 6, 4)], "reduce_max", {"axis": [1, 2]}, {"REDUCE_MAX"}),
+    "reduce_max_time_keepdims": ([(1, 9, 7)], "reduce_max", {"axis": [1], "keepdims": True}, {"REDUCE_MAX"}),
+    "reduce_min_channels": ([(1, 4, 3, 6)], "reduce_min", {"axis": [3]}, {"REDUCE_MIN"}),
+    "argmax_last_int32": ([(1, 3, 10)], "argmax", {"axis": -1, "out": "int32"}, {"ARG_MAX"}),
+    "argmax_middle": ([(1, 7, 5)], "argmax", {"axis": 1, "out": "int32"}, {"ARG_MAX"}),
+    "argmin_last_int32": ([(2, 9)], "argmin", {"axis": 1, "out": "int32"}, {"ARG_MIN"}),
+    "space_to_depth_2": ([(1, 6, 4, 3)], "space_to_depth", {"block": 2}, {"SPACE_TO_DEPTH"}),
+    "depth_to_space_2": ([(1, 3, 5, 8)], "depth_to_space", {"block": 2}, {"DEPTH_TO_SPACE"}),
+    "depth_to_space_3": ([(1, 2, 2, 18)], "depth_to_space", {"block": 3}, {"DEPTH_TO_SPACE"}),
+    "space_to_batch_padded": ([(1, 5, 7, 3)], "space_to_batch", {"block": [2, 2], "pads": [[1, 0], [2, 1]]},
+                              {"SPACE_TO_BATCH_ND"}),
+    "batch_to_space_cropped": ([(4, 3, 4, 2)], "batch_to_space", {"block": [2, 2], "pads": [[1, 0], [0, 2]]},
+                               {"BATCH_TO_SPACE_ND"}),
     "resize_bilinear_down_fractional": ([(1, 7, 9, 2)], "resize_bilinear_v1", {"size": (4, 5)}, {"RESIZE_BILINEAR"}),
 }
 
@@ -216,9 +237,29 @@ def test_converted_model_matches_tflm_and_c(name: str, model_cache: Path, tmp_pa
     inputs = random_inputs(oracle, SAMPLES, seed=7)
     expected = [reference_outputs(g, x) for x in inputs]
     for k, x in enumerate(inputs):
-        assert_same(oracle.run(x), expected[k], f"{name} reference vs TFLite Micro, sample {k}")
+        theirs = oracle.run(x)
+        if name in UNDEFINED_PADDING:
+            theirs = _with_our_padding(g, theirs)
+        assert_same(theirs, expected[k], f"{name} reference vs TFLite Micro, sample {k}")
     for k, got in enumerate(run_c(g, inputs, tmp_path / "lib")):
         assert_same(expected[k], got, f"{name} C vs reference, sample {k}")
+
+
+# TFLite Micro never sets SPACE_TO_BATCH_ND's pad value for int8 (uninitialized memory: 46 on one run, 0 on the
+# next); we pad with the output zero point, as TFLite does. Only the padding is exempt from the comparison.
+UNDEFINED_PADDING = {"space_to_batch_padded"}
+
+
+def _with_our_padding(g: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """TFLite Micro's outputs with the padded positions (found by feeding a value that is not the zero
+    point) set to the output zero point."""
+    (out,) = g.outputs
+    zp = g[out].quant.zp
+    probe = [np.full(g[i].shape, 127 if zp != 127 else -128, g[i].np_dtype) for i in g.inputs]
+    padded = reference_outputs(g, probe)[0] == zp
+    fixed = np.array(outputs[0], copy=True)
+    fixed[padded] = zp
+    return [fixed, *outputs[1:]]
 
 
 # -- hand-built graphs: what converters do not emit ---------------------------

@@ -102,20 +102,30 @@ def _exhaustive(s, budgets):
 
 
 def test_ilp_finds_the_exhaustive_optimum_within_each_budget(sens) -> None:
+    from tinyml.errors import TinymlError
     from tinyml.quantize.allocate import Budgets, allocate
 
     s = sens
     int8, low = s.uniform(8, 8), s.limits()
     between = [low["flash"] + int((int8.weight_bytes - low["flash"]) * f) for f in (0.1, 0.3, 0.6)]
     cases = [Budgets(flash=b) for b in between]
-    cases += [Budgets(sram=int(int8.live_bytes * 0.8)), Budgets(flash=between[1], instructions=int(int8.instructions * 1.1))]
+    unconstrained = _exhaustive(s, cases[1])[1].instructions  # what the flash-only optimum executes
+    cases += [Budgets(sram=int(int8.live_bytes * 0.8)), Budgets(flash=between[1], instructions=unconstrained - 1),
+              Budgets(flash=between[1], instructions=int8.instructions - 1)]
     for b in cases:
+        found = _exhaustive(s, b)
+        if found is None:  # nothing fits: the ILP must say so
+            with pytest.raises(TinymlError):
+                allocate(s.weights, s.acts, s.traces.weights, s.traces.activations, s.w_bits, s.a_bits, b,
+                         s.fixed_bytes, s.fixed_instructions, s.sram, s.ties)
+            continue
         got = allocate(s.weights, s.acts, s.traces.weights, s.traces.activations, s.w_bits, s.a_bits, b,
                        s.fixed_bytes, s.fixed_instructions, s.sram, s.ties)
-        obj, best = _exhaustive(s, b)
+        obj, best = found
         assert got.objective == pytest.approx(obj, rel=1e-6, abs=1e-12), b
         assert b.flash is None or got.weight_bytes <= b.flash
         assert b.sram is None or got.live_bytes <= b.sram
+        assert b.instructions is None or got.instructions <= b.instructions
     # a tighter flash budget never lowers the objective
     objs = [_exhaustive(s, b)[0] for b in cases[:3]]
     assert objs[0] >= objs[1] >= objs[2]
@@ -127,9 +137,10 @@ def test_solved_allocation_fits_the_planned_arena_and_impossible_budgets_say_the
 
     s = sens
     int8 = s.uniform(8, 8)
-    alloc, q = s.solve(Budgets(flash=int(int8.weight_bytes * 0.5), sram=int(s.arena(s.quantize(int8)) * 0.8)))
+    sram = (s.limits()["sram"] + s.arena(s.quantize(int8))) // 2
+    alloc, q = s.solve(Budgets(flash=int(int8.weight_bytes * 0.5), sram=sram))
     assert alloc.weight_bytes <= int8.weight_bytes * 0.5
-    assert s.arena(q) <= int(s.arena(s.quantize(int8)) * 0.8)
+    assert s.arena(q) <= sram
     assert sum(q[n.inputs[1]].nbytes for n in q.nodes if n.name in alloc.weights) < int8.weight_bytes * 0.5
     low = s.limits()
     with pytest.raises(TinymlError, match=f"smallest weight flash reachable is {low['flash']} bytes"):
@@ -176,7 +187,6 @@ def test_cli_mixed_under_a_flash_budget_writes_a_model_that_validates(files) -> 
 
 @pytest.mark.parametrize("extra, message", [
     (["--bits", "3"], "weight width '3'"),
-    (["--bits", "4/4", "-o", "x.tflite"], "4-bit activations can be evaluated but not written"),
     (["--flash-budget", "10", "-o", "x.tflite"], "smallest weight flash reachable is"),
     (["--flash-budget", "12q", "-o", "x.tflite"], "a whole number of bytes"),
     (["--bits", "2", "--flash-budget", "100", "-o", "x.tflite"], "smallest reachable"),
@@ -192,7 +202,7 @@ def test_cli_bad_widths_and_impossible_budgets_exit_2(files, extra, message, cap
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_cli_4bit_activations_are_evaluated_without_writing(files) -> None:
+def test_cli_4bit_activations_are_chosen_under_an_sram_budget(files) -> None:
     import json
 
     from tinyml.cli import main
@@ -200,8 +210,52 @@ def test_cli_4bit_activations_are_evaluated_without_writing(files) -> None:
     d = files
     js = d / "a4.json"
     assert main(["quantize", str(d / "m.onnx"), "--calib", str(d / "calib.npy"), "--eval", str(d / "eval.npz"),
-                 "--bits", "mixed/mixed", "--sram-budget", "330", "--probes", "4", "--json", str(js)]) == 0
+                 "--bits", "mixed/mixed", "--sram-budget", "360", "--probes", "4", "--json", str(js)]) == 0
     r = json.loads(js.read_text())["mixed"]
-    assert r["chosen"]["arena_bytes"] <= 330
+    assert r["chosen"]["arena_bytes"] <= 360
     assert 4 in {layer["activation_bits"] for layer in r["layers"]}
     assert 0 <= r["chosen"]["accuracy"] <= 100
+
+
+def _logits_graph(q):
+    """q up to the input of its final SOFTMAX (the logits' codes; softmax's 1/256 steps tie often)."""
+    import copy
+
+    q = copy.deepcopy(q)
+    last = q.producers()[q.outputs[0]]
+    q.nodes = [n for n in q.nodes if n is not last]
+    q.outputs = [last.inputs[0]]
+    return q
+
+
+def test_fake_quantization_agrees_with_the_integer_reference(task, sens) -> None:
+    from tinyml.quantize.evaluate import run_int8
+    from tinyml.train.lowering import FakeQuant
+
+    s = sens
+    x = task.x_test[:200]
+    for w, a in ((8, 8), (4, 8), (2, 8)):  # 4-bit activations: not yet (NOTES.md)
+        q = _logits_graph(s.quantize(s.uniform(w, a)))
+        codes = run_int8(q, x).astype(np.int64)
+        t = q[q.outputs[0]]
+        with torch.no_grad():
+            logits = Lowered(s.g, FakeQuant.of(q))(torch.tensor(x)).numpy()
+        fake = np.round(logits / float(t.quant.s)).astype(np.int64) + t.quant.zp
+        # same widths, scales, zero points, rounding and (corrected) bias; the integer requantization's
+        # fixed-point multipliers and int32 bias still move codes (measured: 99.5 % equal at W8A8, 89 %
+        # W4A8, 93 % W4A4, 63 % W2A8, never by more than 2): close, not bit-exact (NOTES.md)
+        diff = np.abs(fake - codes)
+        assert diff.max() <= 2 and (diff == 0).mean() >= (0.98 if w == 8 else 0.85 if w == 4 else 0.55), \
+            (w, a, diff.max(), (diff == 0).mean())
+
+
+def test_quantization_aware_finetuning_lowers_the_2bit_error_it_trains_on(task, sens) -> None:
+    from tinyml.quantize.evaluate import accuracy, run_int8
+    from tinyml.train.mixed import finetuned
+
+    s = sens
+    alloc = s.uniform(2, 8)
+    x, y = s.calib, s.labels
+    before = accuracy(run_int8(s.quantize(alloc), x), y)
+    after = accuracy(run_int8(finetuned(s, alloc, 8).quantize(alloc), x), y)
+    assert after > before + 2, (before, after)

@@ -153,7 +153,10 @@ def test_supernet_subnets_export_exactly_the_lowered_float_graph(tiny):
 def test_evolution_keeps_to_the_budget_and_climbs_the_score(tiny):
     from tinyml.search.evolve import AccuracyPredictor, Evolution, encode
 
-    budget = Budget(64 * 1024, 60 * 1024)
+    roomy = Budget(64 * 1024, 1024 * 1024)
+    lo, hi = (price(a, tiny, DIGITS, "stm32f405", roomy).flash_bytes
+              for a in (tiny.smallest((8, 1.0)), tiny.largest((8, 1.0))))
+    budget = Budget(64 * 1024, (lo + hi) // 2)  # a flash budget between the smallest and largest subnets
     price_fn = lambda archs: [price(a, tiny, DIGITS, "stm32f405", budget) for a in archs]  # noqa: E731
     score = lambda archs: np.array([sum(k * e for s in a.stages for k, e in s) for a in archs], float)  # noqa: E731
     evo = Evolution(tiny, (8, 1.0), budget, price_fn, score, population=16, seed=1)

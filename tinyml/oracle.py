@@ -190,6 +190,8 @@ _MIN_ARENA_CACHE: dict[str, int] = {}
 class TflmOracle:
     """One .tflite model loaded into TensorFlow Lite Micro's host interpreter."""
 
+    name = "TFLite Micro"
+
     def __init__(self, model: bytes | bytearray | memoryview | str | Path):
         self.model = _model_bytes(model)
         self._m = _parse(self.model)
@@ -381,14 +383,30 @@ while lo < hi:
 def model_oracle(model: bytes | bytearray | memoryview | str | Path) -> "TflmOracle | ReferenceOracle":
     """The oracle for a model file: TFLite Micro, unless the file records sub-byte widths TFLite
     cannot express (a `tinyml_bits` entry, frontend/bits_meta.py), whose arithmetic only the
-    numpy reference has (it is itself checked against TFLite Micro where the two overlap)."""
+    numpy reference has (it is itself checked against TFLite Micro where the two overlap).
+    A file TFLite Micro refuses only for FILLs with run-time shapes runs in TFLite Micro with
+    those FILLs folded (oracle_rewrite.py)."""
     from tinyml.frontend import bits_meta
     from tinyml.pipeline import load_graph
     from tinyml.reference import ReferenceOracle
 
     data = _model_bytes(model)
     g = load_graph(data)
-    return ReferenceOracle(g) if bits_meta.has_entry(g) else TflmOracle(data)
+    if bits_meta.has_entry(g):
+        return ReferenceOracle(g)
+    oracle = TflmOracle(data)
+    try:
+        oracle._runner = oracle._interpreter(preserve=False)
+    except BadModel:  # refused as written: a FILL whose shape it computes at run time (oracle_rewrite.py)?
+        from tinyml.oracle_rewrite import fold_run_time_fills
+
+        rewritten = fold_run_time_fills(data, g)
+        if rewritten is None:
+            raise
+        folded = TflmOracle(rewritten)
+        folded.name = "TFLite Micro, on the file with its run-time-shaped FILLs folded (oracle_rewrite.py)"
+        return folded
+    return oracle
 
 
 def _bisect_in_child(model: bytes, lo: int, hi: int) -> tuple[int, int]:

@@ -59,9 +59,6 @@ def parse_plan(args: argparse.Namespace) -> Plan | None:
         plan.w_bits = WIDTHS["w"]
     if args.finetune < 0 or args.probes < 1:
         raise TinymlError("--finetune takes a number of epochs >= 0, --probes a count >= 1")
-    if 4 in plan.a_bits and args.output is not None:
-        raise TinymlError("4-bit activations can be evaluated but not written yet (the arena does not pack them): "
-                          "drop -o, or use 8-bit activations")
     if (plan.w_bits, plan.a_bits) == ((8,), (8,)) and not budgets and not args.pareto and not args.finetune \
             and args.board is None:
         return None
@@ -73,7 +70,7 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
     from tinyml.quantize import write_quantized
     from tinyml.quantize.allocate import Budgets
     from tinyml.quantize.prepare import prepare_float
-    from tinyml.train.mixed import Sensitivity, finetune_copy, with_graph
+    from tinyml.train.mixed import Sensitivity, finetuned
     from tinyml.train.report import configuration, layer_rows, sweep
 
     prepare_float(g)
@@ -94,7 +91,7 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
         _check_uniform(s, alloc, q, budgets)
     final = s
     if args.finetune:
-        final = with_graph(s, finetune_copy(s, alloc, args.finetune, progress))
+        final = finetuned(s, alloc, args.finetune, progress)
         q = final.quantize(alloc)
         label += f" + QAT {args.finetune} epochs"
     report = {"bits": args.bits, "weight_candidates": list(plan.w_bits), "activation_candidates": list(plan.a_bits),
@@ -115,7 +112,7 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
         report["configs"] = rows + [report["chosen"]] if args.finetune else rows
         report["pareto_png"] = str(pareto(report["configs"], args.pareto, f"{g.name}: accuracy vs weight flash"))
     result = None
-    if 4 not in alloc.activations.values() and 4 not in plan.a_bits:
+    if args.output is not None:
         result = write_quantized(final.g, q, final.calibration(alloc), final.policy(alloc))
     return result, report
 

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", required=True, metavar="DATA",
                    help="calibration inputs: .npy [N, ...] or .npz with array 'x' (float, as the float model takes them)")
     p.add_argument("-o", "--output", metavar="OUT.tflite",
-                   help="where to write the quantized model (required unless 4-bit activations are explored)")
+                   help="where to write the quantized model (required for plain int8; with --bits or budgets, omit it to only evaluate)")
     p.add_argument("--eval", metavar="DATA", help=".npz with inputs 'x' and integer labels 'y': report top-1 "
                                                   "accuracy of the float and the int8 model")
     p.add_argument("--calibration", choices=["minmax", "percentile", "mse"], default="minmax",

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     report = validation_report(c, inputs, result, expected, runner.target, board)
     report["patches"] = c.patches.describe() if c.patches else None
     report["tflm_arena_bytes"] = oracle.arena_bytes()
+    report["oracle"] = oracle.name
     if args.json != "-":
         print_report(report)
         if patch_summary(c.patches):
@@ -96,6 +97,8 @@ def print_report(r: dict) -> None:
         f"[yellow]within the stated float tolerance[/yellow] (max |diff| {r['max_abs_diff']:.3g}, docs/ops.md)"
         if r["within_float_tolerance"] else "[red]MISMATCH[/red]")
     con.print(f"{r['target']}{' (' + r['board'] + ')' if r['board'] else ''}: {r['inputs']} inputs, {verdict}")
+    if r.get("oracle", "TFLite Micro") != "TFLite Micro":
+        con.print(f"  oracle: {r['oracle']}")
     for key in ("instructions", "cycles", "cycles_estimated", "arena_bytes", "state_bytes", "stack_bytes", "ram_bytes",
                 "firmware_ram_bytes", "flash_bytes", "weights_bytes", "macs"):
         if r.get(key) is not None and (r[key] or key != "state_bytes"):

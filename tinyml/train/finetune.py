@@ -18,7 +18,7 @@ from tinyml.train.lowering import FakeQuant, Lowered, store_weights
 
 
 def finetune(g: Graph, q: Graph, x: np.ndarray, y: np.ndarray, epochs: int, progress: Progress | None = None,
-             lr: float = 1e-4, batch: int = 32, seed: int = 0) -> None:
+             lr: float = 1e-3, batch: int = 32, seed: int = 0) -> None:
     """Train g's weights in place for `epochs` passes over (x, y) with q's fake quantization."""
     torch.manual_seed(seed)
     m = Lowered(g, FakeQuant.of(q))

@@ -39,6 +39,8 @@ class FakeQuant:
 
     weight_bits: dict[str, int] = field(default_factory=dict)  # weighted node -> bits
     activations: dict[str, tuple[float, int, int]] = field(default_factory=dict)  # tensor -> (scale, zp, bits)
+    # weighted node -> the integer graph's bias as a real number (bias correction included)
+    bias: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(cls, q: Graph) -> "FakeQuant":
@@ -46,8 +48,11 @@ class FakeQuant:
         fq = cls()
         for n in weighted_nodes_of_int(q):
             fq.weight_bits[n.name] = q[n.inputs[1]].bits
+            if len(n.inputs) > 2 and n.inputs[2] is not None:
+                b = q[n.inputs[2]]
+                fq.bias[n.name] = b.data.reshape(-1).astype(np.float64) * b.quant.scale.astype(np.float64)
         for t in q.activations():
-            if t.quant is not None and t.dtype == "int8":
+            if t.quant is not None and t.dtype in ("int8", "int4"):
                 fq.activations[t.name] = (float(t.quant.s), int(t.quant.zp), t.bits)
         return fq
 
@@ -90,7 +95,9 @@ class Lowered(torch.nn.Module):
         for k, n in enumerate(weighted_nodes(g)):
             self.key[n.name] = f"l{k}"
             self.weights[f"l{k}"] = torch.nn.Parameter(torch.tensor(g[n.inputs[1]].data, dtype=torch.float64))
-            if len(n.inputs) > 2 and n.inputs[2] is not None:
+            if fake is not None and n.name in fake.bias:  # what the integer graph adds (bias correction)
+                self.biases[f"l{k}"] = torch.nn.Parameter(torch.tensor(fake.bias[n.name], dtype=torch.float64))
+            elif len(n.inputs) > 2 and n.inputs[2] is not None:
                 self.biases[f"l{k}"] = torch.nn.Parameter(torch.tensor(g[n.inputs[2]].data.reshape(-1),
                                                                        dtype=torch.float64))
         self.consts = {name: torch.tensor(np.asarray(t.data, dtype=np.float64)) for name, t in g.tensors.items()
@@ -217,5 +224,5 @@ def store_weights(m: Lowered, g: Graph) -> None:
     for n in weighted_nodes(g):
         k = m.key[n.name]
         g[n.inputs[1]].data = m.weights[k].detach().numpy().astype(np.float32)
-        if k in m.biases:
+        if k in m.biases and len(n.inputs) > 2 and n.inputs[2] is not None:
             g[n.inputs[2]].data = m.biases[k].detach().numpy().astype(np.float32).reshape(g[n.inputs[2]].shape)

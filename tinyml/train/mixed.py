@@ -152,16 +152,19 @@ def _infeasible(b: Budgets, low: dict[str, int]) -> str:
             f"and {low['sram']} bytes of arena")
 
 
-def finetune_copy(s: Sensitivity, alloc: Allocation, epochs: int, progress: Progress | None = None) -> Graph:
-    """A float graph fine-tuned with the allocation's fake quantization (QAT, straight-through rounding)."""
+def finetuned(s: Sensitivity, alloc: Allocation, epochs: int, progress: Progress | None = None) -> Sensitivity:
+    """QAT for the allocation (straight-through rounding), as a Sensitivity over the tuned float graph.
+
+    The result quantizes with the activation ranges the training saw (the fake quantization used
+    them, so what is deployed is what was trained) and without bias correction (the tuned biases
+    start from the corrected ones and keep training).
+    """
     from tinyml.train.finetune import finetune
 
     g = copy.deepcopy(s.g)
-    finetune(g, s.quantize(alloc), s.calib, s.labels, epochs, progress)
-    return g
-
-
-def with_graph(s: Sensitivity, g: Graph) -> Sensitivity:
-    """The same sensitivities and costs over another float graph (after fine-tuning)."""
-    return replace(s, g=g, _cal={})
+    cal = s.calibration(alloc)
+    finetune(g, quantize_graph(s.g, cal, s.policy(alloc)), s.calib, s.labels, epochs, progress)
+    tuned = replace(s, g=g, base=replace(s.base, bias_correction=False), _cal={})
+    tuned._cal[_key(tuned.policy(alloc))] = replace(cal, bias_shift={})
+    return tuned
 
