@@ -7,9 +7,8 @@ flash (the "equal flash" comparison). Accuracy: the numpy integer reference on
 the test set. Each deployable configuration is written as .tflite, built as
 firmware for the board and run in QEMU: measured instructions per inference,
 flash, RAM (arena + stack + other data), bit-exact against its oracle (TFLite
-Micro, or the numpy reference for files TFLite cannot express). 4-bit
-activation configurations are evaluated with the reference only (the arena
-does not pack them yet) and say so.
+Micro, or the numpy reference for files TFLite cannot express), 4-bit
+activations included.
 
 Usage: python benchmarks/quantize_mixed.py [--tasks digits,fashion] [--board stm32f405] [--test N]
            [--finetune EPOCHS] [--no-qemu] [--json FILE]
@@ -81,9 +80,9 @@ def run_task(name: str, args: argparse.Namespace, work: Path, con: Console) -> d
                           ("mixed = int4 flash", int4.weight_bytes),
                           ("mixed = 75% int4 flash", int(0.75 * int4.weight_bytes))):
         configs.append((label, s8, s8.solve(Budgets(flash=budget))[0], True))
-    configs.append(("W4A4 (reference only)", s, s.uniform(4, 4), False))
-    configs.append(("mixed W+A = int4 flash, int4 arena (reference only)", s,
-                    s.solve(Budgets(flash=int4.weight_bytes, sram=s.arena(s.quantize(s.uniform(4, 4)))))[0], False))
+    configs.append(("W4A4", s, s.uniform(4, 4), True))
+    configs.append(("mixed W+A = W4A4 flash and arena", s,
+                    s.solve(Budgets(flash=int4.weight_bytes, sram=s.arena(s.quantize(s.uniform(4, 4)))))[0], True))
     rows = [{"config": "float", "accuracy": accuracy(float_outputs(g, x_test), y_test),
              "weight_bytes": sum(t.nbytes for t in g.tensors.values() if t.is_const)}]
     for label, sens, alloc, deploy in configs:

@@ -113,6 +113,9 @@ CASES = [
     Case("zeros_like", "ZEROS_LIKE", [q8((2, 7), 0.1, 3)], q8((2, 7), 0.1, 3)),
     Case("abs_rescaled", "ABS", [q8((3, 11), 0.05, -7)], q8((3, 11), 0.037, -128)),
     Case("abs_same_scale", "ABS", [q8((40,), 0.02, 9)], q8((40,), 0.02, -100)),
+    Case("l2_norm", "L2_NORMALIZATION", [q8((3, 16), 0.05, -7)], q8((3, 16), 1 / 128, 0)),
+    Case("l2_norm_wide_rows", "L2_NORMALIZATION", [q8((2, 2, 300), 0.3, 40)], q8((2, 2, 300), 1 / 128, 0)),
+    Case("l2_norm_single", "L2_NORMALIZATION", [q8((4, 1), 0.1, 0)], q8((4, 1), 1 / 128, 0)),
     Case("quantize_float_int8", "QUANTIZE", [T((1, 5, 7), "float32")], q8((1, 5, 7), 0.037, -6)),
     Case("quantize_float_int8_ties", "QUANTIZE", [T((50,), "float32")], q8((50,), 0.25, 3)),
     Case("quantize_float_int16", "QUANTIZE", [T((2, 9), "float32")], T((2, 9), "int16", 0.0007, 0)),
@@ -272,7 +275,8 @@ def test_reference_matches_tflite_micro(case: Case) -> None:
 
 OWN_OPS = {"ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "PRELU", "LOGISTIC", "TANH",
            "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "SOFTMAX", "LOG_SOFTMAX", "QUANTIZE",
-           "DEQUANTIZE", "FILL", "ZEROS_LIKE", "ABS"}
+           "DEQUANTIZE", "FILL", "ZEROS_LIKE", "ABS",
+           "L2_NORMALIZATION"}
 CONVERTED = [n for n in zoo.names("ops") if zoo.get(n).exercises & OWN_OPS] + ["io_float32", "io_uint8"]
 
 

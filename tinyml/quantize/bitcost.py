@@ -25,8 +25,8 @@ from tinyml.quantize.scales import WEIGHT_AXIS, dequantize_weights, fake_quantiz
 
 # Instructions of a sub-byte weight layer relative to int8 (an estimate): the larger of the whole-model
 # ratios measured in QEMU (benchmarks/results/quantize_mixed.json, stm32f405): int4 1.14x (digits) and
-# 1.48x (Fashion-MNIST), int2 8.0x and 9.8x (the 2-bit kernels unpack element by element today).
-INSTR_FACTOR = {8: 1.0, 4: 1.48, 2: 9.8}
+# 1.48x (Fashion-MNIST), int2 1.65x and 1.46x.
+INSTR_FACTOR = {8: 1.0, 4: 1.48, 2: 1.65}
 ACT_SAMPLES = 256
 
 
