@@ -67,7 +67,7 @@ def layer_graph(name: str, bits: int, seed: int = 0) -> Graph:
         else:
             wshape, axis, ch = (1, k, k, cout), 3, cout
         out_shape = (1, oh, ow, cout)
-        attrs = {"padding": "SAME", "stride_h": stride, "stride_w": stride, "fused_activation_function": "RELU6",
+        attrs = {"padding": "SAME", "stride_h": stride, "stride_w": stride, "fused_activation_function": "RELU",
                  "dilation_h_factor": 1, "dilation_w_factor": 1}
         if op == "DEPTHWISE_CONV_2D":
             attrs["depth_multiplier"] = 1

@@ -260,3 +260,22 @@ def test_npz_tasks_load_scaled_and_split(tmp_path):
     np.savez(tmp_path / "bad2.npz", x=x, y=y.astype(np.float32))
     with pytest.raises(TinymlError, match="integer labels"):
         load_task(str(tmp_path / "bad2.npz"))
+
+
+def test_fast_cost_graph_equals_the_ptq_pass_on_the_whole_graph():
+    """cost_graph reuses each layer's quantized constants (cached); the result must be the PTQ pass's own."""
+    from tinyml.search.lower import ptq_cost_graph
+
+    space = load_space("mcunet")
+    rng = random.Random(7)
+    for a in [space.sample(rng) for _ in range(6)]:
+        fast, ref = cost_graph(a, space, DIGITS), ptq_cost_graph(layer_plan(a, space, DIGITS), a.resolution, DIGITS)
+        assert list(fast.tensors) == list(ref.tensors)
+        for name, t in fast.tensors.items():
+            r = ref[name]
+            assert (t.dtype, t.shape, t.bits) == (r.dtype, r.shape, r.bits), name
+            assert (t.data is None and r.data is None) or np.array_equal(t.data, r.data), name
+            assert (t.quant is None) == (r.quant is None), name
+            if t.quant is not None:
+                assert np.array_equal(t.quant.scale, r.quant.scale) and t.quant.axis == r.quant.axis, name
+                assert np.array_equal(t.quant.zero_point, r.quant.zero_point), name
