@@ -39,7 +39,7 @@ from tinyml.train.tasks import SmallCNN, export_onnx, load, train
 
 RESULTS = Path(__file__).parent / "results" / "quantize_mixed.json"
 # task -> (conv channels, hidden units, epochs, training images)
-MODELS = {"digits": ((8, 16), 0, 30, None), "fashion": ((8, 16, 32), 32, 3, 15000)}
+MODELS = {"digits": ((8, 16), 0, 30, None), "fashion": ((8, 16, 32), 32, 3, 15000), "kws": ((8, 16, 32), 32, 8, None)}
 CALIB = 500
 
 

@@ -242,8 +242,10 @@ def _measure_finalists(ranked: list, net, space: Space, task: Task, svc: CostSer
     built = svc.builds(models, s.board, budget.sram_bytes - stack)
     rows = []
     for a, (_, predicted, fast), c, acc, b in zip(archs, ranked, exact, accs, built):
+        # the linked image decides flash and RAM; instructions are still the exact-mode estimate
         fits = "error" not in b and b["flash_bytes"] <= budget.flash_bytes \
-            and b["model_ram_bytes"] + stack <= budget.sram_bytes and c.fits(budget)
+            and b["model_ram_bytes"] + stack <= budget.sram_bytes \
+            and (budget.instructions is None or c.instructions <= budget.instructions)
         rows.append({"arch": a.to_json(), "label": a.label(), "predicted": predicted, "val_accuracy": acc,
                      "cost_fast": fast.describe(), "cost_exact": c.describe(), "fits_exact": c.fits(budget),
                      "built": b, "fits_built": fits})
