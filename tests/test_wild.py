@@ -70,14 +70,50 @@ def test_qemu_validation_is_bit_exact(name: str, capsys) -> None:
     assert "bit-exact" in out or (name in LIBM_OUTPUTS and "within the stated float tolerance" in out)
 
 
+def _ops_renamed(name: str, builtin: str, to: str, tmp_path: Path) -> tuple[str, int]:
+    """A sample file with every `builtin` operator turned into `to` (options dropped): a model whose
+    ops we lack, built from a real file so the refusal is tested even when every sample runs."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    m = s.ModelT.InitFromObj(s.Model.GetRootAs(Path(_model(name)).read_bytes(), 0))
+    old, new = getattr(s.BuiltinOperator, builtin), getattr(s.BuiltinOperator, to)
+    codes = [i for i, c in enumerate(m.operatorCodes) if c.builtinCode == old]
+    for i in codes:
+        m.operatorCodes[i].builtinCode, m.operatorCodes[i].deprecatedBuiltinCode = new, min(new, 127)
+    renamed = [op for op in m.subgraphs[0].operators if op.opcodeIndex in codes]
+    for op in renamed:
+        op.builtinOptionsType, op.builtinOptions = 0, None
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path / f"{name}_{to}.tflite"
+    path.write_bytes(bytes(b.Output()))
+    return str(path), len(renamed)
+
+
+# refused sample files, and one real file whose CONV_2Ds became GELU (no kernel here runs it), so the
+# refusal path is tested even while every sample model runs
+REFUSAL_CASES = [*(("file", name) for name in sorted(REFUSED)), ("renamed", "tinymaix_mnist_resnet_q")]
+
+
 @pytest.mark.parametrize("verb", [["analyze", "--no-tflm"], ["validate", "--target", "host"]])
-@pytest.mark.parametrize("name", sorted(REFUSED))
-def test_refusal_is_one_line_naming_each_op(name: str, verb: list[str], capsys) -> None:
-    assert main([verb[0], _model(name), *verb[1:]]) == 2
+@pytest.mark.parametrize("case", REFUSAL_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_refusal_is_one_line_naming_each_op(case: tuple[str, str], verb: list[str], tmp_path: Path,
+                                            capsys) -> None:
+    kind, name = case
+    count = 1
+    if kind == "file":
+        path, expected = _model(name), REFUSED[name]
+    else:
+        path, count = _ops_renamed(name, "CONV_2D", "GELU", tmp_path)
+        expected = ["unsupported op GELU"]
+    assert count >= 1
+    assert main([verb[0], path, *verb[1:]]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "malformed" not in err
-    for words in REFUSED[name]:
+    for words in expected:
         assert words in err, err
+    assert err.count("unsupported op") == count and err.count(" at node ") == count, err  # each node named
 
 
 def test_run_time_shaped_fill_is_checked_by_tflite_micro_on_the_folded_file(capsys) -> None:

@@ -213,7 +213,7 @@ def dsp_shape(g: Graph, n: Node) -> bool:
 
 def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
     """Which kernel emit runs on a DSP core: "wide" (the DSP GEMM with int16 weights), "pairs" (int8
-    row pairs), "nibbles" (4-bit weights), or None (the C loop); and whether the requantization is per channel. Decided on
+    row pairs), "nibbles" (4- or 2-bit weights), or None (the C loop, also for 4-bit activations); and whether the requantization is per channel. Decided on
     the weights as emit decides, remembered per weights array (a search asks again on every call)."""
     wt, x = g[n.inputs[1]], g[n.inputs[0]]
     bias = g[n.inputs[2]].data if len(n.inputs) > 2 and n.inputs[2] is not None else None
@@ -222,18 +222,20 @@ def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
         pc = per_channel_scales(wt)
         w = wt.data.astype(np.int8)
         in_off = -x.quant.zp
-        if wt.bits not in (8, 4) or not dsp_shape(g, n) or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
+        if wt.bits not in (8, 4, 2) or x.bits != 8 or g[n.outputs[0]].bits != 8 or not dsp_shape(g, n) \
+                or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
             return None, pc
         xmax = max(abs(-128 + in_off), abs(127 + in_off))
-        if wt.bits == 4:  # nibble pairs (their own class by bit width)
-            return ("nibbles" if acc_bound(w.reshape(w.shape[0], -1), None, xmax) < NIBBLE_SUM_LIMIT else None), pc
+        if wt.bits < 8:  # nibble (int2: crumb) pairs, their own class by bit width
+            limit = NIBBLE_SUM_LIMIT if wt.bits == 4 else CRUMB_SUM_LIMIT
+            return ("nibbles" if acc_bound(w.reshape(w.shape[0], -1), None, xmax) < limit else None), pc
         if w.size <= WIDE_MAX_BYTES:
             return "wide", pc
         return ("pairs" if pack_row_pairs(w.reshape(w.shape[0], -1), 2, xmax) is not None else None), pc
 
     return remembered((wt.data, bias, wt.quant.scale if wt.quant else None),
-                      ("conv", wt.bits, x.quant.zp, x.shape[3], n.attrs.get("dilation_h_factor", 1),
-                       n.attrs.get("dilation_w_factor", 1)), decide)
+                      ("conv", wt.bits, x.bits, g[n.outputs[0]].bits, x.quant.zp, x.shape[3],
+                       n.attrs.get("dilation_h_factor", 1), n.attrs.get("dilation_w_factor", 1)), decide)
 
 
 def in_place_shape(g: Graph, n: Node) -> bool:
