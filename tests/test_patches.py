@@ -369,6 +369,10 @@ def test_write_window_chain_shares_one_buffer() -> None:
 @pytest.mark.parametrize("name", zoo.names())
 def test_never_worse_than_layer_by_layer(name: str) -> None:
     c = compile_model(zoo.path(name))
+    if c.graph.states():  # state is written once per inference, never per patch: the search says so
+        with pytest.raises(NotPatchable, match="keeps state"):
+            choose_schedule(c.graph)
+        return
     for bound in (0.0, 0.2, None):
         ps = choose_schedule(c.graph, bound)
         assert ps is None or ps.plan.arena_bytes < c.plan.arena_bytes
