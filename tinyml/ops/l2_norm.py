@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinyml.fixedpoint import INT32_MAX, multiply_by_quantized_multiplier, rdbpot, srdhm, wrap_int32
+from tinyml.fixedpoint import multiply_by_quantized_multiplier
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.quantized import int8_per_tensor
+from tinyml.ops.rsqrt import inv_sqrt_multiplier
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -23,45 +24,11 @@ if TYPE_CHECKING:
 MAX_DEPTH = 1 << 16  # the int32 sum of squares stays exact
 
 
-def inv_sqrt(value: int) -> tuple[int, int]:
-    """GetInvSqrtQuantizedMultiplierExp(value, reverse_shift=-1): (multiplier, shift)."""
-    if value <= 1:
-        return INT32_MAX, 0
-    shift = 11
-    while value >= 1 << 29:
-        value //= 4
-        shift += 1
-    clz = 32 - value.bit_length()
-    pairs = (clz - 1) // 2 - 1
-    shift -= pairs
-    value <<= 2 * pairs
-    half = int(rdbpot(value >> 1, 1))
-    half_three = (1 << 28) + (1 << 27)
-    x = 1 << 28  # F3 one
-    for _ in range(5):
-        x3 = _rescale3(int(srdhm(srdhm(x, x), x)), 9)
-        x = _rescale3(int(wrap_int32(int(srdhm(half_three, x)) - int(srdhm(half, x3)))), 6)
-    x = int(srdhm(x, 1518500250))
-    if shift < 0:
-        x = int(wrap_int32(x << -shift))
-        shift = 0
-    return x, -shift
-
-
-def _rescale3(raw: int, src_bits: int) -> int:
-    """gemmlowp Rescale<3> from a FixedPoint with `src_bits` integer bits (saturating shift left)."""
-    e = src_bits - 3
-    if e <= 0:
-        return int(rdbpot(raw, -e))
-    thr = (1 << (31 - e)) - 1
-    return INT32_MAX if raw > thr else (-INT32_MAX - 1 if raw < -thr else raw << e)
-
-
 def l2_rows(x: np.ndarray, zp: int) -> np.ndarray:
     v = x.astype(np.int64) - zp
     out = np.empty_like(v)
     for r in range(v.shape[0]):
-        mult, shift = inv_sqrt(int((v[r] * v[r]).sum()))
+        mult, shift = inv_sqrt_multiplier(int((v[r] * v[r]).sum()))
         out[r] = multiply_by_quantized_multiplier(v[r], mult, shift + 7)
     return np.clip(out, -128, 127)
 
