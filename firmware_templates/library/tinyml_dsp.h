@@ -34,6 +34,22 @@ static inline int32_t tm_requant_dsp2p(int32_t x2, int32_t q, int32_t p, int e)
     return (r + ((p + (r >> 31)) >> 1)) >> e;
 }
 
+/* tm_requant_dsp2p for e >= 1 in one instruction fewer: h = p / 2 (p is even)
+ * rides in SMMLAR's accumulate operand, and the sign term takes the sign of
+ * x2 instead of r's. They differ only when r == 0 with x2 < 0 (r has x2's
+ * sign otherwise, q >= 0), and (h - 1) >> e == h >> e there since
+ * h = 2^(e-1) + zp * 2^e. SMMLAR, ADD (ASR #31 operand), ASR, then SSAT. */
+static inline int32_t tm_requant_dsp2h(int32_t x2, int32_t q, int32_t h, int e)
+{
+#if defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(x2), "r"(q), "r"(h));
+#else
+    int32_t r = (int32_t)(((int64_t)x2 * q + (1ll << 31)) >> 32) + h;
+#endif
+    return (r + (x2 >> 31)) >> e;
+}
+
 /* The odd row of a packed row pair (tinyml/ops/dsp_pack.py): S = A_lo + 256 A_hi
  * modulo 2^32 and A_lo give A_hi * 2^(8 - sh), exact while |A_hi| < 2^23 (the
  * generator checks), whatever S wrapped to. */

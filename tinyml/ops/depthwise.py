@@ -139,7 +139,10 @@ class DepthwiseConv2D(Op):
         # Packed pairs carry weights (and the bias) doubled where tm_requant_dsp2p applies: its
         # SaturatingRoundingDoublingHighMul is one SMMULR and the zero point rides in its rounding term.
         fold = pairs is not None and rq.fold
-        r = dict(rq.params(), fold=fold)
+        # every e >= 1: tm_requant_dsp2h takes p / 2 and saves an instruction per output
+        half = fold and bool(np.all(rq.shift >= 1))
+        pz = rq.pz() >> 1 if half else rq.pz() if fold else None
+        r = dict(rq.params(), fold=fold, half=half, pz=int(pz[0]) if fold else 0)
         if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
             r.update(mult="qm", shift="qs", pz="qp")
         scale = 2 if fold else 1
@@ -154,7 +157,7 @@ class DepthwiseConv2D(Op):
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
             if fold:
-                values.append(ctx.const(rq.pz(), "pz", "int32_t"))
+                values.append(ctx.const(pz, "pz", "int32_t"))
         mult = depth_multiplier(g, n)
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout // mult, cout=cout, mult=mult, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale)
