@@ -96,5 +96,36 @@ static inline int32_t tm_sxtb16_ror8(int32_t v)
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
 }
+
+/* 4-bit activations (tinyml/ops/subbyte.py: two per byte, the first in the
+ * low nibble). Four taps x0..x3 from two bytes at any address, XOR 8 (each
+ * nibble becomes x + 8, unsigned) and spread so that x0, x2 sit in the low
+ * nibbles of bytes 0 and 2 and x1, x3 four bits higher. */
+static inline uint32_t tm_nib_spread(const int8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    const uint32_t t = h ^ 0x8888u;
+    return t | (t << 8);
+}
+
+/* The pairs (x0,x2) and (x1,x3) of a spread word as int16 halves, each plus
+ * the halves of a: UXTAB16 adds the zero-extended bytes 0 and 2, so `a`
+ * carries the kernel's offset minus 8 in both halves. */
+static inline int32_t tm_nib02(int32_t a, uint32_t t)
+{
+    return __uxtab16(a, t & 0x000F000Fu);
+}
+
+static inline int32_t tm_nib13(int32_t a, uint32_t t)
+{
+    return __uxtab16(a, (t >> 4) & 0x000F000Fu);
+}
+
+/* Two int8 results (already clamped to 4 bits) as one packed byte, the first low. */
+static inline int8_t tm_pack4(int32_t lo, int32_t hi)
+{
+    return (int8_t)((lo & 0xF) | (hi << 4));
+}
 #endif
 #endif
