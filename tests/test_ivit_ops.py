@@ -151,3 +151,25 @@ def test_validate_integer_only_on_host(zoo_path, tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert r["bit_exact"] and r["oracle"] == "numpy reference"
     assert r["integer_only"]["ILAYERNORM"] == 3 and 0 <= r["integer_only_vs_tflm"]["top1_agreement"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["matmul_qk", "matmul_adj_y", "matmul_broadcast", "matmul_rank2_by_rank3",
+                                  "matmul_const_rhs", "matmul_rank5"])
+def test_batch_matmul_dsp_kernel_bit_exact_in_qemu(case: str, tmp_path: Path) -> None:
+    """The SMLAD BATCH_MATMUL (int8 MatMul, dyadic requantization) on a Cortex-M4 equals TFLite Micro."""
+    from tests.test_ops_transformer import CASES as TF_CASES
+    from tests.test_ops_transformer import inputs_for as tf_inputs
+    from tinyml.frontend.tflite_writer import write_tflite
+    from tinyml.oracle import TflmOracle
+    from tinyml.pipeline import Compiled, load_graph
+    from tinyml.sim.qemu import board_runner
+    from tinyml.validation import compare
+
+    data = write_tflite(TF_CASES[case])
+    g = load_graph(data)
+    inputs = tf_inputs(g, 4, seed=3)
+    runner = board_runner("stm32f405", "qemu", Compiled(g, plan_memory(g), data), tmp_path)
+    assert "(DSP)" in (runner.fw.path / "lib" / "tinyml_model.c").read_text()
+    cmp = compare(TflmOracle(data).run_batch(inputs), runner.run(inputs).outputs)
+    assert cmp.bit_exact, cmp.details
