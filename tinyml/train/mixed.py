@@ -129,7 +129,7 @@ class Sensitivity:
                        layers={n: LayerBits(w, a) for n, (w, a) in alloc.layer_bits().items()})
 
     def calibration(self, alloc: Allocation) -> Calibration:
-        """Ranges and bias shifts for the allocation's widths (cached by weight widths)."""
+        """Ranges and bias shifts for the allocation's widths (cached by widths)."""
         policy = self.policy(alloc)
         key = _key(policy)
         if key not in self._cal:
@@ -156,8 +156,8 @@ class Sensitivity:
 
 
 def _key(policy: QuantPolicy) -> tuple:
-    # bias correction (the only width-dependent part of calibration) depends on weight widths alone
-    return tuple(sorted((n, b.weights) for n, b in policy.layers.items() if b.weights != 8))
+    # calibration depends on the widths: bias correction on the weights', sub-byte ranges on the activations'
+    return tuple(sorted((n, b.weights, b.activations) for n, b in policy.layers.items() if b != LayerBits()))
 
 
 def _infeasible(b: Budgets, low: dict[str, int]) -> str:
