@@ -42,7 +42,7 @@ RESULTS = Path(__file__).parent / "results" / "quantize_mixed.json"
 # where uniform int4 really loses accuracy (few weights per output channel), so mixed precision at
 # int4's flash has room to win; the wider nets are within ~1 point of int8 at int4 already.
 MODELS = {"digits": ("digits", (8, 16), 0, 30, None), "fashion": ("fashion", (8, 16, 32), 32, 3, 15000),
-          "kws": ("kws", (8, 16, 32), 32, 8, None), "kws_small": ("kws", (4, 8, 8), 16, 8, None),
+          "kws": ("kws", (8, 16, 32), 32, 8, None), "kws_small": ("kws", (8, 8, 16), 16, 8, None),
           "fashion_small": ("fashion", (4, 8, 8), 16, 3, 15000), "digits_small": ("digits", (4, 8), 0, 30, None)}
 CALIB = 500
 
