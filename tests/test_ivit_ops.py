@@ -101,3 +101,75 @@ def test_ilayernorm_close_to_float_layernorm() -> None:
     inside = np.abs(ref) < 127 * 0.05  # outside the output range both clip
     # beta and the product are rounded apart: within one output code (measured 0.97, docs/ops.md)
     assert np.max(np.abs(got - ref)[inside]) <= 0.05 * 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("name, want", [("vit_tiny_8x8", {"ILAYERNORM": 3, "SHIFTMAX": 1}),
+                                        ("kwt_tiny", {"ILAYERNORM": 5, "SHIFTMAX": 2})])
+def test_integer_only_replaces_layernorm_and_attention_softmax(name: str, want: dict, zoo_bytes) -> None:
+    """Every LayerNorm pattern and attention SOFTMAX goes, nothing of the patterns stays (no float NEG,
+    no RSQRT), and the final classifier's ops are untouched."""
+    from tinyml.pipeline import load_graph
+
+    done: dict[str, int] = {}
+    g = load_graph(zoo_bytes(name), done)
+    assert {k: v for k, v in done.items() if v} == want
+    ops = [n.op for n in g.nodes]
+    assert not {"RSQRT", "NEG", "SQUARED_DIFFERENCE", "MEAN", "SOFTMAX", "DEQUANTIZE"} & set(ops), ops
+    assert ops.count("ILAYERNORM") == want["ILAYERNORM"]
+
+
+def test_ilayernorm_is_closer_to_float_layernorm_than_tflites_int8_pattern(zoo_bytes) -> None:
+    """On kwt_tiny's first LayerNorm (same int8 input), I-LayerNorm's output is several times closer
+    to float LayerNorm than the converter's MEAN/RSQRT/MUL pattern as TFLite Micro computes it."""
+    from tinyml.oracle import random_inputs
+    from tinyml.pipeline import load_graph
+    from tinyml.reference import run_reference
+
+    data = zoo_bytes("kwt_tiny")
+    g0, g1 = load_graph(data), load_graph(data, {})
+    ln = next(n for n in g1.nodes if n.op == "ILAYERNORM")
+    x, y = g1[ln.inputs[0]], g1[ln.outputs[0]]
+    errs = {"ours": [], "tflite": []}
+    for sample in random_inputs(g0, 4, 1):
+        a, b = run_reference(g0, sample), run_reference(g1, sample)
+        real = _dequant(x, b[x.name])
+        ref = (real - real.mean(-1, keepdims=True)) / np.sqrt(real.var(-1, keepdims=True) + ln.attrs["epsilon"]) \
+            * g1[ln.inputs[1]].data + g1[ln.inputs[2]].data
+        errs["ours"].append(np.abs(_dequant(y, b[y.name]) - ref).mean())
+        errs["tflite"].append(np.abs(_dequant(y, a[y.name].reshape(ref.shape)) - ref).mean())
+    assert np.mean(errs["ours"]) * 4 < np.mean(errs["tflite"]), errs
+
+
+def test_validate_integer_only_on_host(zoo_path, tmp_path: Path) -> None:
+    import json
+
+    from tinyml.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["validate", str(zoo_path("vit_tiny_8x8")), "--target", "host", "--integer-only", "--inputs", "8",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["bit_exact"] and r["oracle"] == "numpy reference"
+    assert r["integer_only"]["ILAYERNORM"] == 3 and 0 <= r["integer_only_vs_tflm"]["top1_agreement"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["matmul_qk", "matmul_adj_y", "matmul_broadcast", "matmul_rank2_by_rank3",
+                                  "matmul_const_rhs", "matmul_rank5"])
+def test_batch_matmul_dsp_kernel_bit_exact_in_qemu(case: str, tmp_path: Path) -> None:
+    """The SMLAD BATCH_MATMUL (int8 MatMul, dyadic requantization) on a Cortex-M4 equals TFLite Micro."""
+    from tests.test_ops_transformer import CASES as TF_CASES
+    from tests.test_ops_transformer import inputs_for as tf_inputs
+    from tinyml.frontend.tflite_writer import write_tflite
+    from tinyml.oracle import TflmOracle
+    from tinyml.pipeline import Compiled, load_graph
+    from tinyml.sim.qemu import board_runner
+    from tinyml.validation import compare
+
+    data = write_tflite(TF_CASES[case])
+    g = load_graph(data)
+    inputs = tf_inputs(g, 4, seed=3)
+    runner = board_runner("stm32f405", "qemu", Compiled(g, plan_memory(g), data), tmp_path)
+    assert "(DSP)" in (runner.fw.path / "lib" / "tinyml_model.c").read_text()
+    cmp = compare(TflmOracle(data).run_batch(inputs), runner.run(inputs).outputs)
+    assert cmp.bit_exact, cmp.details

@@ -98,7 +98,8 @@ class DepthwiseConv2D(Op):
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # The plane kernel copies channel c before writing output channel c,
         # and the output (same channels, no more pixels) fits in the input.
-        return (0,) if channel_plane(g, n) is not None and depth_multiplier(g, n) == 1 else ()
+        return (0,) if channel_plane(g, n) is not None and depth_multiplier(g, n) == 1 \
+            and g[n.inputs[0]].bits == g[n.outputs[0]].bits else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
@@ -133,13 +134,17 @@ class DepthwiseConv2D(Op):
         cout = channel_major.shape[0]
         dsp = ctx.target.dsp
         rq = DspRequant.of(conv_requant(g, n, cout), plane.acc_bound)
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
         if not dsp:  # tm_requant_dsp and __ssat are DSP-header helpers; plain C takes TFLite's sequence
             rq = replace(rq, fast=False, shift=conv_requant(g, n, cout).shift.astype(np.int8))
         pairs = pair_schedule(w.k_h, w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
         # Packed pairs carry weights (and the bias) doubled where tm_requant_dsp2p applies: its
         # SaturatingRoundingDoublingHighMul is one SMMULR and the zero point rides in its rounding term.
         fold = pairs is not None and rq.fold
-        r = dict(rq.params(), fold=fold)
+        # every e >= 1: tm_requant_dsp2h takes p / 2 and saves an instruction per output
+        half = fold and bool(np.all(rq.shift >= 1))
+        pz = rq.pz() >> 1 if half else rq.pz() if fold else None
+        r = dict(rq.params(), fold=fold, half=half, pz=int(pz[0]) if fold else 0)
         if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
             r.update(mult="qm", shift="qs", pz="qp")
         scale = 2 if fold else 1
@@ -154,10 +159,11 @@ class DepthwiseConv2D(Op):
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
             if fold:
-                values.append(ctx.const(rq.pz(), "pz", "int32_t"))
+                values.append(ctx.const(pz, "pz", "int32_t"))
         mult = depth_multiplier(g, n)
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout // mult, cout=cout, mult=mult, plane=plane, r=r,
-                        per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale)
+                        per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale,
+                        **({} if x.bits == y.bits == 8 else {"xbits": x.bits, "ybits": y.bits}))
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
@@ -221,8 +227,10 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits < 8 or g[n.outputs[0]].bits < 8:
-        return None  # (4-bit activations: the generic kernel reads and writes them packed)
+    if w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits not in (8, 4) or g[n.outputs[0]].bits not in (8, 4):
+        return None
+    if (x.bits == 4 and x.shape[3] % 2) or (g[n.outputs[0]].bits == 4 and cout % 2):
+        return None  # 4-bit: the plane copy and stores need every pixel on a byte (generic kernel otherwise)
     bias_t = n.inputs[2] if len(n.inputs) > 2 else None
 
     def plane() -> Plane | None:
