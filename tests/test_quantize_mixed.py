@@ -325,7 +325,8 @@ def test_measured_loss_increase_equals_the_float_interpreters_loss(task, tiny, s
 
 def test_4_bit_activation_ranges_come_from_the_mse_search_at_4_bits(task, tiny) -> None:
     """Under min/max calibration the tensors stored at 4 bits get a clipped range with less 4-bit error."""
-    from tinyml.quantize.calibrate import calibrate, narrow_widths
+    from tinyml.quantize.calibrate import calibrate
+    from tinyml.quantize.ptq import narrow_widths
     from tinyml.quantize.float_ref import run_float
     from tinyml.quantize.policy import LayerBits, QuantPolicy
     from tinyml.quantize.scales import fake_quantize
@@ -335,7 +336,7 @@ def test_4_bit_activation_ranges_come_from_the_mse_search_at_4_bits(task, tiny) 
     policy = QuantPolicy(default=LayerBits(8, 4))
     narrow = narrow_widths(g, policy)
     assert narrow and set(narrow.values()) == {4}
-    cal = calibrate(g, x, policy)
+    cal = calibrate(g, x, policy, narrow=narrow)
     assert calibrate(g, x, QuantPolicy()).ranges == cal.minmax  # 8 bits: min/max untouched
     values: dict[str, np.ndarray] = {}
     run_float(g, [x], lambda n, a, y: values.__setitem__(n.outputs[0], y))

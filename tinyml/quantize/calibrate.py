@@ -41,8 +41,10 @@ class Calibration:
 
 def calibrate(g: Graph, data: np.ndarray, policy: QuantPolicy,
               weight_error: dict[str, np.ndarray] | None = None,
-              progress: Progress | None = None) -> Calibration:
-    """Observe `data` ([N, ...] float inputs of the graph's single input) and pick ranges."""
+              progress: Progress | None = None, narrow: dict[str, int] | None = None) -> Calibration:
+    """Observe `data` ([N, ...] float inputs of the graph's single input) and pick ranges.
+
+    `narrow`: the tensors the PTQ pass stores below 8 bits, with their width (ptq.narrow_widths)."""
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     shift_sum: dict[str, np.ndarray] = {}
@@ -67,7 +69,7 @@ def calibrate(g: Graph, data: np.ndarray, policy: QuantPolicy,
         if not (np.isfinite(a) and np.isfinite(b)):
             raise TinymlError(f"the float model computes NaN or infinity at {show(k)} on the calibration data")
     ranges = dict(minmax)
-    narrow = narrow_widths(g, policy)
+    narrow = narrow or {}
     histogrammed = minmax if policy.calibration != "minmax" else {k: minmax[k] for k in narrow if k in minmax}
     if histogrammed:
         hists = {k: np.zeros(BINS, np.int64) for k in histogrammed}
@@ -87,7 +89,7 @@ def calibrate(g: Graph, data: np.ndarray, policy: QuantPolicy,
             if policy.calibration == "percentile":
                 ranges[k] = percentile_range(hists[k], a, b, policy)
             else:  # mse, or minmax's sub-byte tensors: one 4-bit code is 1/15 of the range, outliers cost
-                ranges[k] = mse_range(hists[k], a, b, policy, narrow.get(k, policy.default.activations))
+                ranges[k] = mse_range(hists[k], a, b, policy, narrow.get(k, 8))
     shift = {k: shift_sum[k] / shift_count[k] for k in shift_sum}
     return Calibration(minmax, ranges, shift, int(data.shape[0]))
 
@@ -115,13 +117,6 @@ def percentile_range(counts: np.ndarray, a: float, b: float, policy: QuantPolicy
     hi = float(edges[min(np.searchsorted(cum, 1.0 - tail) + 1, BINS)]) if b > 0 else b
     lo = float(edges[np.searchsorted(cum, tail, side="right")]) if a < 0 else a
     return min(lo, 0.0), max(hi, 0.0)
-
-
-def narrow_widths(g: Graph, policy: QuantPolicy) -> dict[str, int]:
-    """Activation tensors the PTQ pass will store below 8 bits, with their width."""
-    from tinyml.quantize.ptq import activation_bits, quant_groups  # ptq reads Calibration from here
-
-    return {k: b for k, b in activation_bits(g, policy, quant_groups(g)).items() if b < 8}
 
 
 def mse_range(counts: np.ndarray, a: float, b: float, policy: QuantPolicy,

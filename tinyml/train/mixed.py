@@ -25,7 +25,7 @@ from tinyml.quantize.allocate import Allocation, Budgets, Costs, SramModel, allo
 from tinyml.quantize.bitcost import ActChoice, WeightChoice, activation_choices, weight_choices
 from tinyml.quantize.calibrate import Calibration, Progress, calibrate
 from tinyml.quantize.policy import LayerBits, QuantPolicy
-from tinyml.quantize.ptq import quantize_graph, weight_errors
+from tinyml.quantize.ptq import narrow_widths, quantize_graph, weight_errors
 from tinyml.train.hessian import Traces, hutchinson_traces
 from tinyml.train.lowering import Lowered
 
@@ -134,7 +134,7 @@ class Sensitivity:
         key = _key(policy)
         if key not in self._cal:
             errors = weight_errors(self.g, policy) if policy.bias_correction else None
-            self._cal[key] = calibrate(self.g, self.calib, policy, errors)
+            self._cal[key] = calibrate(self.g, self.calib, policy, errors, narrow=narrow_widths(self.g, policy))
         return self._cal[key]
 
     def quantize(self, alloc: Allocation) -> Graph:
