@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="quantization-aware fine-tuning on the calibration data (labels: its 'y', else the float "
                         "model's own predictions)")
     p.add_argument("--probes", type=int, default=32, metavar="N", help="Hutchinson probes per layer (default 32)")
+    p.add_argument("--sensitivity", choices=("measured", "hessian"), default="measured",
+                   help="the ILP's cost of each layer width: its loss increase measured on the calibration data "
+                        "(default) or HAWQ-V3's Hessian trace x perturbation")
     p.add_argument("--pareto", metavar="PNG", help="also quantize uniform int8/int4/int2 and the ILP at several flash "
                                                   "budgets; table, JSON and this accuracy-vs-flash plot")
     add_json_arg(p)

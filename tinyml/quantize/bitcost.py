@@ -3,11 +3,12 @@
 Two kinds of decision:
 - a weighted layer's weight width (8, 4 or 2): packed weight bytes
   ceil(n * b / 8), instructions from tinyml.cost's fitted int8 model times a
-  per-width factor, and the perturbation ||Q_b(W) - W||^2 (HAWQ-V3);
+  per-op, per-width factor measured per layer, and the perturbation ||Q_b(W) - W||^2 (HAWQ-V3);
 - an activation group's width (8 or 4): the tensors that share one Quant
   (a conv's output and the pooled copy after it) and whose producer is a
   weighted layer; perturbation E||Q_a(A) - A||^2 per sample on calibration
-  data, arena bytes halve at 4 bits.
+  data, arena bytes halve at 4 bits, and the layers reading or writing the
+  group run the nibble paths (ACT4_FACTOR x their int8 instructions).
 The Hessian traces that weigh the perturbations come from tinyml/train.
 """
 from __future__ import annotations
@@ -23,10 +24,14 @@ from tinyml.quantize.policy import LayerBits, QuantPolicy
 from tinyml.quantize.ptq import activation_bits, quant_groups, weighted_nodes
 from tinyml.quantize.scales import WEIGHT_AXIS, dequantize_weights, fake_quantize, quantize_weights, weight_scales
 
-# Instructions of a sub-byte weight layer relative to int8 (an estimate): the larger of the whole-model
-# ratios measured in QEMU (benchmarks/results/quantize_mixed.json, stm32f405): int4 1.14x (digits) and
-# 1.48x (Fashion-MNIST), int2 1.65x and 1.46x.
-INSTR_FACTOR = {8: 1.0, 4: 1.48, 2: 1.65}
+# Instructions of a layer at each weight width relative to int8, per op (an estimate): the largest
+# per-layer ratio measured in QEMU on stm32f405 by benchmarks/subbyte_kernels.py
+# (benchmarks/results/subbyte_kernels.json): int2 FULLY_CONNECTED runs plain C.
+INSTR_FACTOR = {"CONV_2D": {8: 1.0, 4: 1.17, 2: 1.15}, "DEPTHWISE_CONV_2D": {8: 1.0, 4: 1.01, 2: 1.01},
+                "FULLY_CONNECTED": {8: 1.0, 4: 1.15, 2: 13.2}}
+# A layer reading or writing 4-bit activations, relative to int8 (plain C nibble paths): the larger
+# whole-model W4A4 / W4A8 ratio measured by benchmarks/quantize_mixed.py (10.7x digits, 14.0x Fashion-MNIST).
+ACT4_FACTOR = 14.0
 ACT_SAMPLES = 256
 
 
@@ -43,7 +48,7 @@ class WeightChoice:
         return (self.elements * bits + 7) // 8 + self.other_bytes
 
     def instructions(self, bits: int) -> int:
-        return round(self.instructions_int8 * INSTR_FACTOR[bits])
+        return round(self.instructions_int8 * INSTR_FACTOR[self.op][bits])
 
 
 @dataclass
@@ -51,7 +56,13 @@ class ActChoice:
     key: str  # the group's representative tensor
     owners: list[str]  # weighted nodes writing into the group (their activation width is this choice)
     tensors: list[str]
+    span: tuple[float, float] = (0.0, 0.0)  # the group's calibrated range
+    instructions_int8: int = 0  # tinyml.cost's int8 estimate of the layers reading or writing the group
     error: dict[int, float] = field(default_factory=dict)  # bits -> E ||Q_a(A) - A||^2 per sample
+
+    def instructions(self, bits: int) -> int:
+        """Extra instructions the group's layers run at `bits` (0 at 8)."""
+        return round(self.instructions_int8 * (ACT4_FACTOR - 1)) if bits < 8 else 0
 
 
 def weight_choices(g: Graph, int8: Graph, bits: tuple[int, ...]) -> list[WeightChoice]:
@@ -73,8 +84,10 @@ def weight_choices(g: Graph, int8: Graph, bits: tuple[int, ...]) -> list[WeightC
     return out
 
 
-def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tuple[int, ...]) -> list[ActChoice]:
-    """Activation groups written by weighted layers, with their quantization error at each width."""
+def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tuple[int, ...],
+                       instr: dict[str, int] | None = None) -> list[ActChoice]:
+    """Activation groups written by weighted layers, with their quantization error at each width
+    (`instr`: node -> int8 instruction estimate, for the groups' 4-bit charge)."""
     group = quant_groups(g)
     # groups the PTQ pass keeps at 8 bits whatever is asked (graph outputs, ops without 4-bit kernels)
     at4 = activation_bits(g, QuantPolicy(default=LayerBits(8, 4)), group)
@@ -102,4 +115,8 @@ def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tupl
                 sums[k][b] += float(((fake_quantize(y, *span[k], b) - y) ** 2).sum())
 
     run_float(g, [x], observe)
-    return [ActChoice(k, owners[k], members[k], {b: v / len(x) for b, v in sums[k].items()}) for k in owners]
+    producer, consumers = g.producers(), g.consumers()
+    touching = {k: {n.name for t in members[k] for n in [producer.get(t), *consumers.get(t, [])] if n is not None}
+                for k in owners}
+    return [ActChoice(k, owners[k], members[k], span[k], sum((instr or {}).get(n, 0) for n in touching[k]),
+                      {b: v / len(x) for b, v in sums[k].items()}) for k in owners]

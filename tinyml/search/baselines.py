@@ -6,8 +6,9 @@
   at the widest base width that fits, at the task's own resolution.
 "Fits" is judged as for the searched network's finalists: the int8 model compiled and linked for the
 board (flash and model RAM measured from the image) plus the stack estimate. Each baseline trains
-with the same optimizer and augmentation as the supernet, for half its wall time (the two baselines
-together: the supernet's), then goes through the same BN re-calibration, PTQ and int8 evaluation.
+with the same optimizer and augmentation as the supernet, for as long as the searched network trained in all
+(the supernet's time plus the chosen subnet's fine-tune, and at most as many batches), then goes through the
+same BN re-calibration, PTQ and int8 evaluation.
 """
 from __future__ import annotations
 
@@ -114,7 +115,8 @@ def _plan_fits(plan: list[LayerSpec], r: int, task: Task, board: str, budget: Bu
     return c.peak_sram_bytes <= budget.sram_bytes and c.flash_bytes + coef["firmware_flash_bytes"] <= budget.flash_bytes
 
 
-def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostService, out, cfg, progress, log) -> list:
+def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostService, out, cfg, progress, log,
+                  seconds: float, max_steps: int) -> list:
     """Train, quantize and measure each baseline; a baseline whose built firmware exceeds the budget is reported so."""
     from tinyml.cost.model import load_coefficients
     from tinyml.quantize import QuantPolicy, quantize_float_graph
@@ -129,8 +131,7 @@ def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostServ
         net = PlanNet(plan)
         x, y = tensors(ds.x_train, ds.y_train, r)
         xt, _ = tensors(ds.x_test, ds.y_test, r)
-        # both baselines together train for the supernet's wall time (and at most its epochs each)
-        train_plain(net, x, y, replace(cfg, seconds=cfg.seconds / 2),
+        train_plain(net, x, y, replace(cfg, seconds=seconds), max_steps,
                     lambda f: progress(f"baseline {len(results) + 1}", f, 1.0))
         net.eval()
         with torch.no_grad():
@@ -144,7 +145,7 @@ def run_baselines(space: Space, task: Task, ds, s, budget: Budget, svc: CostServ
         n = min(len(ds.y_test), INT8_TEST_LIMIT)
         results.append({"name": name, "float_test_accuracy": float_acc, "int8_test_samples": n,
                         "int8_test_accuracy": int8_accuracy(q, to_nhwc(xt[:n]), ds.y_test[:n]),
-                        "train_seconds": cfg.seconds / 2,
+                        "train_seconds_budget": seconds, "train_batches_max": max_steps,
                         "built": built, "fits_built": fits, "layers": len(plan)})
         log(f"baseline {name}: int8 {results[-1]['int8_test_accuracy']:.2f} %, flash {built['flash_bytes']:,} B "
             f"({'fits' if fits else 'over budget'})")
