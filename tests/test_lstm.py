@@ -24,14 +24,16 @@ FRAMES = 6
 
 
 def lstm_model(batch: int, steps: int, n_in: int, n_state: int, time_major: bool = False, cell_clip: float = 0.0,
-               seed: int = 0, cell_log2: int = -11, peephole: bool = False) -> bytes:
-    """One LSTM layer as .tflite bytes (TFLite Micro's standard LSTM: 8 weights, 4 biases, 2 states)."""
+               seed: int = 0, cell_log2: int = -11, peephole: bool = False, wide: bool = False) -> bytes:
+    """One LSTM layer as .tflite bytes (TFLite Micro's standard LSTM: 8 weights, 4 biases, 2 states);
+    `wide`: 16x8 mode (int16 activations with zero points 0, int64 biases)."""
     rng = np.random.default_rng(seed)
     g = Graph(name="lstm")
-    sx, sh = float(rng.uniform(0.015, 0.03)), float(rng.uniform(0.006, 0.01))
+    act, bias_t, codes = ("int16", "int64", 256.0) if wide else ("int8", "int32", 1.0)
+    sx, sh = float(rng.uniform(0.015, 0.03)) / codes, float(rng.uniform(0.006, 0.01)) / codes
     x_shape = (steps, batch, n_in) if time_major else (batch, steps, n_in)
     y_shape = (steps, batch, n_state) if time_major else (batch, steps, n_state)
-    g.add_tensor(Tensor("x", x_shape, "int8", Quant([sx], [int(rng.integers(-10, 10))])))
+    g.add_tensor(Tensor("x", x_shape, act, Quant([sx], [0 if wide else int(rng.integers(-10, 10))])))
     names: list[str | None] = ["x"]
     for k in range(8):
         depth = n_in if k < 4 else n_state
@@ -43,16 +45,16 @@ def lstm_model(batch: int, steps: int, n_in: int, n_state: int, time_major: bool
                                          rng.integers(-300, 300, n_state).astype(np.int16))).name if peephole else None)
     for k in range(4):
         s_b = sx * g[f"w{k}"].quant.s
-        b = rng.integers(-int(0.5 / s_b), int(0.5 / s_b) + 1, n_state).astype(np.int32)
-        names.append(g.add_tensor(Tensor(f"b{k}", (n_state,), "int32", Quant([s_b], [0]), b)).name)
+        b = rng.integers(-int(0.5 / s_b), int(0.5 / s_b) + 1, n_state).astype(bias_t)
+        names.append(g.add_tensor(Tensor(f"b{k}", (n_state,), bias_t, Quant([s_b], [0]), b)).name)
     names += [None, None]  # projection
-    h_zp = int(rng.integers(-20, 20))
-    g.add_tensor(Tensor("h", (batch, n_state), "int8", Quant([sh], [h_zp]), state=True,
-                        init=np.full((batch, n_state), h_zp, np.int8)))
+    h_zp = 0 if wide else int(rng.integers(-20, 20))
+    g.add_tensor(Tensor("h", (batch, n_state), act, Quant([sh], [h_zp]), state=True,
+                        init=np.full((batch, n_state), h_zp, g["x"].np_dtype)))
     g.add_tensor(Tensor("c", (batch, n_state), "int16", Quant([2.0 ** cell_log2], [0]), state=True,
                         init=np.zeros((batch, n_state), np.int16)))
     names += ["h", "c", None, None, None, None]
-    g.add_tensor(Tensor("y", y_shape, "int8", Quant([sh], [h_zp])))
+    g.add_tensor(Tensor("y", y_shape, act, Quant([sh], [h_zp])))
     g.nodes.append(Node("UNIDIRECTIONAL_SEQUENCE_LSTM", names, ["y"], {
         "fused_activation_function": "TANH", "cell_clip": cell_clip, "proj_clip": 0.0, "time_major": time_major}))
     g.inputs, g.outputs = ["x"], ["y"]
@@ -65,7 +67,10 @@ CASES = {
     "time_major_b3": dict(batch=3, steps=5, n_in=6, n_state=4, time_major=True, seed=2),
     "time_major_clip_cell2^-13": dict(batch=1, steps=2, n_in=12, n_state=10, time_major=True, cell_clip=1.5,
                                       seed=3, cell_log2=-13),
-    "steps1_wide": dict(batch=1, steps=1, n_in=20, n_state=16, seed=4, cell_log2=-10),
+    "steps1_units16": dict(batch=1, steps=1, n_in=20, n_state=16, seed=4, cell_log2=-10),
+    "16x8_batch2_steps4": dict(batch=2, steps=4, n_in=7, n_state=5, seed=6, wide=True),
+    "16x8_time_major_clip": dict(batch=1, steps=3, n_in=9, n_state=12, time_major=True, cell_clip=2.5, seed=8,
+                                 wide=True),
 }
 
 

@@ -57,13 +57,18 @@ def load_graph(data: bytes, integer_only: dict[str, int] | None = None) -> Graph
     return g
 
 
-def compile_model(path: str | Path, patches: "PatchOptions | None" = None, integer_only: bool = False) -> Compiled:
+def compile_model(path: str | Path, patches: "PatchOptions | None" = None, integer_only: bool = False,
+                  attention_block: int | None = None) -> Compiled:
     """Read, legalize and plan a model; with `patches`, also schedule a patch-based stage; with
-    `integer_only`, run passes/integer_only.py (see load_graph)."""
+    `integer_only`, run passes/integer_only.py (see load_graph). Attention runs in blocks of
+    `attention_block` query rows (schedule/attention.py; default DEFAULT_BLOCK, 0: layer by layer)."""
+    from tinyml.schedule.attention import fuse_attention
+
     data = read_model_bytes(path)
     rewrites: dict[str, int] | None = {} if integer_only else None
     g = load_graph(data, rewrites)
     g.name = Path(path).stem
+    fuse_attention(g, attention_block)
     plan = plan_memory(g)
     if patches is None:
         return Compiled(g, plan, data, None, rewrites)

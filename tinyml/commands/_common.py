@@ -71,8 +71,12 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
                         "smallest reachable peak if none does")
 
 
-def add_integer_only_arg(p: argparse.ArgumentParser) -> None:
-    """--integer-only: passes/integer_only.py (I-ViT's ops for SOFTMAX on attention, GELU, LayerNorm)."""
+def add_transformer_args(p: argparse.ArgumentParser) -> None:
+    """--integer-only: passes/integer_only.py (I-ViT's ops for SOFTMAX on attention, GELU, LayerNorm);
+    --attention-block: schedule/attention.py (query rows per attention step)."""
+    p.add_argument("--attention-block", type=int, default=None, metavar="ROWS",
+                   help="compute attention ROWS query rows at a time so the score matrix is never whole "
+                        "(default 8; 0: layer by layer, the whole [heads x T x T] scores in the arena)")
     p.add_argument("--integer-only", action="store_true",
                    help="replace the LayerNorm pattern, SOFTMAX on attention scores and GELU by I-ViT's integer-only "
                         "ILAYERNORM, SHIFTMAX and SHIFTGELU (no longer bit-exact with TFLite Micro: validate "

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyml.board import Board, load_board
-from tinyml.commands._common import (add_integer_only_arg, add_json_arg, add_patch_args, add_report_arg,
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, add_transformer_args,
                                      integer_only_summary, patch_options, patch_summary,
                                      write_json, write_report)
 from tinyml.cost import Cost, estimate
@@ -19,6 +19,7 @@ from tinyml.errors import DoesNotFit
 from tinyml.ir import Graph
 from tinyml.pipeline import Compiled, load_graph, read_model_bytes
 from tinyml.report import summary
+from tinyml.schedule.attention import fuse_attention
 from tinyml.schedule.patches import BudgetExceeded, PatchOptions
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "if not); with --patch auto, search a patch schedule whose arena fits "
                                                 "its SRAM when layer by layer does not (`tinyml boards` lists them)")
     add_patch_args(p)
-    add_integer_only_arg(p)
+    add_transformer_args(p)
     add_json_arg(p)
     add_report_arg(p)
     p.set_defaults(func=run)
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     model_bytes = read_model_bytes(args.model)
     rewrites: dict[str, int] | None = {} if args.integer_only else None
     g = load_graph(model_bytes, rewrites)
+    fuse_attention(g, args.attention_block)
     g.name = Path(args.model).stem
     board = load_board(args.board) if args.board else None
     cost = costed(g, board, patch_options(args))

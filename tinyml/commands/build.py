@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from tinyml.commands._common import (add_integer_only_arg, add_json_arg, add_patch_args, integer_only_summary,
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_transformer_args, integer_only_summary,
                                      patch_options, patch_summary, write_json)
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bake one input and TFLite Micro's output CRC into the image: at boot it prints "
                         "'tinyml selftest PASS|FAIL' (what the generated Renode test waits for)")
     add_patch_args(p)
-    add_integer_only_arg(p)
+    add_transformer_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tinyml.pipeline import compile_model
 
     board = load_board(args.board)
-    c = compile_model(args.model, patch_options(args), args.integer_only)
+    c = compile_model(args.model, patch_options(args), args.integer_only, args.attention_block)
     selftest = None
     if args.selftest:
         from tinyml.oracle import model_oracle, random_inputs

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tinyml.commands._common import (add_integer_only_arg, add_json_arg, add_patch_args, add_report_arg,
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, add_transformer_args,
                                      integer_only_summary, patch_options, patch_summary,
                                      write_json, write_report)
 from tinyml.errors import CheckFailed, TinymlError
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
     add_patch_args(p)
-    add_integer_only_arg(p)
+    add_transformer_args(p)
     add_json_arg(p)
     add_report_arg(p)
     p.set_defaults(func=run)
@@ -70,7 +70,7 @@ def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runn
 def run(args: argparse.Namespace) -> int:
     from tinyml.oracle import model_oracle
 
-    c = compile_model(args.model, patch_options(args), args.integer_only)
+    c = compile_model(args.model, patch_options(args), args.integer_only, args.attention_block)
     inputs = load_inputs(c.graph, args.inputs, args.seed)
     oracle = model_oracle(c.model_bytes, args.integer_only)
     expected = oracle.run_batch(inputs)

@@ -38,7 +38,12 @@ def _matrices(g: Graph, n: Node) -> tuple[tuple[int, ...], tuple[int, ...], tupl
 
 
 def _requant(g: Graph, n: Node) -> tuple[int, int]:
-    sa, sb, so = (float(np.float32(g[t].quant.scale[0])) for t in (n.inputs[0], n.inputs[1], n.outputs[0]))
+    return matmul_multiplier(*(g[t].quant.scale[0] for t in (n.inputs[0], n.inputs[1], n.outputs[0])))
+
+
+def matmul_multiplier(sa: float, sb: float, so: float) -> tuple[int, int]:
+    """lhs scale * rhs scale / output scale (the stored float32 scales, in double) as (q, shift)."""
+    sa, sb, so = (float(np.float32(v)) for v in (sa, sb, so))
     return quantize_multiplier(sa * sb / so)
 
 
@@ -104,7 +109,7 @@ class BatchMatMul(Op):
             lhs_i=1 if adj_x else depth, lhs_k=rows if adj_x else 1,
             rhs_k=1 if adj_y else cols, rhs_j=depth if adj_y else 1,
             lhs_zp=g[n.inputs[0]].quant.zp, rhs_zp=g[n.inputs[1]].quant.zp,
-            mult=c_int32(mult), shift=shift, out_zp=g[n.outputs[0]].quant.zp)
+            mult=c_int32(mult), shift=shift, out_zp=g[n.outputs[0]].quant.zp, out_i=cols)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.inputs[1]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""UNIDIRECTIONAL_SEQUENCE_LSTM, int8 activations with an int16 cell state, as TFLite Micro computes it.
+"""UNIDIRECTIONAL_SEQUENCE_LSTM, int8 (or int16) activations with an int16 cell state, as TFLite Micro computes it.
 
 TFLite Micro's kernel (lstm_eval.h, since 2023) runs the standard LSTM only: all
 eight gate weight matrices and four biases present, no peephole, projection,
@@ -21,6 +21,11 @@ and batch row, with h the hidden state (int8, input 18) and c the cell state
 
 Batch rows never interact, so batch-major and time-major inputs give the same
 values row by row; only the input/output strides differ.
+
+16x8 mode (int16 input, hidden state and output with zero points 0, int64
+biases) is the same kernel instantiated for int16: the gate FCs accumulate in
+int64 and requantize with the int64 MultiplyByQuantizedMultiplier (ops/int16.py
+`requant64`), h is clamped to int16.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import numpy as np
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import Op, register
+from tinyml.ops.int16 import reduced_multiplier, requant64
 from tinyml.ops.quantized import c_int32
 from tinyml.ops.sigmoid16 import SIGMOID_TABLE, checked_log2, lut
 
@@ -59,6 +65,7 @@ class LstmParams:
     time_major: bool
     in_zp: int
     h_zp: int
+    wide: bool  # 16x8: int16 activations, int64 biases and accumulators
     fc_in: tuple[tuple[int, int], ...]  # (multiplier, shift) per gate, GATES order
     fc_rec: tuple[tuple[int, int], ...]
     forget_mul: tuple[int, int]
@@ -90,7 +97,7 @@ def lstm_params(g: Graph, n: Node) -> LstmParams:
     clip = _f32(n.attrs.get("cell_clip", 0.0) or 0.0)
     _, power = checked_log2(sc)
     return LstmParams(
-        batch, steps, x.shape[2], h.size // batch, major, x.quant.zp, h.quant.zp,
+        batch, steps, x.shape[2], h.size // batch, major, x.quant.zp, h.quant.zp, x.dtype == "int16",
         tuple(fc(sx, n.inputs[_W_IN[k]]) for k in GATES), tuple(fc(sh, n.inputs[_W_REC[k]]) for k in GATES),
         quantize_multiplier(GATE_OUT_SCALE * sc / sc), quantize_multiplier(GATE_OUT_SCALE * GATE_OUT_SCALE / sc),
         quantize_multiplier(GATE_OUT_SCALE * GATE_OUT_SCALE / sh), _tanh_rescale(power),
@@ -104,6 +111,8 @@ def _gate_weights(g: Graph, n: Node) -> tuple[np.ndarray, np.ndarray, np.ndarray
     w_in = np.stack([g[n.inputs[_W_IN[k]]].data.astype(np.int64) for k in GATES])
     w_rec = np.stack([g[n.inputs[_W_REC[k]]].data.astype(np.int64) for k in GATES])
     bias = np.stack([g[n.inputs[_BIAS[k]]].data.astype(np.int64).reshape(-1) for k in GATES])
+    if p.wide:  # zero points are 0: nothing to fold, int64 sums do not wrap
+        return w_in, w_rec, bias, np.zeros_like(bias)
     b_in = wrap_int32(bias - p.in_zp * w_in.sum(axis=2))
     b_rec = wrap_int32(-p.h_zp * w_rec.sum(axis=2))
     return w_in, w_rec, b_in, b_rec
@@ -111,6 +120,11 @@ def _gate_weights(g: Graph, n: Node) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def _requant16(acc: np.ndarray, mult_shift: tuple[int, int]) -> np.ndarray:
     return np.clip(multiply_by_quantized_multiplier(wrap_int32(acc), *mult_shift), -32768, 32767)
+
+
+def _fc16(acc: np.ndarray, mult_shift: tuple[int, int], wide: bool) -> np.ndarray:
+    """A gate FC's int16 output: int32 (int8 mode) or int64 (16x8) MultiplyByQuantizedMultiplier."""
+    return np.clip(requant64(acc, *mult_shift), -32768, 32767) if wide else _requant16(acc, mult_shift)
 
 
 @register
@@ -129,8 +143,8 @@ class UnidirectionalSequenceLstm(Op):
         if any(n.inputs[i] is None for i in needed):
             return "lacks a gate weight, bias or state tensor (CIFG LSTM), which TFLite Micro does not run"
         x, h, c, y = g[n.inputs[0]], g[n.inputs[HIDDEN]], g[n.inputs[CELL]], g[n.outputs[0]]
-        if x.dtype != "int8" or y.dtype != "int8" or h.dtype != "int8":
-            return f"input {x.dtype}, hidden state {h.dtype}, output {y.dtype}: only int8 activations are supported"
+        if x.dtype not in ("int8", "int16") or y.dtype != x.dtype or h.dtype != x.dtype:
+            return f"input {x.dtype}, hidden state {h.dtype}, output {y.dtype}: int8 or int16 activations, all alike"
         if c.dtype != "int16":
             return f"cell state is {c.dtype}; TFLite Micro's quantized LSTM needs int16"
         if not (h.state and c.state):
@@ -140,6 +154,9 @@ class UnidirectionalSequenceLstm(Op):
                 return f"{t.name} must be per-tensor quantized"
         if c.quant.zp != 0:
             return "cell state zero point must be 0"
+        wide = x.dtype == "int16"
+        if wide and (x.quant.zp or h.quant.zp or y.quant.zp):
+            return "int16 activations need zero point 0 (16x8 mode)"
         for i in range(1, 9):
             w = g[n.inputs[i]]
             if not w.is_const or w.dtype != "int8" or len(w.shape) != 2 or w.quant is None \
@@ -147,8 +164,8 @@ class UnidirectionalSequenceLstm(Op):
                 return f"gate weights {w.name} must be constant symmetric per-tensor int8"
         for i in range(12, 16):
             b = g[n.inputs[i]]
-            if not b.is_const or b.dtype != "int32":
-                return f"gate bias {b.name} must be a constant int32 vector"
+            if not b.is_const or b.dtype != ("int64" if wide else "int32"):
+                return f"gate bias {b.name} must be a constant {'int64' if wide else 'int32'} vector"
         if len(x.shape) != 3 or len(y.shape) != 3:
             return "input and output must be 3-D (time and batch major)"
         major = bool(n.attrs.get("time_major", False))
@@ -182,13 +199,13 @@ class UnidirectionalSequenceLstm(Op):
             x = x.transpose(1, 0, 2)  # [batch, steps, input]
         h = inputs[HIDDEN].reshape(p.batch, p.n_state)  # views: updated in place
         c = inputs[CELL].reshape(p.batch, p.n_state)
-        out = np.empty((p.batch, p.steps, p.n_state), np.int8)
+        out = np.empty((p.batch, p.steps, p.n_state), np.int16 if p.wide else np.int8)
         for t in range(p.steps):
             xt, ht = x[:, t, :], h.astype(np.int64)
 
             def gate(k: int, kind: str) -> np.ndarray:
-                a = _requant16(xt @ w_in[k].T + b_in[k], p.fc_in[k])
-                r = _requant16(ht @ w_rec[k].T + b_rec[k], p.fc_rec[k])
+                a = _fc16(xt @ w_in[k].T + b_in[k], p.fc_in[k], p.wide)
+                r = _fc16(ht @ w_rec[k].T + b_rec[k], p.fc_rec[k], p.wide)
                 return lut(kind, 3, 0, np.clip(a + r, -32768, 32767))
 
             f, i, gc = gate(0, "LOGISTIC"), gate(1, "LOGISTIC"), gate(2, "TANH")
@@ -201,7 +218,7 @@ class UnidirectionalSequenceLstm(Op):
             o = gate(3, "LOGISTIC")
             th = lut("TANH", *p.cell_tanh, cn)
             hn = multiply_by_quantized_multiplier(wrap_int32(th * o), *p.hidden_mul) + p.h_zp
-            h[...] = np.clip(hn, -128, 127)
+            h[...] = np.clip(hn, *((-32768, 32767) if p.wide else (-128, 127)))
             out[:, t, :] = h
         if p.time_major:
             out = out.transpose(1, 0, 2)
@@ -222,13 +239,17 @@ class UnidirectionalSequenceLstm(Op):
         tanh_g = ctx.kernel("sigmoid16.c.j2", kind="TANH", m=3, shift=0)
         tanh_c = ctx.kernel("sigmoid16.c.j2", kind="TANH", m=p.cell_tanh[0], shift=p.cell_tanh[1])
         ms = lambda pair: (c_int32(pair[0]), pair[1])  # noqa: E731
+        # 16x8: the gate FCs take the int64 requantization's reduced multiplier and total right shift
+        fc = (lambda pair: (int(reduced_multiplier(pair[0])), 15 - pair[1])) if p.wide else ms  # noqa: E731
         fn = ctx.kernel("lstm.c.j2", p=p, sig=sig, tanh_g=tanh_g, tanh_c=tanh_c,
-                        fc_in=[ms(v) for v in p.fc_in], fc_rec=[ms(v) for v in p.fc_rec],
-                        forget_mul=ms(p.forget_mul), input_mul=ms(p.input_mul), hidden_mul=ms(p.hidden_mul))
+                        fc_in=[fc(v) for v in p.fc_in], fc_rec=[fc(v) for v in p.fc_rec],
+                        forget_mul=ms(p.forget_mul), input_mul=ms(p.input_mul), hidden_mul=ms(p.hidden_mul),
+                        at="int16_t" if p.wide else "int8_t", bt="int64_t" if p.wide else "int32_t")
         table = ctx.const(SIGMOID_TABLE.astype(np.uint16), "sigmoid", "uint16_t")
+        bias = (np.int64, "int64_t") if p.wide else (np.int32, "int32_t")
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.const(w_in.astype(np.int8), "w", "int8_t"),
-                 ctx.const(w_rec.astype(np.int8), "w", "int8_t"), ctx.const(b_in.astype(np.int32), "bias", "int32_t"),
-                 ctx.const(b_rec.astype(np.int32), "bias", "int32_t"), ctx.tensor(n.inputs[HIDDEN]),
+                 ctx.const(w_rec.astype(np.int8), "w", "int8_t"), ctx.const(b_in.astype(bias[0]), "bias", bias[1]),
+                 ctx.const(b_rec.astype(bias[0]), "bias", bias[1]), ctx.tensor(n.inputs[HIDDEN]),
                  ctx.tensor(n.inputs[CELL]), ctx.tensor(n.outputs[0]), table,
                  f"(int16_t *){ctx.scratch(self.scratch_bytes(g, n))}")
 

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyml.ir import Graph
-from tinyml.quantize.calibrate import Calibration
+from tinyml.quantize.calibrate import BINS, Calibration, mse_range
 from tinyml.quantize.float_ref import run_float
 from tinyml.quantize.policy import LayerBits, QuantPolicy
 from tinyml.quantize.ptq import activation_bits, quant_groups, weighted_nodes
-from tinyml.quantize.scales import WEIGHT_AXIS, dequantize_weights, fake_quantize, quantize_weights, weight_scales
+from tinyml.quantize.scales import (
+    MIN_RANGE, WEIGHT_AXIS, dequantize_weights, fake_quantize, quantize_weights, weight_scales,
+)
 
 # Instructions of a layer at each weight width relative to int8, per op (an estimate): the largest
 # per-layer ratio measured in QEMU on stm32f405 by benchmarks/subbyte_kernels.py
@@ -56,7 +58,7 @@ class ActChoice:
     key: str  # the group's representative tensor
     owners: list[str]  # weighted nodes writing into the group (their activation width is this choice)
     tensors: list[str]
-    span: tuple[float, float] = (0.0, 0.0)  # the group's calibrated range
+    spans: dict[int, tuple[float, float]] = field(default_factory=dict)  # bits -> the group's range at that width
     instructions_int8: int = 0  # tinyml.cost's int8 estimate of the layers reading or writing the group
     error: dict[int, float] = field(default_factory=dict)  # bits -> E ||Q_a(A) - A||^2 per sample
 
@@ -99,20 +101,16 @@ def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tupl
     for t in g.activations():
         if group[t.name] in owners:
             members.setdefault(group[t.name], []).append(t.name)
-    span: dict[str, tuple[float, float]] = {}
-    for name, (lo, hi) in cal.ranges.items():
-        if group.get(name) in owners:
-            a, b = span.get(group[name], (lo, hi))
-            span[group[name]] = (min(a, lo), max(b, hi))
-    sums = {k: dict.fromkeys(bits, 0.0) for k in owners}
     x = calib[:ACT_SAMPLES].astype(np.float64)
+    span = _group_spans(g, cal, x, members, group, bits)
+    sums = {k: dict.fromkeys(bits, 0.0) for k in owners}
     watched = {n: k for k, ns in owners.items() for n in ns}
 
     def observe(node, args, y: np.ndarray) -> None:
         k = watched.get(node.name)
         if k is not None:
             for b in bits:
-                sums[k][b] += float(((fake_quantize(y, *span[k], b) - y) ** 2).sum())
+                sums[k][b] += float(((fake_quantize(y, *span[k][b], b) - y) ** 2).sum())
 
     run_float(g, [x], observe)
     producer, consumers = g.producers(), g.consumers()
@@ -120,3 +118,28 @@ def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tupl
                 for k in owners}
     return [ActChoice(k, owners[k], members[k], span[k], sum((instr or {}).get(n, 0) for n in touching[k]),
                       {b: v / len(x) for b, v in sums[k].items()}) for k in owners]
+
+
+def _group_spans(g: Graph, cal: Calibration, x: np.ndarray, members: dict[str, list[str]], group: dict[str, str],
+                 bits: tuple[int, ...]) -> dict[str, dict[int, tuple[float, float]]]:
+    """Each group's range per width as calibration picks it: the int8 calibration's at 8 bits, each
+    member's MSE clip at the width (calibrate.mse_range, as for sub-byte tensors) below; the union."""
+    narrow = [b for b in bits if b < 8]
+    watched = {t for ts in members.values() for t in ts if t in cal.minmax}
+    hists = {t: np.zeros(BINS, np.int64) for t in watched} if narrow else {}
+
+    def observe(node, args, y: np.ndarray) -> None:
+        t = node.outputs[0]
+        if t in hists and cal.minmax[t][1] - cal.minmax[t][0] >= MIN_RANGE:
+            hists[t] += np.histogram(y, bins=BINS, range=cal.minmax[t])[0]
+
+    if hists:
+        run_float(g, [x], observe)
+    out: dict[str, dict[int, tuple[float, float]]] = {}
+    for k, ts in members.items():
+        out[k] = {}
+        for b in bits:
+            pieces = [cal.ranges[t] if b == 8 or not hists.get(t, np.zeros(1)).sum()
+                      else mse_range(hists[t], *cal.minmax[t], QuantPolicy(), b) for t in ts if t in cal.ranges]
+            out[k][b] = (min(p[0] for p in pieces), max(p[1] for p in pieces))
+    return out
