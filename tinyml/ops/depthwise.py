@@ -14,7 +14,7 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register, remembered
 from tinyml.ops.dsp_pack import DspRequant
-from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
 from tinyml.ops.quantized import (
     Window,
@@ -172,12 +172,14 @@ class DepthwiseConv2D(Op):
         (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
         odd last pixel a whole step), a requantization per output; with depth multiplier M one
         plane copy per input channel serves M output channels. Else the generic loop (dilation,
-        16x8, sums that could leave int32): per output its requantization, the window rows and
-        taps inside the input."""
+        sums that could leave int32): per output its requantization, the window rows and taps
+        inside the input. 16x8 layers: int16.mac16_cost_terms."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if channel_plane(g, n) is None:  # the generic loop (16x8 is a class by width)
+        if is_16x8(g, n):
+            return mac16_cost_terms(g, n, w, True, x.shape[3], 1, cout)
+        if channel_plane(g, n) is None:  # the generic loop
             rows_in, cols_in = inside_taps(w)
             return bit_class("dw_generic", x, wt, y), {"call": 1, "out": y.size,
                                                        "taps": w.batch * cout * rows_in * cols_in,

@@ -243,10 +243,7 @@ class BinaryOp(Op):
         a, b, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         nest = loop_nest(a.shape, b.shape, y.shape)
         p = self.arith(g, n)
-        # Rescaling an 8-bit input is a function of its byte: two 256-entry tables replace two
-        # requantizations per element (exact: built by the reference's own arithmetic).
-        tabled = p.rescales_inputs and a.bits == b.bits == 8
-        rescaled = [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))] if tabled else []
+        rescaled = self.byte_tables(g, n, p)
         # The output requantization of ADD/SUB in two shifts instead of TFLite's general sequence: exact when
         # the shift is a right shift (< 31) and |s1 +- s2| + 2^(shift-1) cannot overflow (true of real models).
         # On DSP cores with a shift <= 22, tables hold the rescaled inputs doubled for tm_requant_dsp2p
@@ -255,11 +252,20 @@ class BinaryOp(Op):
         short = bool(rescaled) and p.kind in ("ADD", "SUB") and -30 <= p.so <= 0 and bound + 2**30 < 2**31
         fold = short and ctx.target.dsp and p.so >= -22
         tables = [ctx.const(t.astype(np.int32) * (2 if fold else 1), "rescale", "int32_t") for t in rescaled]
-        fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=bool(tables), short=short,
+        fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=len(tables), short=short,
                         fold=fold, cmp=COMPARISONS.get(p.kind), pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype), abits=a.bits, bbits=b.bits,
                         ybits=y.bits)
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
+
+    def byte_tables(self, g: Graph, n: Node, p: Arith) -> list[np.ndarray]:
+        """int32 tables the kernel indexes by an input's byte (t1, t2...), exact: built by the reference's
+        own arithmetic. Rescaling an 8-bit input is a function of its byte: two tables replace two
+        requantizations per element."""
+        a, b = g[n.inputs[0]], g[n.inputs[1]]
+        if not (p.rescales_inputs and a.bits == b.bits == 8):
+            return []
+        return [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))]
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """One loop over the (broadcast) output, one kernel per op kind."""
