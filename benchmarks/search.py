@@ -9,7 +9,7 @@ throughput (fast mode on Ray, candidates per minute). A benchmark, not a test: i
 writes JSON; nothing is asserted.
 
 The JSON is rewritten after every run (a long benchmark shows its results as they come), and runs
-already in it with the same settings are kept, not rerun: several invocations (e.g. one per task, in
+already in it with the same settings that succeeded are kept, not rerun: several invocations (e.g. one per task, in
 parallel) can share one JSON file only if they do not write at the same moment, so give each its own.
 
 Usage: python benchmarks/search.py [--tasks fashion,kws] [--budgets 64K/256K,16K/128K] [--minutes 20]
@@ -91,9 +91,9 @@ def main() -> None:
     for t in args.tasks.split(","):
         for b in args.budgets.split(","):
             sram, flash = b.split("/")
-            if not any(r["task"] == t and r.get("sram_budget") == byte_size(sram) and r.get("flash_budget")
-                       == byte_size(flash) for r in rows):
-                rows.append(run_one(t, sram, flash, args.minutes, args.out))
+            key = (t, byte_size(sram), byte_size(flash))
+            if not any(_key(r) == key and r["exit"] == 0 for r in rows):  # a failed run is retried (it resumes)
+                rows[:] = [r for r in rows if _key(r) != key] + [run_one(t, sram, flash, args.minutes, args.out)]
                 write_json(args.json, result)
     if not args.no_throughput:
         result["cost_queries"] = cost_throughput()
@@ -117,6 +117,10 @@ def main() -> None:
     q = result.get("cost_queries")
     if q:
         con.print(f"cost queries: {q['queries']} in {q['seconds']:.1f} s = {q['per_minute']:,.0f} per minute")
+
+
+def _key(row: dict) -> tuple:
+    return row["task"], row["sram_budget"], row["flash_budget"]
 
 
 def write_json(path: Path, result: dict) -> None:

@@ -321,3 +321,31 @@ def test_measured_loss_increase_equals_the_float_interpreters_loss(task, tiny, s
             assert sens.w_cost[n.name][bits] == pytest.approx(want, rel=1e-3, abs=1e-5), (n.name, bits)
         assert sens.w_cost[n.name][2] > 0
     assert all(set(v) == {8, 4} and v[4] >= 0 for v in sens.a_cost.values()) and sens.a_cost
+
+
+def test_4_bit_activation_ranges_come_from_the_mse_search_at_4_bits(task, tiny) -> None:
+    """Under min/max calibration the tensors stored at 4 bits get a clipped range with less 4-bit error."""
+    from tinyml.quantize.calibrate import calibrate
+    from tinyml.quantize.ptq import narrow_widths
+    from tinyml.quantize.float_ref import run_float
+    from tinyml.quantize.policy import LayerBits, QuantPolicy
+    from tinyml.quantize.scales import fake_quantize
+
+    _, g = tiny
+    x = task.x_train[:128].astype(np.float64)
+    policy = QuantPolicy(default=LayerBits(8, 4))
+    narrow = narrow_widths(g, policy)
+    assert narrow and set(narrow.values()) == {4}
+    cal = calibrate(g, x, policy, narrow=narrow)
+    assert calibrate(g, x, QuantPolicy()).ranges == cal.minmax  # 8 bits: min/max untouched
+    values: dict[str, np.ndarray] = {}
+    run_float(g, [x], lambda n, a, y: values.__setitem__(n.outputs[0], y))
+    clipped = 0
+    for t in narrow:
+        lo, hi = cal.ranges[t]
+        mlo, mhi = cal.minmax[t]
+        assert mlo <= lo <= hi <= mhi
+        clipped += (lo, hi) != (mlo, mhi)
+        err = lambda r: float(((fake_quantize(values[t], *r, 4) - values[t]) ** 2).sum())  # noqa: E731
+        assert err((lo, hi)) <= err((mlo, mhi)) * 1.01, t
+    assert clipped

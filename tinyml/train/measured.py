@@ -58,7 +58,7 @@ def loss_deltas(g: Graph, x: np.ndarray, y: np.ndarray, weights: list[WeightChoi
     m.override = {}
     for key, a in by_key.items():
         for b in a_bits:
-            scale, zp = activation_quant(*a.span, b)
+            scale, zp = activation_quant(*a.spans[b], b)
             m.fake = FakeQuant(activations={t: (float(scale), zp, b) for t in a.tensors})
             a_out[key][b] = max(_loss(m, xt, yt) - base, 0.0)
             done += b < 8

@@ -25,7 +25,7 @@ from tinyml.quantize.allocate import Allocation, Budgets, Costs, SramModel, allo
 from tinyml.quantize.bitcost import ActChoice, WeightChoice, activation_choices, weight_choices
 from tinyml.quantize.calibrate import Calibration, Progress, calibrate
 from tinyml.quantize.policy import LayerBits, QuantPolicy
-from tinyml.quantize.ptq import quantize_graph, weight_errors
+from tinyml.quantize.ptq import narrow_widths, quantize_graph, weight_errors
 from tinyml.train.hessian import Traces, hutchinson_traces
 from tinyml.train.lowering import Lowered
 
@@ -129,12 +129,12 @@ class Sensitivity:
                        layers={n: LayerBits(w, a) for n, (w, a) in alloc.layer_bits().items()})
 
     def calibration(self, alloc: Allocation) -> Calibration:
-        """Ranges and bias shifts for the allocation's widths (cached by weight widths)."""
+        """Ranges and bias shifts for the allocation's widths (cached by widths)."""
         policy = self.policy(alloc)
         key = _key(policy)
         if key not in self._cal:
             errors = weight_errors(self.g, policy) if policy.bias_correction else None
-            self._cal[key] = calibrate(self.g, self.calib, policy, errors)
+            self._cal[key] = calibrate(self.g, self.calib, policy, errors, narrow=narrow_widths(self.g, policy))
         return self._cal[key]
 
     def quantize(self, alloc: Allocation) -> Graph:
@@ -156,8 +156,8 @@ class Sensitivity:
 
 
 def _key(policy: QuantPolicy) -> tuple:
-    # bias correction (the only width-dependent part of calibration) depends on weight widths alone
-    return tuple(sorted((n, b.weights) for n, b in policy.layers.items() if b.weights != 8))
+    # calibration depends on the widths: bias correction on the weights', sub-byte ranges on the activations'
+    return tuple(sorted((n, b.weights, b.activations) for n, b in policy.layers.items() if b != LayerBits()))
 
 
 def _infeasible(b: Budgets, low: dict[str, int]) -> str:
