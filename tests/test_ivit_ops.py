@@ -173,3 +173,38 @@ def test_batch_matmul_dsp_kernel_bit_exact_in_qemu(case: str, tmp_path: Path) ->
     assert "(DSP)" in (runner.fw.path / "lib" / "tinyml_model.c").read_text()
     cmp = compare(TflmOracle(data).run_batch(inputs), runner.run(inputs).outputs)
     assert cmp.bit_exact, cmp.details
+
+
+@pytest.mark.slow
+def test_integer_only_vit_bit_exact_with_its_reference_in_qemu(zoo_path, tmp_path: Path) -> None:
+    """All three I-ViT kernels' neighbours and the DSP BATCH_MATMUL on a Cortex-M4: the integer-only
+    kwt_tiny (5 ILAYERNORM, 2 SHIFTMAX, fused attention) equals its numpy reference."""
+    import json
+
+    from tinyml.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["validate", str(zoo_path("kwt_tiny")), "--board", "mps2-an386", "--integer-only", "--inputs", "3",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["bit_exact"] and r["oracle"] == "numpy reference" and r["integer_only"]["ILAYERNORM"] == 5
+
+
+def test_gelu_model_runs_with_integer_only(tmp_path: Path) -> None:
+    """A GELU (refused without the flag: no TFLite Micro kernel) becomes SHIFTGELU; validate runs it
+    against the numpy reference and says TFLite Micro cannot run the original."""
+    import json
+
+    from tinyml.cli import main
+    from tinyml.frontend.tflite_writer import write_tflite
+    from tinyml.pipeline import load_graph
+
+    path = tmp_path / "gelu.tflite"
+    path.write_bytes(write_tflite(graph("GELU", [act("x", (1, 64), 0.04, 3)], act("y", (1, 64), 0.022, -120),
+                                        {"approximate": False})))
+    done: dict[str, int] = {}
+    assert [n.op for n in load_graph(path.read_bytes(), done).nodes] == ["SHIFTGELU"] and done["SHIFTGELU"] == 1
+    out = tmp_path / "r.json"
+    assert main(["validate", str(path), "--target", "host", "--integer-only", "--inputs", "4", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["bit_exact"] and r["integer_only_vs_tflm"] is None

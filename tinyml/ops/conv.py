@@ -12,7 +12,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, per_channel_scales, register, remembered
-from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     CRUMB_SUM_LIMIT,
     NIBBLE_SUM_LIMIT,
@@ -158,13 +158,13 @@ class Conv2D(Op):
         multiple of 4, else tap by tap; `window_rows` rows of it), windows reaching into the padding
         through the border function (`border_px` calls, by words when cin is a multiple of 4). Small
         layers (`wide`) keep int16 weights, 4-bit ones nibble pairs (a class of their own by width).
-        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow,
-        16x8) the C loop, per output element and MAC."""
+        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow)
+        the C loop, per output element and MAC; 16x8 layers: int16.mac16_cost_terms."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
-        if is_16x8(g, n):
-            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            return mac16_cost_terms(g, n, w, False, x.shape[3], cin_g, cout)
         border = border_pixels(w) * w.batch
         variant, per_channel = dsp_variant(g, n)
         if variant is None:

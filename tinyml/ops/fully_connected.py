@@ -13,7 +13,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, Op, output_channels, register
-from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.int16 import fc_window, io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     NIBBLE_SUM_LIMIT,
     DspRequant,
@@ -29,7 +29,6 @@ from tinyml.ops.quantized import (
     bias_of,
     conv_requant,
     kernel_args,
-    Window,
 )
 
 
@@ -100,8 +99,7 @@ class FullyConnected(Op):
         wt = g[n.inputs[1]].data.astype(np.int8)
         units, depth = wt.shape
         if is_16x8(g, n):
-            batches = g[n.inputs[0]].size // depth
-            win = Window(batches, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+            win = fc_window(g[n.inputs[0]].size // depth)
             mac16_emit(g, n, ctx, win, wt, depthwise=False, cin=depth, cin_g=depth, cout=units)
             return
         in_off = -g[n.inputs[0]].quant.zp
@@ -124,12 +122,13 @@ class FullyConnected(Op):
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The kernel emit picks on a DSP core: the whole-layer asm kernel (depth and units multiples
         of 4; input widened once up to WIDEN_MAX_DEPTH), the DSP kernel (rows padded to blocks of 4,
-        a scalar tail of depth % 4), or the C loop (weights the row pairs cannot hold exactly)."""
+        each block a scalar `tail` loop of depth % 4 over its 4 rows), or the C loop (weights the row
+        pairs cannot hold exactly)."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         units, depth = wt.shape
-        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
         if is_16x8(g, n):
-            return bit_class("fc_loop", x, wt, y), terms
+            return mac16_cost_terms(g, n, fc_window(x.size // depth), False, depth, depth, units)
+        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
         w = wt.data.astype(np.int8)
         if accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
                 pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None:
@@ -139,7 +138,7 @@ class FullyConnected(Op):
         batches, blocks = x.size // depth, padded(units, 4) // 4
         return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks": batches * blocks,
                                                "steps": batches * blocks * (depth // 4),
-                                               "tail": batches * units * (depth % 4), "out": y.size}
+                                               "tail": batches * blocks * (depth % 4), "out": y.size}
 
 
 def dsp_io(g: Graph, n: Node) -> bool:
