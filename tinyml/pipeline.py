@@ -55,7 +55,7 @@ def compile_model(path: str | Path, patches: "PatchOptions | None" = None) -> Co
     data = read_model_bytes(path)
     g = load_graph(data)
     g.name = Path(path).stem
-    plan = plan_memory(g)
+    plan = plan_memory(g, effort=patches.effort) if patches is not None else plan_memory(g)
     if patches is None:
         return Compiled(g, plan, data)
     from tinyml.schedule.patches import schedule_patches
