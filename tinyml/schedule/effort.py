@@ -26,7 +26,7 @@ def parse_effort(text: str | float) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise ValueError(f"expected low, default, high or a factor such as 2, got {text!r}") from None
+            raise ValueError(f"expected low, default, high or an effort factor such as 2, got {text!r}") from None
     if not 0 < value <= MAX_EFFORT:
         raise ValueError(f"effort must be above 0 and at most {MAX_EFFORT:g}, got {text!r}")
     return value
