@@ -4,7 +4,8 @@ Two steps, both in this script:
   measure: every zoo model (all groups), compiled layer by layer (`--patch off`) and as `tinyml generate`
            does (`--patch auto`), built for the board twice: plain (whole-network instructions, stack,
            flash) and profiled (instructions of every layer). Raw figures go to
-           benchmarks/results/cost_measurements.json (resumable: models already measured are kept).
+           benchmarks/results/cost_measurements.json (resumable: models already measured are kept,
+           unless their generated C changed since: each row keeps a digest of it).
   fit:     for every shape class (Op.cost_terms), least squares of the per-layer counts on the class's
            terms; a per-network constant (entry, marks) from plain minus profiled-layer sums; the code size
            beyond the weights per class from the model library's flash. Writes tinyml/cost/coefficients.json.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import sys
 import tempfile
@@ -29,7 +31,7 @@ from tinyml import zoo
 from tinyml.board import load_board
 from tinyml.errors import DoesNotFit
 from tinyml.ir import Graph
-from tinyml.pipeline import compile_model
+from tinyml.pipeline import Compiled, compile_model
 from tinyml.report import weights_bytes
 from tinyml.schedule.patches import PatchOptions
 
@@ -41,6 +43,21 @@ SCHEDULES = ("off", "auto")
 ROOMY = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500"}
 
 
+def codegen_digest(c: Compiled, board: str) -> str:
+    """A hash of the C library emitted for the compiled model and board's target: a measured row whose
+    digest no longer matches was measured on other kernels (stale)."""
+    from tinyml.codegen.emit import emit_model
+
+    texts = emit_model(c.graph, c.plan, load_board(board).target()).texts
+    # the graph is named after the cached file, whose name holds the zoo cache key: not a kernel change
+    text = "".join(f"{k}\0{texts[k]}\0" for k in sorted(texts)).replace(c.graph.name, "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def current_digest(name: str, board: str, schedule: str) -> str:
+    return codegen_digest(compile_model(zoo.path(name), PatchOptions.parse(schedule)), board)
+
+
 def measure_one(name: str, board: str, schedule: str) -> dict:
     """Plain and profiled firmware of one zoo model under one patch mode, run on one input in QEMU."""
     from tinyml.codegen.firmware import build_firmware
@@ -48,8 +65,9 @@ def measure_one(name: str, board: str, schedule: str) -> dict:
     from tinyml.validation import load_inputs
 
     c = compile_model(zoo.path(name), PatchOptions.parse(schedule))
-    if schedule != "off" and c.patches.chosen is None:
-        return {"model": name, "schedule": schedule, "board": board, "same_as": "off"}  # layer by layer won
+    digest = codegen_digest(c, board)
+    if schedule != "off" and c.patches.chosen is None:  # layer by layer won
+        return {"model": name, "schedule": schedule, "board": board, "same_as": "off", "codegen": digest}
     b = load_board(board)
     inputs = load_inputs(c.graph, 1, 0)
     with tempfile.TemporaryDirectory(prefix="tinyml-cost-fit-") as tmp:
@@ -63,7 +81,8 @@ def measure_one(name: str, board: str, schedule: str) -> dict:
         prof = QemuRunner(pfw).run(inputs)
     image = fw.qemu_image
     model_flash = sum(v.get("model", 0) for s, v in image.contributions.items() if s not in (".bss",))
-    return {"model": name, "schedule": schedule, "board": board, "measured_on": b.name, "core": b.core, "layers": len(c.graph.nodes),
+    return {"model": name, "schedule": schedule, "board": board, "codegen": digest, "measured_on": b.name,
+            "core": b.core, "layers": len(c.graph.nodes),
             "ops": [n.op for n in c.graph.nodes], "instructions": plain.instructions,
             "per_layer": prof.per_layer, "stack_bytes": plain.stack_bytes, "arena_bytes": c.plan.arena_bytes,
             "weights_bytes": weights_bytes(c.graph), "emitted_const_bytes": fw.weights_bytes,
@@ -72,8 +91,22 @@ def measure_one(name: str, board: str, schedule: str) -> dict:
 
 
 def measure(models: list[str], board: str) -> list[dict]:
+    """Measure the models' runs not yet measured. First, rows of these models whose generated C changed
+    since (codegen digest) are deleted: they are measured again. A row from before digests were kept
+    is taken as current and stamped with today's digest."""
     rows = json.loads(MEASUREMENTS.read_text())["runs"] if MEASUREMENTS.exists() else []
     rows = [r for r in rows if not r.get("error")]  # failed runs are tried again
+    wanted = set(models)
+    kept = []
+    for r in rows:
+        if r["board"] == board and r["model"] in wanted:
+            digest = current_digest(r["model"], board, r["schedule"])
+            if r.setdefault("codegen", digest) != digest:
+                print(f"{r['model']:36s} {r['schedule']:4s} generated C changed: measured again", flush=True)
+                continue
+        kept.append(r)
+    rows = kept
+    _write(MEASUREMENTS, {"measured_utc": _now(), "runs": rows})
     done = {(r["model"], r["schedule"], r["board"]) for r in rows}
     for name in models:
         for schedule in SCHEDULES:

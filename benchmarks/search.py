@@ -8,8 +8,12 @@ measured candidates, and each baseline's int8 test accuracy and built flash. Als
 throughput (fast mode on Ray, candidates per minute). A benchmark, not a test: it prints tables and
 writes JSON; nothing is asserted.
 
+The JSON is rewritten after every run (a long benchmark shows its results as they come), and runs
+already in it with the same settings that succeeded are kept, not rerun: several invocations (e.g. one per task, in
+parallel) can share one JSON file only if they do not write at the same moment, so give each its own.
+
 Usage: python benchmarks/search.py [--tasks fashion,kws] [--budgets 64K/256K,16K/128K] [--minutes 20]
-                                   [--out DIR] [--json FILE]
+                                   [--out DIR] [--json FILE] [--no-throughput]
 """
 from __future__ import annotations
 
@@ -52,7 +56,8 @@ def run_one(task: str, sram: str, flash: str, minutes: float, out: Path) -> dict
                    "--time-budget", str(minutes), "--random-search", "--baselines", "-o", str(d),
                    "--json", str(report)])
     if code != 0:
-        return {"task": task, "sram": sram, "flash": flash, "exit": code}
+        return {"task": task, "sram": sram, "flash": flash, "sram_budget": byte_size(sram),
+                "flash_budget": byte_size(flash), "exit": code}
     r = json.loads(report.read_text())
     dv, v = r["delivered"], r["delivered"]["validation"]
     return {"task": task, "sram_budget": byte_size(sram), "flash_budget": byte_size(flash), "exit": 0,
@@ -62,8 +67,11 @@ def run_one(task: str, sram: str, flash: str, minutes: float, out: Path) -> dict
             "instructions": v["instructions"], "searched_val": r["finalists"][0]["val_accuracy"],
             "random_val": r["random_search"]["val_accuracy"], "random_candidates": r["random_search"]["candidates"],
             "predictor_samples": r["predictor"]["samples"], "predictor_rmse": r["predictor"]["rmse_points_held_out"],
-            "baselines": [{"name": b["name"], "int8_test": b["int8_test_accuracy"], "flash_bytes":
-                           b["built"]["flash_bytes"], "fits": b["fits_built"]} for b in r["baselines"] or []]}
+            "supernet": r["supernet"],
+            "baselines": [{"name": b["name"], "int8_test": b["int8_test_accuracy"], "float_test": b["float_test_accuracy"],
+                           "flash_bytes": b["built"]["flash_bytes"], "model_ram_bytes": b["built"]["model_ram_bytes"],
+                           "train_seconds_budget": b.get("train_seconds_budget"), "fits": b["fits_built"]}
+                          for b in r["baselines"] or []]}
 
 
 def main() -> None:
@@ -73,11 +81,23 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="--time-budget of each search")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "search")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "search.json")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the cost-query throughput measurement")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [run_one(t, *b.split("/"), args.minutes, args.out)
-            for t in args.tasks.split(",") for b in args.budgets.split(",")]
-    result = {"cost_queries": cost_throughput(), "runs": rows, "minutes": args.minutes}
+    result = json.loads(args.json.read_text()) if args.json.exists() else {}
+    if result.get("minutes") != args.minutes:
+        result = {"minutes": args.minutes, "runs": []}
+    rows = result["runs"]
+    for t in args.tasks.split(","):
+        for b in args.budgets.split(","):
+            sram, flash = b.split("/")
+            key = (t, byte_size(sram), byte_size(flash))
+            if not any(_key(r) == key and r["exit"] == 0 for r in rows):  # a failed run is retried (it resumes)
+                rows[:] = [r for r in rows if _key(r) != key] + [run_one(t, sram, flash, args.minutes, args.out)]
+                write_json(args.json, result)
+    if not args.no_throughput:
+        result["cost_queries"] = cost_throughput()
+        write_json(args.json, result)
     con = Console()
     t = Table(title="tinyml search (delivered: int8 test accuracy, QEMU-measured)")
     for c in ("task", "budget SRAM/flash", "searched int8", "SRAM", "flash", "instructions", "best baseline int8",
@@ -94,10 +114,20 @@ def main() -> None:
                   f"{best['int8_test']:.2f} ({best['name']})" if best else "-", f"{r['searched_val']:.2f}",
                   f"{r['random_val']:.2f} ({r['random_candidates']})")
     con.print(t)
-    q = result["cost_queries"]
-    con.print(f"cost queries: {q['queries']} in {q['seconds']:.1f} s = {q['per_minute']:,.0f} per minute")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    q = result.get("cost_queries")
+    if q:
+        con.print(f"cost queries: {q['queries']} in {q['seconds']:.1f} s = {q['per_minute']:,.0f} per minute")
+
+
+def _key(row: dict) -> tuple:
+    return row["task"], row["sram_budget"], row["flash_budget"]
+
+
+def write_json(path: Path, result: dict) -> None:
+    from tinyml.fsutil import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def _requant_cases() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a host C compiler")
 def test_short_requant_equals_tflite_double_rounding(tmp_path: Path) -> None:
-    """tm_requant_dsp, tm_requant_dsp2p (host form; SMMULR on the core) == TFLite's MultiplyByQuantizedMultiplier (+ zp)."""
+    """tm_requant_dsp, tm_requant_dsp2p, tm_requant_dsp2h (host forms; SMMULR/SMMLAR on the core) == TFLite's MultiplyByQuantizedMultiplier (+ zp)."""
     x, q, e = _requant_cases()
     header = files("tinyml.firmware_templates") / "library" / "tinyml_dsp.h"
     (tmp_path / "tinyml_dsp.h").write_text(header.read_text())
@@ -117,20 +117,23 @@ def test_short_requant_equals_tflite_double_rounding(tmp_path: Path) -> None:
         "int main(void) { long long x, q; int e;\n"
         '  while (scanf("%lld %lld %d", &x, &q, &e) == 3)\n'
         "  { int fold = e <= 22 && x < (1 << 30) && x > -(1 << 30);\n"
-        '    printf("%d %d %d\\n", (int)tm_requant_dsp((int32_t)x, (int32_t)q, e),\n'
+        '    printf("%d %d %d %d %d\\n", (int)tm_requant_dsp((int32_t)x, (int32_t)q, e),\n'
         '           fold ? (int)tm_requant_dsp2p((int32_t)(2 * x), (int32_t)q, (1 << e) - (128 << (e + 1)), e) : 0,\n'
-        '           fold ? (int)tm_requant_dsp2p((int32_t)(2 * x), (int32_t)q, (1 << e) + (127 << (e + 1)), e) : 0); }\n'
+        '           fold ? (int)tm_requant_dsp2p((int32_t)(2 * x), (int32_t)q, (1 << e) + (127 << (e + 1)), e) : 0,\n'
+        '           fold && e ? (int)tm_requant_dsp2h((int32_t)(2 * x), (int32_t)q, ((1 << e) - (128 << (e + 1))) / 2, e) : 0,\n'
+        '           fold && e ? (int)tm_requant_dsp2h((int32_t)(2 * x), (int32_t)q, ((1 << e) + (5 << (e + 1))) / 2, e) : 0); }\n'
         "  return 0; }\n")
     subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fsanitize=undefined",
                     "-fno-sanitize-recover", "t.c", "-o", "t"], cwd=tmp_path, check=True)
     feed = "".join(f"{a} {b} {c}\n" for a, b, c in zip(x, q, e))
     out = subprocess.run([str(tmp_path / "t")], input=feed, capture_output=True, text=True, check=True).stdout
-    got = np.array(out.split(), np.int64).reshape(-1, 3)
+    got = np.array(out.split(), np.int64).reshape(-1, 5)
     want = multiply_by_quantized_multiplier(x.astype(np.int32), q.astype(np.int32), -e.astype(np.int32))
     # tm_requant_dsp2p takes 2x and folds the zero point: what DspRequant.fold allows is |x| < 2^30, e <= 22
     fold = (np.abs(x) < 1 << 30) & (e <= 22)
     for k, fn, rows, zp in ((0, "tm_requant_dsp", x == x, 0), (1, "tm_requant_dsp2p zp -128", fold, -128),
-                            (2, "tm_requant_dsp2p zp 127", fold, 127)):
+                            (2, "tm_requant_dsp2p zp 127", fold, 127), (3, "tm_requant_dsp2h zp -128", fold & (e > 0), -128),
+                            (4, "tm_requant_dsp2h zp 5", fold & (e > 0), 5)):
         bad = np.nonzero((got[:, k] != want + zp) & rows)[0]
         assert bad.size == 0, f"{fn}: {bad.size} of {x.size} differ, e.g. x={x[bad[0]]} q={q[bad[0]]} e={e[bad[0]]}"
 

@@ -75,7 +75,7 @@ def sens(task, tiny):
     return Sensitivity.measure(g, task.x_train[:128], QuantPolicy(), (8, 4, 2), (8, 4), probes=16)
 
 
-def _exhaustive(s, budgets):
+def _exhaustive(s, budgets, wc, ac):
     """The least objective over every allocation within the budgets (what the ILP must find)."""
     import itertools
 
@@ -88,10 +88,10 @@ def _exhaustive(s, budgets):
             a = {x.key: b for x, b in zip(s.acts, ab)}
             if any(a[k1] != a[k2] for k1, k2 in s.ties):
                 continue
-            obj = sum(s.traces.weights[c.node] * c.error[w[c.node]] for c in s.weights) + \
-                sum(s.traces.activations[x.key] * x.error[a[x.key]] for x in s.acts)
+            obj = sum(wc[c.node][w[c.node]] for c in s.weights) + sum(ac[x.key][a[x.key]] for x in s.acts)
             flash = s.fixed_bytes + sum(c.bytes(w[c.node]) for c in s.weights)
-            instr = s.fixed_instructions + sum(c.instructions(w[c.node]) for c in s.weights)
+            instr = s.fixed_instructions + sum(c.instructions(w[c.node]) for c in s.weights) + \
+                sum(x.instructions(a[x.key]) for x in s.acts)
             if (budgets.flash is not None and flash > budgets.flash) or \
                     (budgets.sram is not None and s.sram.live(a) > budgets.sram) or \
                     (budgets.instructions is not None and instr > budgets.instructions):
@@ -101,25 +101,29 @@ def _exhaustive(s, budgets):
     return best
 
 
-def test_ilp_finds_the_exhaustive_optimum_within_each_budget(sens) -> None:
+@pytest.mark.parametrize("costs", ["measured", "hessian"])
+def test_ilp_finds_the_exhaustive_optimum_within_each_budget(sens, costs) -> None:
     from tinyml.errors import TinymlError
-    from tinyml.quantize.allocate import Budgets, allocate
+    from tinyml.quantize.allocate import Budgets, allocate, hawq_costs
 
     s = sens
+    wc, ac = (s.w_cost, s.a_cost) if costs == "measured" else hawq_costs(s.weights, s.acts, s.traces.weights,
+                                                                          s.traces.activations)
     int8, low = s.uniform(8, 8), s.limits()
     between = [low["flash"] + int((int8.weight_bytes - low["flash"]) * f) for f in (0.1, 0.3, 0.6)]
     cases = [Budgets(flash=b) for b in between]
-    unconstrained = _exhaustive(s, cases[1])[1].instructions  # what the flash-only optimum executes
+    unconstrained = _exhaustive(s, cases[1], wc, ac)[1].instructions  # what the flash-only optimum executes
     cases += [Budgets(sram=int(int8.live_bytes * 0.8)), Budgets(flash=between[1], instructions=unconstrained - 1),
-              Budgets(flash=between[1], instructions=int8.instructions - 1)]
+              Budgets(flash=between[1], instructions=int8.instructions - 1),
+              Budgets(instructions=s.uniform(8, 4).instructions - 1)]  # 4-bit activations' nibble paths cost
     for b in cases:
-        found = _exhaustive(s, b)
+        found = _exhaustive(s, b, wc, ac)
         if found is None:  # nothing fits: the ILP must say so
             with pytest.raises(TinymlError):
-                allocate(s.weights, s.acts, s.traces.weights, s.traces.activations, s.w_bits, s.a_bits, b,
+                allocate(s.weights, s.acts, wc, ac, s.w_bits, s.a_bits, b,
                          s.fixed_bytes, s.fixed_instructions, s.sram, s.ties)
             continue
-        got = allocate(s.weights, s.acts, s.traces.weights, s.traces.activations, s.w_bits, s.a_bits, b,
+        got = allocate(s.weights, s.acts, wc, ac, s.w_bits, s.a_bits, b,
                        s.fixed_bytes, s.fixed_instructions, s.sram, s.ties)
         obj, best = found
         assert got.objective == pytest.approx(obj, rel=1e-6, abs=1e-12), b
@@ -127,7 +131,7 @@ def test_ilp_finds_the_exhaustive_optimum_within_each_budget(sens) -> None:
         assert b.sram is None or got.live_bytes <= b.sram
         assert b.instructions is None or got.instructions <= b.instructions
     # a tighter flash budget never lowers the objective
-    objs = [_exhaustive(s, b)[0] for b in cases[:3]]
+    objs = [_exhaustive(s, b, wc, ac)[0] for b in cases[:3]]
     assert objs[0] >= objs[1] >= objs[2]
 
 
@@ -249,13 +253,99 @@ def test_fake_quantization_agrees_with_the_integer_reference(task, sens) -> None
             (w, a, diff.max(), (diff == 0).mean())
 
 
-def test_quantization_aware_finetuning_lowers_the_2bit_error_it_trains_on(task, sens) -> None:
-    from tinyml.quantize.evaluate import accuracy, run_int8
+def test_quantization_aware_finetuning_lowers_the_2bit_loss_it_trains_on(task, sens) -> None:
+    """The deployed integer model's cross-entropy on the fine-tuning data goes down.
+
+    (Top-1 on this barely trained net, whose logits are nearly flat, need not rise: with MSE-clipped
+    2-bit scales PTQ already agrees with the float model on ~78 % of these inputs.)"""
+    from tinyml.quantize.evaluate import run_int8
     from tinyml.train.mixed import finetuned
 
     s = sens
     alloc = s.uniform(2, 8)
     x, y = s.calib, s.labels
-    before = accuracy(run_int8(s.quantize(alloc), x), y)
-    after = accuracy(run_int8(finetuned(s, alloc, 8).quantize(alloc), x), y)
-    assert after > before + 2, (before, after)
+
+    def loss(sens_) -> float:  # the int8 SOFTMAX output: probability (code + 128) / 256
+        p = (run_int8(sens_.quantize(alloc), x).reshape(len(y), -1).astype(np.float64) + 128) / 256
+        return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1 / 512))))
+
+    before, after = loss(s), loss(finetuned(s, alloc, 8))
+    assert after < before - 0.02, (before, after)
+
+
+def test_subbyte_weight_scales_clip_for_the_least_squared_error_and_int8_keeps_max_abs() -> None:
+    from tinyml.quantize.scales import dequantize_weights, quantize_weights, weight_scales
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 3, 3, 16))  # OHWI, bell-shaped channels
+    peak = np.abs(w).reshape(8, -1).max(axis=1)
+    np.testing.assert_allclose(weight_scales(w, 0, 8), (peak / 127).astype(np.float32))
+
+    def err(s, bits):
+        return ((dequantize_weights(quantize_weights(w, s, 0, bits), s, 0) - w) ** 2).reshape(8, -1).sum(axis=1)
+
+    for bits, qmax in ((4, 7), (2, 1)):
+        s = weight_scales(w, 0, bits)
+        naive = (peak / qmax).astype(np.float32)
+        assert np.all(s <= naive) and np.all(err(s, bits) <= err(naive, bits) + 1e-12)
+        # every scale on a fine grid does no better than the chosen one (the search's grid is coarser)
+        fine = [err(naive * r, bits) for r in np.linspace(0.2, 1.0, 400)]
+        assert np.all(err(s, bits) <= np.min(fine, axis=0) * 1.02)
+    # at 2 bits the max-|w| scale zeroes most of a Gaussian channel; the clipped one does not
+    zeros = lambda s: np.mean(quantize_weights(w, s, 0, 2) == 0)  # noqa: E731
+    assert zeros((peak / 1).astype(np.float32)) > 0.7 and zeros(weight_scales(w, 0, 2)) < 0.5
+
+
+def test_measured_loss_increase_equals_the_float_interpreters_loss(task, tiny, sens) -> None:
+    """train/measured.py (PyTorch) against the numpy float interpreter with that layer's weights quantized."""
+    import copy
+
+    from tinyml.quantize.ptq import weighted_nodes
+    from tinyml.quantize.scales import WEIGHT_AXIS, dequantize_weights, quantize_weights, weight_scales
+
+    _, g = tiny
+    x, y = task.x_train[:128], sens.labels
+
+    def ce(graph):
+        p = float_outputs(graph, x)
+        return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+    base = ce(g)
+    for n in weighted_nodes(g):
+        for bits in (4, 2):
+            q = copy.deepcopy(g)
+            w, axis = g[n.inputs[1]].data.astype(np.float64), WEIGHT_AXIS[n.op]
+            s = weight_scales(w, axis, bits)
+            q[n.inputs[1]].data = dequantize_weights(quantize_weights(w, s, axis, bits), s, axis).astype(np.float32)
+            want = max(ce(q) - base, 0.0)
+            assert sens.w_cost[n.name][bits] == pytest.approx(want, rel=1e-3, abs=1e-5), (n.name, bits)
+        assert sens.w_cost[n.name][2] > 0
+    assert all(set(v) == {8, 4} and v[4] >= 0 for v in sens.a_cost.values()) and sens.a_cost
+
+
+def test_4_bit_activation_ranges_come_from_the_mse_search_at_4_bits(task, tiny) -> None:
+    """Under min/max calibration the tensors stored at 4 bits get a clipped range with less 4-bit error."""
+    from tinyml.quantize.calibrate import calibrate
+    from tinyml.quantize.ptq import narrow_widths
+    from tinyml.quantize.float_ref import run_float
+    from tinyml.quantize.policy import LayerBits, QuantPolicy
+    from tinyml.quantize.scales import fake_quantize
+
+    _, g = tiny
+    x = task.x_train[:128].astype(np.float64)
+    policy = QuantPolicy(default=LayerBits(8, 4))
+    narrow = narrow_widths(g, policy)
+    assert narrow and set(narrow.values()) == {4}
+    cal = calibrate(g, x, policy, narrow=narrow)
+    assert calibrate(g, x, QuantPolicy()).ranges == cal.minmax  # 8 bits: min/max untouched
+    values: dict[str, np.ndarray] = {}
+    run_float(g, [x], lambda n, a, y: values.__setitem__(n.outputs[0], y))
+    clipped = 0
+    for t in narrow:
+        lo, hi = cal.ranges[t]
+        mlo, mhi = cal.minmax[t]
+        assert mlo <= lo <= hi <= mhi
+        clipped += (lo, hi) != (mlo, mhi)
+        err = lambda r: float(((fake_quantize(values[t], *r, 4) - values[t]) ** 2).sum())  # noqa: E731
+        assert err((lo, hi)) <= err((mlo, mhi)) * 1.01, t
+    assert clipped

@@ -332,7 +332,22 @@ def test_sub_byte_kernels_are_bit_exact_in_qemu(name: str, bits: int, zoo_path, 
         assert main(["validate", str(p), "--board", board, "--inputs", "3", "--json", str(tmp_path / "r.json")]) == 0
 
 
+def test_4_bit_activations_take_the_dsp_kernels_on_a_dsp_core(chain_models: dict[str, Path]) -> None:
+    """conv (3x3 and pointwise), depthwise and FC of the w4a4 chain (4-bit activations between
+    them) all run their DSP kernels: nibbles widened by tm_nib_spread, outputs packed by tm_pack4."""
+    from tinyml.board import Target
+    from tinyml.codegen.emit import emit_model
+    from tinyml.pipeline import compile_model
+
+    m = compile_model(chain_models["w4a4"])
+    c = emit_model(m.graph, m.plan, Target("cortex-m4", dsp=True)).texts["tinyml_model.c"]
+    heads = [line for line in c.splitlines() if line.startswith(("/* CONV_2D", "/* DEPTHWISE", "/* FULLY"))]
+    assert len(heads) == 5 and all("DSP" in h or "SMLAD pairs" in h for h in heads), heads
+    assert c.count("tm_nib_spread(") >= 2 and "tm_pack4(" in c
+
+
 @pytest.mark.slow
-def test_4_bit_activation_chain_is_bit_exact_in_qemu(chain_models: dict[str, Path], tmp_path: Path) -> None:
-    assert main(["validate", str(chain_models["w4a4"]), "--board", "stm32f405", "--patch", "off", "--inputs", "2",
+@pytest.mark.parametrize("label", ["a4", "w4a4", "a4_transpose"])
+def test_4_bit_activation_chain_is_bit_exact_in_qemu(label: str, chain_models: dict[str, Path], tmp_path: Path) -> None:
+    assert main(["validate", str(chain_models[label]), "--board", "stm32f405", "--patch", "off", "--inputs", "2",
                  "--json", str(tmp_path / "r.json")]) == 0

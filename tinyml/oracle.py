@@ -380,19 +380,21 @@ while lo < hi:
 """
 
 
-def model_oracle(model: bytes | bytearray | memoryview | str | Path) -> "TflmOracle | ReferenceOracle":
+def model_oracle(model: bytes | bytearray | memoryview | str | Path,
+                 integer_only: bool = False) -> "TflmOracle | ReferenceOracle":
     """The oracle for a model file: TFLite Micro, unless the file records sub-byte widths TFLite
     cannot express (a `tinyml_bits` entry, frontend/bits_meta.py), whose arithmetic only the
     numpy reference has (it is itself checked against TFLite Micro where the two overlap).
     A file TFLite Micro refuses only for FILLs with run-time shapes runs in TFLite Micro with
-    those FILLs folded (oracle_rewrite.py)."""
+    those FILLs folded (oracle_rewrite.py). With `integer_only`, the numpy reference of the graph
+    passes/integer_only.py rewrote (TFLite has none of its ops)."""
     from tinyml.frontend import bits_meta
     from tinyml.pipeline import load_graph
     from tinyml.reference import ReferenceOracle
 
     data = _model_bytes(model)
-    g = load_graph(data)
-    if bits_meta.has_entry(g):
+    g = load_graph(data, {} if integer_only else None)
+    if integer_only or bits_meta.has_entry(g):
         return ReferenceOracle(g)
     oracle = TflmOracle(data)
     try:

@@ -25,6 +25,7 @@ class Compiled:
     plan: MemoryPlan
     model_bytes: bytes
     patches: "SearchResult | None" = None  # what the patch scheduler decided, when asked
+    integer_only: dict[str, int] | None = None  # ops passes/integer_only.py introduced, when asked
 
 
 def read_model_bytes(path: str | Path) -> bytes:
@@ -38,27 +39,40 @@ def read_model_bytes(path: str | Path) -> bytes:
         raise BadModel(f"cannot read {p}: {e.strerror or e}") from None
 
 
-def load_graph(data: bytes) -> Graph:
-    """Parse, legalize and verify a .tflite model (no TensorFlow involved)."""
+def load_graph(data: bytes, integer_only: dict[str, int] | None = None) -> Graph:
+    """Parse, legalize and verify a .tflite model (no TensorFlow involved). With `integer_only` (a
+    dict), also replace TFLite's float-based transformer formulations by I-ViT's integer-only ops
+    (passes/integer_only.py), recording in it how many of each op went in."""
     from tinyml.frontend.check import check_supported, verify_shapes
     from tinyml.frontend.tflite import load_tflite
     from tinyml.passes.legalize import legalize
 
     g = legalize(load_tflite(data))
+    if integer_only is not None:
+        from tinyml.passes.integer_only import integer_only as rewrite
+
+        integer_only.update(rewrite(g))
     check_supported(g)
     verify_shapes(g)
     return g
 
 
-def compile_model(path: str | Path, patches: "PatchOptions | None" = None) -> Compiled:
-    """Read, legalize and plan a model; with `patches`, also schedule a patch-based stage."""
+def compile_model(path: str | Path, patches: "PatchOptions | None" = None, integer_only: bool = False,
+                  attention_block: int | None = None) -> Compiled:
+    """Read, legalize and plan a model; with `patches`, also schedule a patch-based stage; with
+    `integer_only`, run passes/integer_only.py (see load_graph). Attention runs in blocks of
+    `attention_block` query rows (schedule/attention.py; default DEFAULT_BLOCK, 0: layer by layer)."""
+    from tinyml.schedule.attention import fuse_attention
+
     data = read_model_bytes(path)
-    g = load_graph(data)
+    rewrites: dict[str, int] | None = {} if integer_only else None
+    g = load_graph(data, rewrites)
     g.name = Path(path).stem
+    fuse_attention(g, attention_block)
     plan = plan_memory(g, effort=patches.effort) if patches is not None else plan_memory(g)
     if patches is None:
-        return Compiled(g, plan, data)
+        return Compiled(g, plan, data, None, rewrites)
     from tinyml.schedule.patches import schedule_patches
 
     result = schedule_patches(g, patches, plan)
-    return Compiled(result.graph, result.plan, data, result)
+    return Compiled(result.graph, result.plan, data, result, rewrites)

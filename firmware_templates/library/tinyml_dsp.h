@@ -34,6 +34,22 @@ static inline int32_t tm_requant_dsp2p(int32_t x2, int32_t q, int32_t p, int e)
     return (r + ((p + (r >> 31)) >> 1)) >> e;
 }
 
+/* tm_requant_dsp2p for e >= 1 in one instruction fewer: h = p / 2 (p is even)
+ * rides in SMMLAR's accumulate operand, and the sign term takes the sign of
+ * x2 instead of r's. They differ only when r == 0 with x2 < 0 (r has x2's
+ * sign otherwise, q >= 0), and (h - 1) >> e == h >> e there since
+ * h = 2^(e-1) + zp * 2^e. SMMLAR, ADD (ASR #31 operand), ASR, then SSAT. */
+static inline int32_t tm_requant_dsp2h(int32_t x2, int32_t q, int32_t h, int e)
+{
+#if defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(x2), "r"(q), "r"(h));
+#else
+    int32_t r = (int32_t)(((int64_t)x2 * q + (1ll << 31)) >> 32) + h;
+#endif
+    return (r + (x2 >> 31)) >> e;
+}
+
 /* The odd row of a packed row pair (tinyml/ops/dsp_pack.py): S = A_lo + 256 A_hi
  * modulo 2^32 and A_lo give A_hi * 2^(8 - sh), exact while |A_hi| < 2^23 (the
  * generator checks), whatever S wrapped to. */
@@ -79,6 +95,37 @@ static inline int32_t tm_sxtb16_ror8(int32_t v)
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
+}
+
+/* 4-bit activations (tinyml/ops/subbyte.py: two per byte, the first in the
+ * low nibble). Four taps x0..x3 from two bytes at any address, XOR 8 (each
+ * nibble becomes x + 8, unsigned) and spread so that x0, x2 sit in the low
+ * nibbles of bytes 0 and 2 and x1, x3 four bits higher. */
+static inline uint32_t tm_nib_spread(const int8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    const uint32_t t = h ^ 0x8888u;
+    return t | (t << 8);
+}
+
+/* The pairs (x0,x2) and (x1,x3) of a spread word as int16 halves, each plus
+ * the halves of a: UXTAB16 adds the zero-extended bytes 0 and 2, so `a`
+ * carries the kernel's offset minus 8 in both halves. */
+static inline int32_t tm_nib02(int32_t a, uint32_t t)
+{
+    return __uxtab16(a, t & 0x000F000Fu);
+}
+
+static inline int32_t tm_nib13(int32_t a, uint32_t t)
+{
+    return __uxtab16(a, (t >> 4) & 0x000F000Fu);
+}
+
+/* Two int8 results (already clamped to 4 bits) as one packed byte, the first low. */
+static inline int8_t tm_pack4(int32_t lo, int32_t hi)
+{
+    return (int8_t)((lo & 0xF) | (hi << 4));
 }
 #endif
 #endif

@@ -76,6 +76,26 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
                         "is kept")
 
 
+def add_transformer_args(p: argparse.ArgumentParser) -> None:
+    """--integer-only: passes/integer_only.py (I-ViT's ops for SOFTMAX on attention, GELU, LayerNorm);
+    --attention-block: schedule/attention.py (query rows per attention step)."""
+    p.add_argument("--attention-block", type=int, default=None, metavar="ROWS",
+                   help="compute attention ROWS query rows at a time so the score matrix is never whole "
+                        "(default 8; 0: layer by layer, the whole [heads x T x T] scores in the arena)")
+    p.add_argument("--integer-only", action="store_true",
+                   help="replace the LayerNorm pattern, SOFTMAX on attention scores and GELU by I-ViT's integer-only "
+                        "ILAYERNORM, SHIFTMAX and SHIFTGELU (no longer bit-exact with TFLite Micro: validate "
+                        "compares with their numpy reference and reports how far outputs moved)")
+
+
+def integer_only_summary(rewrites: dict[str, int] | None) -> str | None:
+    """One line naming what --integer-only replaced."""
+    if rewrites is None:
+        return None
+    done = ", ".join(f"{v} {k}" for k, v in sorted(rewrites.items()) if v)
+    return f"integer-only: {done or 'nothing to replace'}"
+
+
 def patch_options(args: argparse.Namespace):  # -> tinyml.schedule.patches.PatchOptions
     """The parsed patch arguments; a malformed --patch is a one-line error (exit 2)."""
     from tinyml.errors import TinymlError

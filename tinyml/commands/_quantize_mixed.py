@@ -75,7 +75,7 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
 
     prepare_float(g)
     s = Sensitivity.measure(g, calib, policy, plan.w_bits, plan.a_bits, probes=args.probes, board=args.board,
-                            progress=progress)
+                            progress=progress, method=args.sensitivity)
     budgets = Budgets(plan.flash, plan.sram, plan.instructions)
     if args.board is not None and budgets.sram is None:
         from tinyml.cost import estimate
@@ -96,9 +96,10 @@ def run_mixed(args: argparse.Namespace, plan: Plan, g, calib, policy, labelled, 
         label += f" + QAT {args.finetune} epochs"
     report = {"bits": args.bits, "weight_candidates": list(plan.w_bits), "activation_candidates": list(plan.a_bits),
               "budgets": {"flash": budgets.flash, "sram": budgets.sram, "instructions": budgets.instructions},
-              "probes": args.probes, "solver": "CBC (PuLP)",
+              "probes": args.probes, "solver": "CBC (PuLP)", "sensitivity": args.sensitivity,
               "hessian_labels": "the float model's top-1 on the calibration inputs",
-              "instructions_note": "estimate: tinyml.cost's int8 layer model x per-width factor (bitcost.INSTR_FACTOR)",
+              "instructions_note": "estimate: tinyml.cost's int8 layer model x per-op, per-width factor "
+                                           "(bitcost.INSTR_FACTOR, ACT4_FACTOR)",
               "layers": layer_rows(s, alloc)}
 
     def bar(done: int, total: int) -> None:

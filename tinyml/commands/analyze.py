@@ -11,13 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyml.board import Board, load_board
-from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, patch_options, patch_summary,
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, add_transformer_args,
+                                     integer_only_summary, patch_options, patch_summary,
                                      write_json, write_report)
 from tinyml.cost import Cost, estimate
 from tinyml.errors import DoesNotFit
 from tinyml.ir import Graph
 from tinyml.pipeline import Compiled, load_graph, read_model_bytes
 from tinyml.report import summary
+from tinyml.schedule.attention import fuse_attention
 from tinyml.schedule.patches import BudgetExceeded, PatchOptions
 
 
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "if not); with --patch auto, search a patch schedule whose arena fits "
                                                 "its SRAM when layer by layer does not (`tinyml boards` lists them)")
     add_patch_args(p)
+    add_transformer_args(p)
     add_json_arg(p)
     add_report_arg(p)
     p.set_defaults(func=run)
@@ -39,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model_bytes = read_model_bytes(args.model)
-    g = load_graph(model_bytes)
+    rewrites: dict[str, int] | None = {} if args.integer_only else None
+    g = load_graph(model_bytes, rewrites)
+    fuse_attention(g, args.attention_block)
     g.name = Path(args.model).stem
     board = load_board(args.board) if args.board else None
     cost = costed(g, board, patch_options(args))
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         row["instructions_estimate"] = layer.instructions
         row["shape_class"] = layer.shape_class
     data["patches"] = sched.describe()
+    data["integer_only"] = rewrites
     data["cost"] = {k: v for k, v in cost.describe().items() if k != "layers"}
     data["tflm_arena_bytes"] = None
     if not args.no_tflm:
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     verdict = board_verdict(cost) if board else None
     if args.json != "-":
         print_summary(data)
+        if rewrites is not None:
+            Console().print(integer_only_summary(rewrites))
         if patch_summary(sched):
             Console().print(patch_summary(sched))
         for line in verdict or ():

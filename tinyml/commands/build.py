@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_transformer_args, integer_only_summary,
+                                     patch_options, patch_summary, write_json)
 
 if TYPE_CHECKING:
     from tinyml.codegen.firmware import Firmware
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bake one input and TFLite Micro's output CRC into the image: at boot it prints "
                         "'tinyml selftest PASS|FAIL' (what the generated Renode test waits for)")
     add_patch_args(p)
+    add_transformer_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -40,18 +42,20 @@ def run(args: argparse.Namespace) -> int:
     from tinyml.pipeline import compile_model
 
     board = load_board(args.board)
-    c = compile_model(args.model, patch_options(args))
+    c = compile_model(args.model, patch_options(args), args.integer_only, args.attention_block)
     selftest = None
     if args.selftest:
         from tinyml.oracle import model_oracle, random_inputs
 
         sample = random_inputs(c.graph, 1, 12345)[0]
-        selftest = Selftest.from_arrays(sample, model_oracle(c.model_bytes).run(sample))
+        selftest = Selftest.from_arrays(sample, model_oracle(c.model_bytes, args.integer_only).run(sample))
     fw = build_firmware(c.graph, c.plan, board, args.output, optimize=args.optimize, per_layer=args.per_layer,
                         min_stack=args.min_stack, selftest=selftest)
     report = {"output": str(fw.path), **fw.to_json(), "patches": c.patches.describe() if c.patches else None}
     if args.json != "-":
         print_report(fw)
+        if c.integer_only is not None:
+            Console().print(integer_only_summary(c.integer_only))
         if patch_summary(c.patches):
             Console().print(patch_summary(c.patches))
     write_json(args.json, report)

@@ -5,7 +5,8 @@ import argparse
 import hashlib
 
 from tinyml.codegen.emit import generate
-from tinyml.commands._common import add_json_arg, add_patch_args, patch_options, patch_summary, write_json
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_transformer_args, integer_only_summary,
+                                     patch_options, patch_summary, write_json)
 from tinyml.errors import TinymlError
 from tinyml.pipeline import compile_model
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --package: set examples/cmake/ up for board B (startup, linker script, UART driver, "
                         "CMake toolchain file) so it runs bare-metal there and in QEMU")
     add_patch_args(p)
+    add_transformer_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         from tinyml.board import load_board
 
         board = load_board(args.board)
-    c = compile_model(args.model, patch_options(args))
+    c = compile_model(args.model, patch_options(args), args.integer_only, args.attention_block)
     sha256 = hashlib.sha256(c.model_bytes).hexdigest()
     if args.package:
         return _run_package(args, c, sha256, board)
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(files)} files to {lib.path}: arena {lib.arena_bytes:,} B, weights {lib.weights_bytes:,} B")
     if args.json != "-" and patch_summary(c.patches):
         print(patch_summary(c.patches))
+    if args.json != "-" and c.integer_only is not None:
+        print(integer_only_summary(c.integer_only))
     write_json(args.json, {"output": str(lib.path), "files": files, "arena_bytes": lib.arena_bytes,
                            "patches": c.patches.describe() if c.patches else None,
                            "weights_bytes": lib.weights_bytes, "model_sha256": sha256})

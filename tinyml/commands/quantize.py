@@ -48,8 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="quantization-aware fine-tuning on the calibration data (labels: its 'y', else the float "
                         "model's own predictions)")
     p.add_argument("--probes", type=int, default=32, metavar="N", help="Hutchinson probes per layer (default 32)")
+    p.add_argument("--sensitivity", choices=("measured", "hessian"), default="measured",
+                   help="the ILP's cost of each layer width: its loss increase measured on the calibration data "
+                        "(default) or HAWQ-V3's Hessian trace x perturbation")
     p.add_argument("--pareto", metavar="PNG", help="also quantize uniform int8/int4/int2 and the ILP at several flash "
                                                   "budgets; table, JSON and this accuracy-vs-flash plot")
+    p.add_argument("--patch-precision", choices=("off", "value"), default="off",
+                   help="value: decide per patch of the first patch stage which activations may be 4-bit "
+                        "(QuantMCU: outlier patches stay 8-bit; reported, the written model stays 8-bit)")
+    p.add_argument("--patch-grid", metavar="PNG", help="with --patch-precision value: draw each patch's bits")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -102,11 +109,21 @@ def _run(args: argparse.Namespace) -> int:
         if result is not None and args.output is not None:
             write_bytes_atomic(args.output, result.tflite)
         report["mixed"] = mixed
+        if args.patch_precision == "value" and result is not None:
+            from tinyml.commands._quantize_patch import patch_precision
+
+            report["patch_precision"] = patch_precision(result.tflite, calib, args.patch_grid)
         if labelled is not None and result is not None:
             report["accuracy"] = evaluate(result, *labelled, lambda done, total: progress("evaluating", done, total))
     if not quiet:
         if result is not None:
             print_report(report)
+        if report.get("patch_precision"):
+            pp = report["patch_precision"]
+            Console().print(f"patch precision (stage {pp['stage']}): {pp['outlier_patches']} of {pp['patches']} "
+                            f"patches stay 8-bit, {len(pp['low_tensors'])} tensors 4-bit elsewhere; bit operations "
+                            f"{pp['bops_8bit']:,} -> {pp['bops']:,} (estimated); bits per patch "
+                            f"{pp['bits_grid']}")
         if mixed is not None:
             from tinyml.commands._quantize_mixed import print_mixed
 

@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flash-budget", type=byte_size, metavar="BYTES",
                    help="most flash of the whole firmware image, e.g. 256K (default: the board's flash)")
     p.add_argument("--instr-budget", type=count, metavar="N", help="most instructions per inference")
-    p.add_argument("--bits", choices=["8"], default="8",
-                   help="weight/activation bits (8; mixed precision comes with issue 12's bit allocation)")
+    p.add_argument("--bits", choices=["8", "mixed"], default="8",
+                   help="8: int8 throughout; mixed: each finalist's weights at 8 or 4 bits per layer by issue 12's "
+                        "ILP, candidates priced at the 4-bit flash floor (docs/search.md)")
     p.add_argument("--time-budget", type=minutes, default=20.0, metavar="MINUTES",
                    help="wall time to aim for (default 20); training and sampling stretch or shrink to it")
     p.add_argument("--space", default="mcunet", metavar="NAME|FILE",

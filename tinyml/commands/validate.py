@@ -5,9 +5,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
-from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, patch_options, patch_summary,
+from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_arg, add_transformer_args,
+                                     integer_only_summary, patch_options, patch_summary,
                                      write_json, write_report)
 from tinyml.errors import CheckFailed, TinymlError
 from tinyml.pipeline import Compiled, compile_model
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--sanitize", action="store_true", help="host: build with ASan and UBSan")
     add_patch_args(p)
+    add_transformer_args(p)
     add_json_arg(p)
     add_report_arg(p)
     p.set_defaults(func=run)
@@ -67,9 +70,9 @@ def make_runner(args: argparse.Namespace, c: Compiled, work: Path) -> tuple[Runn
 def run(args: argparse.Namespace) -> int:
     from tinyml.oracle import model_oracle
 
-    c = compile_model(args.model, patch_options(args))
+    c = compile_model(args.model, patch_options(args), args.integer_only, args.attention_block)
     inputs = load_inputs(c.graph, args.inputs, args.seed)
-    oracle = model_oracle(c.model_bytes)
+    oracle = model_oracle(c.model_bytes, args.integer_only)
     expected = oracle.run_batch(inputs)
     with tempfile.TemporaryDirectory(prefix="tinyml-validate-") as tmp:
         runner, board = make_runner(args, c, Path(tmp))
@@ -78,10 +81,19 @@ def run(args: argparse.Namespace) -> int:
     report["patches"] = c.patches.describe() if c.patches else None
     report["tflm_arena_bytes"] = oracle.arena_bytes()
     report["oracle"] = oracle.name
+    report["integer_only"] = c.integer_only
+    if c.integer_only is not None:
+        report["integer_only_vs_tflm"] = drift_from_tflm(c, inputs, expected)
     if args.json != "-":
         print_report(report)
         if patch_summary(c.patches):
             print(patch_summary(c.patches))
+        if c.integer_only is not None and (d := report["integer_only_vs_tflm"]) is None:
+            print(f"{integer_only_summary(c.integer_only)}; TFLite Micro cannot run the original file")
+        elif c.integer_only is not None:
+            print(f"{integer_only_summary(c.integer_only)}; vs TFLite Micro on the original file: top-1 agrees on "
+                  f"{d['top1_agreement']:.1%} of inputs, outputs differ by {d['mean_abs_code_diff']:.2f} codes on "
+                  f"average (max {d['max_abs_code_diff']})")
     write_json(args.json, report)
     write_report(args, "validate", report, c)
     if not report["within_float_tolerance"]:
@@ -89,6 +101,24 @@ def run(args: argparse.Namespace) -> int:
                           + (f"; first divergent layer: {report['first_divergence']}"
                              if report["first_divergence"] else ""))
     return 0
+
+
+def drift_from_tflm(c: Compiled, inputs: list, expected: list) -> dict | None:
+    """How far the integer-only graph's outputs (`expected`: its numpy reference, which the run
+    matched or the verdict says otherwise) moved from TFLite Micro's on the original file; None
+    when TFLite Micro cannot run that file (GELU: the pinned one has no kernel)."""
+    from tinyml.errors import BadModel
+    from tinyml.oracle import TflmOracle
+
+    try:
+        theirs = TflmOracle(c.model_bytes).run_batch(inputs)
+    except BadModel:
+        return None
+    diffs = [np.abs(np.asarray(a, np.float64).reshape(-1) - np.asarray(b, np.float64).reshape(-1))
+             for e, t in zip(expected, theirs) for a, b in zip(e, t)]
+    top1 = [int(np.argmax(e[0])) == int(np.argmax(t[0])) for e, t in zip(expected, theirs)]
+    return {"top1_agreement": float(np.mean(top1)), "mean_abs_code_diff": float(np.mean(np.concatenate(diffs))),
+            "max_abs_code_diff": float(np.max(np.concatenate(diffs)))}
 
 
 def print_report(r: dict) -> None:

@@ -168,6 +168,10 @@ OPTION_TABLES: dict[str, tuple[int, list[tuple[str, int, str, object]]]] = {
     "BatchMatMulOptions": (101, [("adj_x", 0, "?", False), ("adj_y", 1, "?", False),
                                  ("asymmetric_quantize_inputs", 2, "?", False)]),
     "GeluOptions": (116, [("approximate", 0, "?", False)]),
+    "UnidirectionalSequenceLSTMOptions": (71, [("fused_activation_function", 0, ACT, 0), ("cell_clip", 1, "f", 0.0),
+                                               ("proj_clip", 2, "f", 0.0), ("time_major", 3, "?", False),
+                                               ("asymmetric_quantize_inputs", 4, "?", False),
+                                               ("diagonal_recurrent_tensors", 5, "?", False)]),
     # read by frontend/variables.py (strings and a subgraph index, not IR attrs)
     "CallOnceOptions": (103, []),
     "VarHandleOptions": (111, []),
@@ -190,6 +194,7 @@ OP_OPTIONS: dict[str, str] = {
     "ARG_MIN": "ArgMinOptions", "TRANSPOSE_CONV": "TransposeConvOptions", "SHAPE": "ShapeOptions",
     "PACK": "PackOptions", "UNPACK": "UnpackOptions", "LEAKY_RELU": "LeakyReluOptions",
     "MIRROR_PAD": "MirrorPadOptions", "SVDF": "SVDFOptions", "BATCH_MATMUL": "BatchMatMulOptions", "GELU": "GeluOptions",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTMOptions",
 }
 
 # Attributes that count something (strides, window sizes, dilations): a value

@@ -259,7 +259,7 @@ class _Reader:
             t = self._tensor(sg.tensors[i], i)
             names[i] = g.add_tensor(t).name
         g.inputs = self._io(sg.inputs, names, "input")
-        g.outputs = self._io(sg.outputs, names, "output")
+        g.outputs = [names[i] for i in sg.outputs]  # one tensor may be listed twice: TFLite Micro fills both
         g.nodes = [self._node(op, names, k) for k, op in enumerate(sg.ops)]
         if self.bits_buffer is not None:
             bits_meta.apply(g, bits_meta.decode(self._buffer(self.bits_buffer), len(sg.tensors)), names)

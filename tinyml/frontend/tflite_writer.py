@@ -63,6 +63,7 @@ def _options(fb: Any, n: Node) -> tuple[int, Any]:
 def _tensor(fb: Any, t: Tensor, buffer: int, int4: bool) -> Any:
     out = fb.TensorT()
     out.name, out.shape, out.type, out.buffer = t.name, list(t.shape), TYPE_CODES["int4" if int4 else t.dtype], buffer
+    out.isVariable = t.state  # state (SVDF, LSTM): no buffer, starts at its zero point
     if t.quant is not None:
         q = fb.QuantizationParametersT()
         q.scale = [float(s) for s in t.quant.scale]

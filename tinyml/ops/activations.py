@@ -307,6 +307,12 @@ class _Sigmoidal(LutOp):
         else:
             super().emit(g, n, ctx)
 
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """int16: sigmoid16.c.j2 (rescale, interpolate, per element; a class per function), else a table."""
+        if g[n.inputs[0]].dtype == "int16":
+            return f"sigmoid16_{self.name.lower()}", {"call": 1, "out": g[n.outputs[0]].size}
+        return super().cost_terms(g, n)
+
     def values(self, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
         xi = g[n.inputs[0]]
         if xi.dtype == "int16":

@@ -38,7 +38,12 @@ def _matrices(g: Graph, n: Node) -> tuple[tuple[int, ...], tuple[int, ...], tupl
 
 
 def _requant(g: Graph, n: Node) -> tuple[int, int]:
-    sa, sb, so = (float(np.float32(g[t].quant.scale[0])) for t in (n.inputs[0], n.inputs[1], n.outputs[0]))
+    return matmul_multiplier(*(g[t].quant.scale[0] for t in (n.inputs[0], n.inputs[1], n.outputs[0])))
+
+
+def matmul_multiplier(sa: float, sb: float, so: float) -> tuple[int, int]:
+    """lhs scale * rhs scale / output scale (the stored float32 scales, in double) as (q, shift)."""
+    sa, sb, so = (float(np.float32(v)) for v in (sa, sb, so))
     return quantize_multiplier(sa * sb / so)
 
 
@@ -98,17 +103,34 @@ class BatchMatMul(Op):
         mult, shift = _requant(g, n)
         adj_x, adj_y = bool(n.attrs.get("adj_x")), bool(n.attrs.get("adj_y"))
         fn = ctx.kernel(
-            "batch_matmul.c.j2", batch=batch, lhs_strides=_strides(batch, ba, rows * depth),
+            "batch_matmul.c.j2", dsp=bool(ctx.target.dsp) and dsp_applies(g, n), depth4=depth - depth % 4, batch=batch, lhs_strides=_strides(batch, ba, rows * depth),
             rhs_strides=_strides(batch, bb, depth * cols), rows=rows, cols=cols, depth=depth,
             # element steps along i and k in lhs, along k and j in rhs
             lhs_i=1 if adj_x else depth, lhs_k=rows if adj_x else 1,
             rhs_k=1 if adj_y else cols, rhs_j=depth if adj_y else 1,
             lhs_zp=g[n.inputs[0]].quant.zp, rhs_zp=g[n.inputs[1]].quant.zp,
-            mult=c_int32(mult), shift=shift, out_zp=g[n.outputs[0]].quant.zp)
+            mult=c_int32(mult), shift=shift, out_zp=g[n.outputs[0]].quant.zp, out_i=cols)
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.inputs[1]), ctx.tensor(n.outputs[0]))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """A multiply-accumulate per (output, depth) pair and a requantization per output."""
+        """A multiply-accumulate per (output, depth) pair and a requantization per output; on a DSP
+        core (the cost model's assumption, as for FULLY_CONNECTED) the SMLAD kernel when it applies,
+        which also gathers each rhs column once per batch."""
         y = g[n.outputs[0]]
+        batch, _, _, rows, cols, depth = _matrices(g, n)
+        if dsp_applies(g, n):
+            gathers = int(np.prod(batch, dtype=np.int64)) * cols * depth
+            return bit_class("matmul_dsp", g[n.inputs[0]], g[n.inputs[1]], y), \
+                {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": gathers}
         return bit_class("matmul", g[n.inputs[0]], g[n.inputs[1]], y), \
             {"call": 1, "macs": self.macs(g, n), "out": y.size}
+
+
+DSP_MAX_DEPTH = 256  # the kernel's int16 column lives on the stack: at most 520 bytes
+
+
+def dsp_applies(g: Graph, n: Node) -> bool:
+    """Whether the SMLAD kernel runs (on a DSP core): lhs rows contiguous in depth (not adj_x),
+    at least four deep, a column that fits the stack buffer."""
+    depth = _matrices(g, n)[5]
+    return not n.attrs.get("adj_x") and 4 <= depth <= DSP_MAX_DEPTH

@@ -13,9 +13,9 @@ import numpy as np
 
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node, Quant
-from tinyml.ops.base import bit_class, Op, register
+from tinyml.ops.base import Op, register
 from tinyml.ops.strided_copy import (
-    contiguous_strides, Copy, COPY_CLASS, copy_pixel_cost, emit_copy, node_dtype_problem, strided_copy_terms,
+    contiguous_strides, Copy, copy_class, copy_pixel_cost, emit_copy, node_dtype_problem, strided_copy_terms,
 )
 
 if TYPE_CHECKING:
@@ -97,4 +97,4 @@ class Concatenation(Op):
         """Strided copies of every input into the output."""
         y = g[n.outputs[0]]
         copies = slab_copies([g[i].shape for i in n.inputs], _axis(g, n), y.shape)
-        return bit_class(COPY_CLASS, y), strided_copy_terms(copies, y.np_dtype.itemsize)
+        return copy_class(y), strided_copy_terms(copies, y.np_dtype.itemsize)

@@ -12,7 +12,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, border_pixels, Op, output_channels, per_channel_scales, register, remembered
-from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     CRUMB_SUM_LIMIT,
     NIBBLE_SUM_LIMIT,
@@ -37,6 +37,7 @@ from tinyml.ops.quantized import (
     window,
     Window,
 )
+from tinyml.ops.subbyte import signed_range
 
 
 @register
@@ -131,7 +132,7 @@ class Conv2D(Op):
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
         io8 = x.bits == g[n.outputs[0]].bits == 8
-        if ctx.target.dsp and io8 and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
+        if ctx.target.dsp and dsp_io(g, n) and dsp_shape(g, n) and not accumulator_may_overflow(wt, bias, in_off, (1, 2, 3)) \
                 and emit_dsp(g, n, ctx, wt, w, in_off, bias):
             return
         args = kernel_args(
@@ -157,13 +158,13 @@ class Conv2D(Op):
         multiple of 4, else tap by tap; `window_rows` rows of it), windows reaching into the padding
         through the border function (`border_px` calls, by words when cin is a multiple of 4). Small
         layers (`wide`) keep int16 weights, 4-bit ones nibble pairs (a class of their own by width).
-        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow,
-        16x8) the C loop, per output element and MAC."""
+        Else (groups, dilation, weights the row pairs cannot hold, an accumulator that may overflow)
+        the C loop, per output element and MAC; 16x8 layers: int16.mac16_cost_terms."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         cout, k_h, k_w, cin_g = wt.shape
-        if is_16x8(g, n):
-            return bit_class("conv_loop", x, wt, y), {"call": 1, "macs": self.macs(g, n), "out": y.size}
         w = window(g, n, k_h, k_w)
+        if is_16x8(g, n):
+            return mac16_cost_terms(g, n, w, False, x.shape[3], cin_g, cout)
         border = border_pixels(w) * w.batch
         variant, per_channel = dsp_variant(g, n)
         if variant is None:
@@ -213,7 +214,8 @@ def dsp_shape(g: Graph, n: Node) -> bool:
 
 def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
     """Which kernel emit runs on a DSP core: "wide" (the DSP GEMM with int16 weights), "pairs" (int8
-    row pairs), "nibbles" (4- or 2-bit weights), or None (the C loop, also for 4-bit activations); and whether the requantization is per channel. Decided on
+    row pairs), "nibbles" (4- or 2-bit weights), or None (the C loop; also 4-bit activations over
+    odd channel counts, see dsp_io); and whether the requantization is per channel. Decided on
     the weights as emit decides, remembered per weights array (a search asks again on every call)."""
     wt, x = g[n.inputs[1]], g[n.inputs[0]]
     bias = g[n.inputs[2]].data if len(n.inputs) > 2 and n.inputs[2] is not None else None
@@ -222,10 +224,10 @@ def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
         pc = per_channel_scales(wt)
         w = wt.data.astype(np.int8)
         in_off = -x.quant.zp
-        if wt.bits not in (8, 4, 2) or x.bits != 8 or g[n.outputs[0]].bits != 8 or not dsp_shape(g, n) \
+        if wt.bits not in (8, 4, 2) or not dsp_io(g, n) or not dsp_shape(g, n) \
                 or accumulator_may_overflow(w, bias_of(g, n), in_off, (1, 2, 3)):
             return None, pc
-        xmax = max(abs(-128 + in_off), abs(127 + in_off))
+        xmax = input_extent(x)
         if wt.bits < 8:  # nibble (int2: crumb) pairs, their own class by bit width
             limit = NIBBLE_SUM_LIMIT if wt.bits == 4 else CRUMB_SUM_LIMIT
             return ("nibbles" if acc_bound(w.reshape(w.shape[0], -1), None, xmax) < limit else None), pc
@@ -236,6 +238,21 @@ def dsp_variant(g: Graph, n: Node) -> tuple[str | None, bool]:
     return remembered((wt.data, bias, wt.quant.scale if wt.quant else None),
                       ("conv", wt.bits, x.bits, g[n.outputs[0]].bits, x.quant.zp, x.shape[3],
                        n.attrs.get("dilation_h_factor", 1), n.attrs.get("dilation_w_factor", 1)), decide)
+
+
+def dsp_io(g: Graph, n: Node) -> bool:
+    """Activation widths the DSP GEMM takes: 8 or 4 bits in and out, 4-bit ones only where every
+    pixel starts on a byte (even input resp. output channels): the GEMM widens 4 taps from two
+    bytes and stores each pair of output rows as one byte."""
+    x, y = g[n.inputs[0]], g[n.outputs[0]]
+    return x.bits in (8, 4) and y.bits in (8, 4) and (x.bits == 8 or x.shape[3] % 2 == 0) \
+        and (y.bits == 8 or y.shape[3] % 2 == 0)
+
+
+def input_extent(x) -> int:
+    """The largest |x + input offset| of an activation at its storage width (the packing bounds)."""
+    lo, hi = signed_range(min(x.bits, 8))
+    return max(abs(lo - x.quant.zp), abs(hi - x.quant.zp))
 
 
 def in_place_shape(g: Graph, n: Node) -> bool:
@@ -253,7 +270,8 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
     cout = wt.shape[0]
     depth = int(np.prod(wt.shape[1:]))
     rows = wt.reshape(cout, depth)
-    xmax = max(abs(-128 + in_off), abs(127 + in_off))
+    x, y = g[n.inputs[0]], g[n.outputs[0]]
+    xmax = input_extent(x)
     r = DspRequant.of(conv_requant(g, n, cout), acc_bound(rows, bias, xmax))
     groups4 = padded(depth, 4) // 4
     cin = wt.shape[3]
@@ -288,6 +306,7 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, w, in_off: int, bias: np.nd
         "conv2d.c.j2", dsp=True, px=GEMM_PIXELS, k_h=k_h, k_w=k_w, stride_h=w.stride_h, stride_w=w.stride_w, batch=w.batch,
         cin=cin, cout=cout, cout_pad=2 * pairs, groups4=groups4, in_offset=in_off,
         pointwise=pointwise, wide=wide, r=r.params(), **({"nib": True, "wsub": wsub} if nib else {}),
+        **({} if x.bits == y.bits == 8 else {"xbits": x.bits, "ybits": y.bits}),
     )
     geometry = (w.in_h, w.in_w, w.out_w, w.out_h * w.out_w, w.pad_top, w.pad_left)
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), ctx.const(stream, "w", "int32_t"),

@@ -19,7 +19,7 @@ from tinyml.codegen.cnames import ctype
 from tinyml.fixedpoint import INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
 from tinyml.ops.activations import LutOp
-from tinyml.ops.base import Op, register
+from tinyml.ops.base import Op, bit_class, register
 from tinyml.ops.elementwise import byte_codes, emit_lut, per_tensor_reason
 
 if TYPE_CHECKING:
@@ -88,6 +88,13 @@ class Quantize(LutOp):
         if x.dtype != "float32":
             return super().reference(g, n, inputs)
         return [affine_quantize(inputs[0], _scale(y), y.quant.zp, y.dtype).reshape(y.shape)]
+
+    def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
+        """From int16 the requantize loop (tm_requant per element), a kernel apart; else LutOp's."""
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
+        if x.dtype == "int16":
+            return bit_class("requantize", x, y), {"call": 1, "out": y.size}
+        return super().cost_terms(g, n)
 
     def emit(self, g: Graph, n: Node, ctx: "EmitContext") -> None:
         x, y = g[n.inputs[0]], g[n.outputs[0]]

@@ -14,7 +14,7 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, inside_taps, Op, output_channels, register, remembered
 from tinyml.ops.dsp_pack import DspRequant
-from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.subbyte import pack_bits
 from tinyml.ops.quantized import (
     Window,
@@ -98,7 +98,8 @@ class DepthwiseConv2D(Op):
     def inplace_inputs(self, g: Graph, n: Node) -> tuple[int, ...]:
         # The plane kernel copies channel c before writing output channel c,
         # and the output (same channels, no more pixels) fits in the input.
-        return (0,) if channel_plane(g, n) is not None and depth_multiplier(g, n) == 1 else ()
+        return (0,) if channel_plane(g, n) is not None and depth_multiplier(g, n) == 1 \
+            and g[n.inputs[0]].bits == g[n.outputs[0]].bits else ()
 
     def emit(self, g: Graph, n: Node, ctx) -> None:
         wt = g[n.inputs[1]].data.astype(np.int8)
@@ -133,13 +134,17 @@ class DepthwiseConv2D(Op):
         cout = channel_major.shape[0]
         dsp = ctx.target.dsp
         rq = DspRequant.of(conv_requant(g, n, cout), plane.acc_bound)
+        x, y = g[n.inputs[0]], g[n.outputs[0]]
         if not dsp:  # tm_requant_dsp and __ssat are DSP-header helpers; plain C takes TFLite's sequence
             rq = replace(rq, fast=False, shift=conv_requant(g, n, cout).shift.astype(np.int8))
         pairs = pair_schedule(w.k_h, w.k_w, w.stride_w) if dsp and w.out_w >= 2 else None
         # Packed pairs carry weights (and the bias) doubled where tm_requant_dsp2p applies: its
         # SaturatingRoundingDoublingHighMul is one SMMULR and the zero point rides in its rounding term.
         fold = pairs is not None and rq.fold
-        r = dict(rq.params(), fold=fold)
+        # every e >= 1: tm_requant_dsp2h takes p / 2 and saves an instruction per output
+        half = fold and bool(np.all(rq.shift >= 1))
+        pz = rq.pz() >> 1 if half else rq.pz() if fold else None
+        r = dict(rq.params(), fold=fold, half=half, pz=int(pz[0]) if fold else 0)
         if rq.per_channel:  # loaded once per channel into locals (an int8 store could alias the arrays)
             r.update(mult="qm", shift="qs", pz="qp")
         scale = 2 if fold else 1
@@ -154,24 +159,31 @@ class DepthwiseConv2D(Op):
         if rq.per_channel:
             values += [ctx.const(rq.mult, "mult", "int32_t"), ctx.const(rq.shift, "shift", "int8_t")]
             if fold:
-                values.append(ctx.const(rq.pz(), "pz", "int32_t"))
+                values.append(ctx.const(pz, "pz", "int32_t"))
         mult = depth_multiplier(g, n)
+        y = g[n.outputs[0]]
+        in_asm = pairs is not None and half and (rq.lo, rq.hi) == (-128, 127) and y.bits == 8
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout // mult, cout=cout, mult=mult, plane=plane, r=r,
-                        per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale)
+                        per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale,
+                        asm_rows=asm_rows(w, plane, pairs, cout) if in_asm else 0,
+                        **({} if x.bits == y.bits == 8 else {"xbits": x.bits, "ybits": y.bits}))
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
-        bytes), each channel's rows copied in by 4 pixels and single ones, per-channel constants
-        (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
-        odd last pixel a whole step), a requantization per output; with depth multiplier M one
+        bytes), each channel's rows copied in by blocks of 8 pixels (4 when narrower) and single
+        ones, per-channel constants (`ch`), output rows (or pairs of rows) and pixel steps (pairs of
+        pixels where the pair schedule pairs them, an odd last pixel a whole step; `steps2` the
+        assembly's two-row steps), a requantization per output; with depth multiplier M one
         plane copy per input channel serves M output channels. Else the generic loop (dilation,
-        16x8, sums that could leave int32): per output its requantization, the window rows and
-        taps inside the input."""
+        sums that could leave int32): per output its requantization, the window rows and taps
+        inside the input. 16x8 layers: int16.mac16_cost_terms."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         _, k_h, k_w, cout = wt.shape
         w = window(g, n, k_h, k_w)
-        if channel_plane(g, n) is None:  # the generic loop (16x8 is a class by width)
+        if is_16x8(g, n):
+            return mac16_cost_terms(g, n, w, True, x.shape[3], 1, cout)
+        if channel_plane(g, n) is None:  # the generic loop
             rows_in, cols_in = inside_taps(w)
             return bit_class("dw_generic", x, wt, y), {"call": 1, "out": y.size,
                                                        "taps": w.batch * cout * rows_in * cols_in,
@@ -179,15 +191,21 @@ class DepthwiseConv2D(Op):
         cls = f"dw_{k_h}x{k_w}_s{w.stride_h}" if k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2) \
             else "dw_other"
         schedule = pair_schedule(k_h, k_w, w.stride_w)
-        h, pw = (w.out_h - 1) * w.stride_h + k_h, (w.out_w - 1) * w.stride_w + k_w
-        copy_h, copy_w = max(0, min(w.in_h, h - w.pad_top)), max(0, min(w.in_w, pw - w.pad_left))
+        plane = channel_plane(g, n)
+        copy_h, copy_w = plane.copy_h, plane.copy_w
+        block = 8 if copy_w >= 8 else 4  # the copy loop's unrolling
         planes, copies = w.batch * cout, w.batch * x.shape[3]
-        rows = planes * w.out_h
         pixels = schedule.pixels if w.out_w >= 2 else 1
+        per_row = -(-w.out_w // pixels)
+        # two-row assembly steps where the 3x3-sized schedule allows them (emit also needs the
+        # short requantization, which the weights decide; the geometry decides almost always)
+        pairs_of_rows = w.out_h // 2 if pixels == 2 and asm_rows(w, plane, schedule, cout) == 2 else 0
+        rows = w.out_h - pairs_of_rows
         return bit_class(cls, x, wt, y), {
-            "call": 1, "fill": h * pw + 4 * schedule.per_row, "ch": planes, "copy_rows": copies * copy_h,
-            "copy_quads": copies * copy_h * (copy_w // 4), "copy_singles": copies * copy_h * (copy_w % 4),
-            "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
+            "call": 1, "fill": plane.bytes, "ch": planes, "copy_rows": copies * copy_h,
+            "copy_blocks": copies * copy_h * (copy_w // block), "copy_singles": copies * copy_h * (copy_w % block),
+            "rows": planes * rows, "steps": planes * (rows - pairs_of_rows) * per_row,
+            "steps2": planes * pairs_of_rows * per_row, "out": y.size}
 
 
 @dataclass(frozen=True)
@@ -221,8 +239,10 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
     x, wt = g[n.inputs[0]], g[n.inputs[1]]
     _, k_h, k_w, cout = wt.shape
     w = window(g, n, k_h, k_w)
-    if w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits < 8 or g[n.outputs[0]].bits < 8:
-        return None  # (4-bit activations: the generic kernel reads and writes them packed)
+    if w.dil_h != 1 or w.dil_w != 1 or is_16x8(g, n) or x.bits not in (8, 4) or g[n.outputs[0]].bits not in (8, 4):
+        return None
+    if (x.bits == 4 and x.shape[3] % 2) or (g[n.outputs[0]].bits == 4 and cout % 2):
+        return None  # 4-bit: the plane copy and stores need every pixel on a byte (generic kernel otherwise)
     bias_t = n.inputs[2] if len(n.inputs) > 2 else None
 
     def plane() -> Plane | None:
@@ -236,7 +256,7 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
         pw = (w.out_w - 1) * w.stride_w + k_w
         copy_h = max(0, min(w.in_h, h - w.pad_top))
         copy_w = max(0, min(w.in_w, pw - w.pad_left))
-        slack = 4 * pair_schedule(k_h, k_w, w.stride_w).per_row
+        slack = pair_schedule(k_h, k_w, w.stride_w).reach
         return Plane(h, pw, copy_h, copy_w, int(x.quant.zp), h * pw + slack, folded.astype(np.int32),
                      int(bound.max()))
 
@@ -248,63 +268,99 @@ def channel_plane(g: Graph, n: Node) -> Plane | None:
 class PairSchedule:
     """How neighbouring output pixels share the input words of the kernel rows.
 
-    Pixel p (0 or 1) of a step starts p * stride taps to the right. Word j of
-    a row holds taps 4j..4j+3; SXTB16 gives the int16 pairs (4j, 4j+2) ("lo")
-    and, after a rotate by 8, (4j+1, 4j+3) ("hi"). A data pair whose two taps
-    both meet the kernel is one SMLAD with a packed weight pair; a pair with
-    one tap is one SMLAxy (bottom/top half times a weight half). Identical
-    weight pairs share a word and single taps share words two by two, which
-    keeps the weights of a 3x3 kernel in five registers.
-    steps[ky][j] = [(pixel, "lo"|"hi", intrinsic, weight word)];
+    Pixel p (0 or 1) of a step starts p * stride taps to the right. Each row
+    loads a word at each offset in `loads` (bytes from the step's first tap):
+    SXTB16 gives the int16 pairs (o, o+2) ("lo") and, after a rotate by 8,
+    (o+1, o+3) ("hi"). A data pair whose two taps both meet the kernel is one
+    SMLAD with a packed weight pair; a pair with one tap is one SMLAxy
+    (bottom/top half times a weight half). Identical weight pairs share a word
+    and single taps share words two by two, which keeps the weights of a 3x3
+    kernel in five registers.
+    steps[ky][i] = [(pixel, "lo"|"hi", intrinsic, weight word)] for the load at loads[i];
     words[i] = (low tap, high tap) as kernel tap indices ky * k_w + kx, -1 for zero.
     """
 
     steps: list[list[list[tuple[int, str, str, int]]]]
     words: list[tuple[int, int]]
     pixels: int  # output pixels per step: 2, or 1 where two would share too few words
+    loads: tuple[int, ...]  # byte offsets of a row's word loads
 
     @property
     def per_row(self) -> int:
-        return len(self.steps[0])
+        return len(self.loads)
+
+    @property
+    def reach(self) -> int:
+        """Bytes a row's loads span from the step's first tap."""
+        return max(self.loads) + 4
 
 
 @lru_cache(maxsize=64)  # a few kernel shapes, asked for every depthwise layer's plane (read only)
 def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
-    """Two pixels per step share input words at stride 1 (and wide kernels); a 3-wide kernel
-    at stride 2 shares too little to pay for the registers, and each step computes one pixel."""
-    pixels = 2 if stride == 1 or k_w >= 5 else 1
+    """Two pixels per step share input words at stride 1 and for wide kernels (aligned words
+    over both pixels' taps). A 3-wide kernel at stride 2 shares only the middle word: pixel 1
+    reads a second word at offset 2, whose low pair is its (0, 2) taps, and takes its centre tap
+    from the top of the first word's odd pair. Pairs first, then single taps, each tap once."""
+    pixels = 2 if stride == 1 or k_w >= 5 or (stride == 2 and k_w == 3) else 1
     span = k_w + (pixels - 1) * stride  # taps the pixels of a step cover together
+    loads = (0, 2) if stride == 2 and k_w == 3 else tuple(4 * j for j in range((span + 3) // 4))
+    halves = [(i, half, o + d) for i, o in enumerate(loads) for half, d in (("lo", 0), ("hi", 1))]
     words: list[tuple[int, int]] = []
     singles: dict[int, tuple[int, str]] = {}  # tap -> (word, "b"|"t")
     open_word: int | None = None  # a single-tap word whose top half is still free
+
+    def single(tap: int) -> tuple[int, str]:
+        nonlocal open_word
+        if tap not in singles:
+            if open_word is not None:  # second single of a shared word
+                words[open_word] = (words[open_word][0], tap)
+                singles[tap], open_word = (open_word, "t"), None
+            else:
+                words.append((tap, -1))
+                singles[tap], open_word = (len(words) - 1, "b"), len(words) - 1
+        return singles[tap]
+
     steps = []
     for ky in range(k_h):
-        row = []
-        for j in range((span + 3) // 4):
-            ops = []
-            for p in range(pixels):
-                for half, first in (("lo", 4 * j), ("hi", 4 * j + 1)):
-                    kx = [t - p * stride for t in (first, first + 2)]
-                    inside = [0 <= k < k_w for k in kx]
-                    taps = [ky * k_w + k for k in kx]
-                    if all(inside):
-                        if tuple(taps) not in words:
-                            words.append(tuple(taps))
-                        ops.append((p, half, "smlad", words.index(tuple(taps))))
-                    elif any(inside):
-                        tap = taps[inside.index(True)]
-                        if tap not in singles:
-                            if open_word is not None:  # second single of a shared word
-                                words[open_word] = (words[open_word][0], tap)
-                                singles[tap], open_word = (open_word, "t"), None
-                            else:
-                                words.append((tap, -1))
-                                singles[tap], open_word = (len(words) - 1, "b"), len(words) - 1
-                        word, wpos = singles[tap]
-                        ops.append((p, half, "smla" + ("b" if inside[0] else "t") + wpos, word))
-            row.append(ops)
+        paired: dict[tuple[int, int, str], tuple[int, int]] = {}  # (load, pixel, half) -> kernel taps
+        for p in range(pixels):
+            free = set(range(k_w))  # taps of pixel p that no pair covers yet
+            for i, half, first in halves:
+                kx = (first - p * stride, first + 2 - p * stride)
+                if kx[0] in free and kx[1] in free:
+                    paired[i, p, half] = (ky * k_w + kx[0], ky * k_w + kx[1])
+                    free -= set(kx)
+        row: list[list[tuple[int, str, str, int]]] = [[] for _ in loads]
+        todo = {p: set(range(k_w)) - {t - ky * k_w for (_, q, _), pr in paired.items() if q == p for t in pr}
+                for p in range(pixels)}  # taps left for single multiplies
+        order = [(h, p) for i in range(len(loads)) for p in range(pixels) for h in halves[2 * i:2 * i + 2]]
+        for (i, half, first), p in order:  # load by load, as the words are laid out
+            if (i, p, half) in paired:
+                pair = paired[i, p, half]
+                if pair not in words:
+                    words.append(pair)
+                row[i].append((p, half, "smlad", words.index(pair)))
+                continue
+            for pos, t in (("b", first), ("t", first + 2)):
+                if t - p * stride in todo[p]:
+                    word, wpos = single(ky * k_w + t - p * stride)
+                    row[i].append((p, half, "smla" + pos + wpos, word))
+                    todo[p].discard(t - p * stride)
+        assert not any(todo.values()), "every tap of the kernel row is read by some load"
         steps.append(row)
-    return PairSchedule(steps, words, pixels)
+    return PairSchedule(steps, words, pixels, loads)
+
+
+def asm_rows(w: Window, plane: Plane, s: PairSchedule, cout: int) -> int:
+    """Output rows per step of the paired kernel's assembly loop, 0 for its C loop.
+
+    The assembly keeps at most five weight words in registers (a 3x3-sized
+    schedule) and addresses the plane and the output with 12-bit offsets;
+    at stride 1 two output rows share their input words (2), else one row (1).
+    """
+    if s.pixels != 2 or len(s.words) > 5 or w.k_h * plane.w + s.reach >= 4096 or 2 * w.out_w * cout >= 4096:
+        return 0
+    return 2 if w.stride_h == 1 and w.out_h >= 2 else 1
 
 
 def pack_pairs(channel_major: np.ndarray, s: PairSchedule) -> np.ndarray:

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
 
 MAX_RANK = 6  # TFLite Micro's broadcast limit (its MUL/PRELU broadcast only 4-D)
+# Comparisons (ops/compare.py): both inputs rescaled like ADD's, then compared; a 0/1 bool out.
+COMPARISONS: dict[str, str] = {"LESS": "<", "LESS_EQUAL": "<=", "GREATER": ">", "GREATER_EQUAL": ">=",
+                               "EQUAL": "==", "NOT_EQUAL": "!="}
+LOGICAL: dict[str, str] = {"LOGICAL_AND": "&&", "LOGICAL_OR": "||"}  # bool operands (ops/logical.py)
+_COMPARE = {"LESS": np.less, "LESS_EQUAL": np.less_equal, "GREATER": np.greater,
+            "GREATER_EQUAL": np.greater_equal, "EQUAL": np.equal, "NOT_EQUAL": np.not_equal}
 
 
 def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,6 +113,10 @@ class Arith:
             v = x1 + self.off1
             r = np.where(v >= 0, mbqm(v, self.m1, self.s1), mbqm(v * (x2 + self.off2), self.m2, self.s2))
             r = r + self.out_zp
+        elif self.kind in LOGICAL:
+            r = (np.logical_and if self.kind == "LOGICAL_AND" else np.logical_or)(x1 != 0, x2 != 0).astype(np.int64)
+        elif self.kind in COMPARISONS:
+            r = _COMPARE[self.kind](self.rescaled(x1, 1), self.rescaled(x2, 2)).astype(np.int64)
         else:
             a, b = self.rescaled(x1, 1), self.rescaled(x2, 2)
             raw = {"ADD": a + b, "SUB": a - b, "SQUARED_DIFFERENCE": (a - b) * (a - b)}[self.kind]
@@ -116,8 +126,8 @@ class Arith:
 
     @property
     def rescales_inputs(self) -> bool:
-        """Each input is first rescaled on its own (ADD, SUB, SQUARED_DIFFERENCE)."""
-        return self.kind in ("ADD", "SUB", "SQUARED_DIFFERENCE")
+        """Each input is first rescaled on its own (ADD, SUB, SQUARED_DIFFERENCE, comparisons)."""
+        return self.kind in ("ADD", "SUB", "SQUARED_DIFFERENCE", *COMPARISONS)
 
     def rescaled(self, x: np.ndarray, which: int) -> np.ndarray:
         """Input `which` (1 or 2) shifted left and rescaled: a function of its 8-bit code alone,
@@ -236,10 +246,7 @@ class BinaryOp(Op):
         a, b, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         nest = loop_nest(a.shape, b.shape, y.shape)
         p = self.arith(g, n)
-        # Rescaling an 8-bit input is a function of its byte: two 256-entry tables replace two
-        # requantizations per element (exact: built by the reference's own arithmetic).
-        tabled = p.rescales_inputs and a.bits == b.bits == 8
-        rescaled = [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))] if tabled else []
+        rescaled = self.byte_tables(g, n, p)
         # The output requantization of ADD/SUB in two shifts instead of TFLite's general sequence: exact when
         # the shift is a right shift (< 31) and |s1 +- s2| + 2^(shift-1) cannot overflow (true of real models).
         # On DSP cores with a shift <= 22, tables hold the rescaled inputs doubled for tm_requant_dsp2p
@@ -248,11 +255,20 @@ class BinaryOp(Op):
         short = bool(rescaled) and p.kind in ("ADD", "SUB") and -30 <= p.so <= 0 and bound + 2**30 < 2**31
         fold = short and ctx.target.dsp and p.so >= -22
         tables = [ctx.const(t.astype(np.int32) * (2 if fold else 1), "rescale", "int32_t") for t in rescaled]
-        fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=bool(tables), short=short,
-                        fold=fold, pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
+        fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=len(tables), short=short,
+                        fold=fold, cmp=COMPARISONS.get(p.kind), logic=LOGICAL.get(p.kind), pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype), abits=a.bits, bbits=b.bits,
                         ybits=y.bits)
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
+
+    def byte_tables(self, g: Graph, n: Node, p: Arith) -> list[np.ndarray]:
+        """int32 tables the kernel indexes by an input's byte (t1, t2...), exact: built by the reference's
+        own arithmetic. Rescaling an 8-bit input is a function of its byte: two tables replace two
+        requantizations per element."""
+        a, b = g[n.inputs[0]], g[n.inputs[1]]
+        if not (p.rescales_inputs and a.bits == b.bits == 8):
+            return []
+        return [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))]
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """One loop over the (broadcast) output, one kernel per op kind."""

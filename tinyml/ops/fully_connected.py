@@ -13,7 +13,7 @@ import numpy as np
 
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, Op, output_channels, register
-from tinyml.ops.int16 import io_reason, is_16x8, layer_requant, mac16_emit, weights_reason
+from tinyml.ops.int16 import fc_window, io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     NIBBLE_SUM_LIMIT,
     DspRequant,
@@ -29,7 +29,6 @@ from tinyml.ops.quantized import (
     bias_of,
     conv_requant,
     kernel_args,
-    Window,
 )
 
 
@@ -79,12 +78,20 @@ class FullyConnected(Op):
     def macs(self, g: Graph, n: Node) -> int:
         return g[n.inputs[0]].size * g[n.inputs[1]].shape[0]
 
+    def scratch_bytes(self, g: Graph, n: Node) -> int:
+        """A 4-bit input (depth % 4 == 0) widened once to int16 pairs, at any depth: the DSP kernel
+        reads nibbles only there (4 bytes per 4 inputs beside their 2 packed bytes); without it
+        the layer would run the C loop, ~11x the instructions."""
+        depth = g[n.inputs[1]].shape[1]
+        return 2 * depth if g[n.inputs[0]].bits == 4 and depth % 4 == 0 and not is_16x8(g, n) else 0
+
     def optional_scratch_bytes(self, g: Graph, n: Node) -> int:
         """The DSP kernel's input widened once to int16 pairs (depth % 4 tail excluded), for
         depths up to WIDEN_MAX_DEPTH: otherwise every block of 4 rows widens it again (2 of its
-        16 instructions per 16 MACs). Optional: at the peak step the RAM is worth more."""
+        16 instructions per 16 MACs). Optional: at the peak step the RAM is worth more. (4-bit
+        inputs: scratch_bytes.)"""
         depth = g[n.inputs[1]].shape[1]
-        if is_16x8(g, n):
+        if is_16x8(g, n) or self.scratch_bytes(g, n):
             return 0
         return 2 * (depth - depth % 4) if depth <= WIDEN_MAX_DEPTH else 0
 
@@ -92,15 +99,13 @@ class FullyConnected(Op):
         wt = g[n.inputs[1]].data.astype(np.int8)
         units, depth = wt.shape
         if is_16x8(g, n):
-            batches = g[n.inputs[0]].size // depth
-            win = Window(batches, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+            win = fc_window(g[n.inputs[0]].size // depth)
             mac16_emit(g, n, ctx, win, wt, depthwise=False, cin=depth, cin_g=depth, cout=units)
             return
         in_off = -g[n.inputs[0]].quant.zp
         bias = bias_of(g, n)
         bits = g[n.inputs[1]].bits
-        io8 = g[n.inputs[0]].bits == g[n.outputs[0]].bits == 8
-        if ctx.target.dsp and io8 and bits in (8, 4) and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
+        if ctx.target.dsp and dsp_io(g, n) and bits in (8, 4) and not accumulator_may_overflow(wt, bias, in_off, (1,)) \
                 and emit_dsp(g, n, ctx, wt, in_off, bias):
             return
         args = kernel_args(
@@ -117,12 +122,13 @@ class FullyConnected(Op):
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The kernel emit picks on a DSP core: the whole-layer asm kernel (depth and units multiples
         of 4; input widened once up to WIDEN_MAX_DEPTH), the DSP kernel (rows padded to blocks of 4,
-        a scalar tail of depth % 4), or the C loop (weights the row pairs cannot hold exactly)."""
+        each block a scalar `tail` loop of depth % 4 over its 4 rows), or the C loop (weights the row
+        pairs cannot hold exactly)."""
         x, wt, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
         units, depth = wt.shape
-        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
         if is_16x8(g, n):
-            return bit_class("fc_loop", x, wt, y), terms
+            return mac16_cost_terms(g, n, fc_window(x.size // depth), False, depth, depth, units)
+        terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
         w = wt.data.astype(np.int8)
         if accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
                 pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None:
@@ -132,7 +138,15 @@ class FullyConnected(Op):
         batches, blocks = x.size // depth, padded(units, 4) // 4
         return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks": batches * blocks,
                                                "steps": batches * blocks * (depth // 4),
-                                               "tail": batches * units * (depth % 4), "out": y.size}
+                                               "tail": batches * blocks * (depth % 4), "out": y.size}
+
+
+def dsp_io(g: Graph, n: Node) -> bool:
+    """Activation widths the DSP kernel takes: 8 or 4 bits; a 4-bit input with depth % 4 == 0 (no
+    scalar tail over nibbles), a 4-bit output with even units (two rows per stored byte)."""
+    x, y, depth = g[n.inputs[0]], g[n.outputs[0]], g[n.inputs[1]].shape[1]
+    return x.bits in (8, 4) and y.bits in (8, 4) and (x.bits == 8 or depth % 4 == 0) \
+        and (y.bits == 8 or y.size // max(x.size // depth, 1) % 2 == 0)
 
 
 # Deepest input widened once into scratch (2 bytes per input); deeper layers widen it in
@@ -160,13 +174,16 @@ def emit_dsp(g: Graph, n: Node, ctx, wt: np.ndarray, in_off: int, bias: np.ndarr
         return False
     r = DspRequant.of(conv_requant(g, n, units), acc_bound(wt, full, 128))
     rows = padded(units, 4)
-    xw = FullyConnected().optional_scratch_bytes(g, n)
+    xw = FullyConnected().scratch_bytes(g, n) or FullyConnected().optional_scratch_bytes(g, n)
     xw = xw if xw and ctx.scratch_planned() >= xw else 0
+    xbits, ybits = g[n.inputs[0]].bits, g[n.outputs[0]].bits
+    if xbits == 4 and not xw:  # a 4-bit input is widened only into scratch
+        return False
     common = dict(dsp=True, batches=g[n.inputs[0]].size // depth, depth=depth, units=units, r=r.params(), xw=xw > 0,
-                  **({"nib": True} if nib else {}))
+                  **({"nib": True} if nib else {}), **({} if xbits == ybits == 8 else {"xbits": xbits, "ybits": ybits}))
     # the asm kernel keeps output - input in 24 signed bits: any arena below 8 MB
     near = max(ctx.offsets.values(), default=0) + sum(b for _, b in ctx.scratch_plan.values()) < 1 << 23
-    if depth % 4 == 0 and units % 4 == 0 and r.fold and near and not nib:
+    if depth % 4 == 0 and units % 4 == 0 and r.fold and near and not nib and xbits == ybits == 8:
         per_row = np.stack([r.mult, r.pz()], axis=1) if r.per_channel else None
         args = [ctx.const(block_stream(packed, full, (8 if xw else 4) * depth // 4, per_row), "w", "int32_t")]
         fn = ctx.kernel("fully_connected.c.j2", layer_asm=True, **common)

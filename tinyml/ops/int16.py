@@ -18,6 +18,7 @@ import numpy as np
 
 from tinyml.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from tinyml.ir import Graph, Node, Tensor
+from tinyml.ops.base import inside_taps, remembered
 from tinyml.ops.quantized import (
     Requant,
     Window,
@@ -157,10 +158,8 @@ def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwi
     """Render kernels/mac16.c.j2 for one layer (weights in the layout the template indexes)."""
     rq = layer_requant(g, n, cout)
     bias = bias_tensor(g, n)
-    w = weights.astype(np.int64)
-    # An int32 accumulator (one MLA per tap) is exact while the taps' sum cannot leave int32.
-    peak = np.abs(w.reshape(cout, -1) if not depthwise else w.reshape(-1, cout).T).sum(axis=1).max() * (1 << 15)
-    acc_t = "int32_t" if peak < (1 << 31) or rq.int32_path else "int64_t"
+    variant = mac16_variant(weights, rq.int32_path, win, depthwise, cin, cin_g, cout, ctx.target.dsp)
+    acc_t = "int64_t" if variant == "loop64" else "int32_t"
     names, values = ["weights"], [ctx.const(weights.astype(np.int8), "w", "int8_t")]
     ctypes = ["int8_t"]
     has_bias = bias is not None and bool(np.any(bias.data != 0))
@@ -174,9 +173,7 @@ def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwi
         names += ["rm", "ts"]
         values += [ctx.const(m.astype(np.int32), "mult", "int32_t"), ctx.const(s.astype(np.int8), "shift", "int8_t")]
         ctypes += ["int32_t", "int8_t"]
-    fast = ctx.target.dsp and acc_t == "int32_t"
-    dsp = fast and dot_layer(win, depthwise, cin, cin_g)
-    dsp_rows = fast and not dsp and row_runs(win, depthwise, cin, cin_g)
+    dsp, dsp_rows = variant == "dot", variant == "rows"
     if dsp or dsp_rows:  # runs of 4 weights as (w0, w2, w1, w3): kernels/_mac16_dsp.j2, _conv16_dsp.j2
         rows = weights.reshape(cout if dsp else cout * win.k_h, -1)
         values[0] = ctx.const(smlad_order(rows), "w", "int8_t")
@@ -188,6 +185,62 @@ def mac16_emit(g: Graph, n: Node, ctx, win: Window, weights: np.ndarray, depthwi
         signature=", ".join(f"const {t} *{nm}" for t, nm in zip(ctypes, names)),
     )
     ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values)
+
+
+def fc_window(batches: int) -> Window:
+    """A fully connected layer as mac16.c.j2 runs it: a 1x1 convolution over its batches."""
+    return Window(batches, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1)
+
+
+def mac16_variant(weights: np.ndarray, int32_path: bool, win: Window, depthwise: bool, cin: int, cin_g: int,
+                  cout: int, dsp_core: bool) -> str:
+    """The kernel mac16.c.j2 runs (emit and cost_terms decide alike): "loop64" (the C loop on an int64
+    accumulator), "dot" (_mac16_dsp.j2), "rows" (_conv16_dsp.j2) or "loop" (the C loop, int32)."""
+    # An int32 accumulator (one MLA per tap) is exact while the taps' sum cannot leave int32.
+    if not int32_path and acc_peak(weights, depthwise, cout) >= 1 << 31:
+        return "loop64"
+    if dsp_core and dot_layer(win, depthwise, cin, cin_g):
+        return "dot"
+    if dsp_core and row_runs(win, depthwise, cin, cin_g):
+        return "rows"
+    return "loop"
+
+
+def acc_peak(weights: np.ndarray, depthwise: bool, cout: int) -> int:
+    """The largest |accumulator| an output can reach on int16 inputs (bias excluded)."""
+    w = np.abs(weights.astype(np.int64))
+    return int((w.reshape(cout, -1) if not depthwise else w.reshape(-1, cout).T).sum(axis=1).max()) * (1 << 15)
+
+
+def mac16_cost_terms(g: Graph, n: Node, win: Window, depthwise: bool, cin: int, cin_g: int,
+                     cout: int) -> tuple[str, dict[str, float]]:
+    """Op.cost_terms of a 16x8 conv/depthwise/FC layer: the kernel emit runs on a DSP core (its own
+    class) and its loops. "dot": per output row, steps of 4 inputs and a depth % 4 scalar tail;
+    "rows": per output pixel its window computation (`px`), per output and window row inside the
+    input a run of taps (`rows`) taken 4 at a time (`steps`) with a scalar `tail` (`pad_`: the runs' bounds
+    vary per pixel, GCC keeps fewer of its pointers in registers: measured up to 2x per step); the C loops: per
+    output the taps inside the input, per tap its input channels (`macs`). Every output ends in a
+    64-bit requantization (`out`)."""
+    wt = g[n.inputs[1]]
+    bias = bias_tensor(g, n)
+    int32_path = bias is not None and bias.dtype == "int32"
+    variant = remembered((wt.data,), ("mac16", int32_path, depthwise, cout, win, cin, cin_g),
+                         lambda: mac16_variant(wt.data, int32_path, win, depthwise, cin, cin_g, cout, True))
+    outputs = win.batch * win.out_h * win.out_w * cout
+    rows_in, cols_in = inside_taps(win)
+    if variant == "dot":
+        depth = int(np.prod(wt.shape[1:]))
+        return "mac16_dot", {"call": 1, "out": outputs, "steps": outputs * (depth // 4),
+                             "tail": outputs * (depth % 4)}
+    if variant == "rows":  # padded layers have cin % 4 == 0: runs of whole groups
+        rows, run = win.batch * cout * rows_in * win.out_w, win.k_w * cin
+        steps = win.batch * cout * rows_in * (cols_in * cin // 4) if win.has_padding else rows * (run // 4)
+        pad = {"pad_rows": rows, "pad_steps": steps} if win.has_padding else {}
+        return "mac16_rows", {"call": 1, "px": outputs // cout, "out": outputs, "rows": rows, "steps": steps,
+                              "tail": 0 if win.has_padding else rows * (run % 4), **pad}
+    taps = win.batch * cout * rows_in * cols_in
+    cls = ("mac16_dw" if depthwise else "mac16_loop") + ("64" if variant == "loop64" else "")
+    return cls, {"call": 1, "out": outputs, "taps": taps, **({} if depthwise else {"macs": taps * cin_g})}
 
 
 def io_reason(g: Graph, n: Node, needed: int) -> str | None:

@@ -100,14 +100,14 @@ class _Pool2D(Op):
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """Per output element the window rows inside the input and their taps (unrolled at literal
         offsets without padding and up to 8 columns, else a loop: `loop_taps`), the division or
-        comparison and the clamp. One template for both kinds (measured within 4 % of each other),
-        one class."""
+        comparison and the clamp. One template for both kinds (measured within 4 % of each other)
+        and for int8 and int16 (within 2 %), one class; sub-byte storage reads through bit helpers."""
         x, y = g[n.inputs[0]], g[n.outputs[0]]
         w = pool_window(g, n)
         rows, cols = inside_taps(w)
         ch = w.batch * x.shape[-1]
         unrolled = not w.has_padding and w.k_w <= 8
-        return bit_class("pool", x, y), {"call": 1, "out": y.size, "rows": ch * rows * w.out_w,
+        return ("pool" if min(x.bits, y.bits) >= 8 else bit_class("pool", x, y)), {"call": 1, "out": y.size, "rows": ch * rows * w.out_w,
                                          "taps" if unrolled else "loop_taps": ch * rows * cols}
 
 

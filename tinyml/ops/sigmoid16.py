@@ -76,7 +76,11 @@ def reason(g: Graph, n: Node) -> str | None:
 
 def values(kind: str, g: Graph, n: Node, x: np.ndarray) -> np.ndarray:
     """The int16 outputs for int16 input codes `x` (any shape)."""
-    m, shift = input_rescale(kind, g[n.inputs[0]])
+    return lut(kind, *input_rescale(kind, g[n.inputs[0]]), x)
+
+
+def lut(kind: str, m: int, shift: int, x: np.ndarray) -> np.ndarray:
+    """LOGISTIC/TANH of int16 codes `x` rescaled by m / 2^shift (the LSTM gates call this too)."""
     rnd = (1 << (shift - 1)) if shift > 0 else 0
     # Input scales above 2/3 give multipliers above 32767 that TFLite Micro still uses: the int32
     # product wraps there (real LSTM models have such scales; the wrapped inputs saturate anyway).

@@ -17,10 +17,10 @@ import numpy as np
 from tinyml.codegen.cnames import ctype
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import Op, bit_class, register
+from tinyml.ops.base import Op, register
 from tinyml.ops.concat import positive_axis
 from tinyml.ops.strided_copy import (
-    COPY_CLASS,
+    copy_class,
     Copy,
     const_ints,
     contiguous_strides,
@@ -169,7 +169,7 @@ class _ViewOp(Op):
         """Strided copies of the views."""
         x = g[n.inputs[self.data_input]]
         copies = [view_copy(x.shape, axes) for axes in self.views(g, n)]
-        return bit_class(COPY_CLASS, x), strided_copy_terms(copies, x.np_dtype.itemsize)
+        return copy_class(x), strided_copy_terms(copies, x.np_dtype.itemsize)
 
 
 @register

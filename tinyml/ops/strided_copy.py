@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from tinyml.codegen.cnames import ctype
 from tinyml.ir import DTYPES, Graph, Node, Tensor
-from tinyml.ops.base import output_channels
+from tinyml.ops.base import bit_class, output_channels
 
 if TYPE_CHECKING:
     from tinyml.codegen.context import EmitContext
@@ -29,6 +29,12 @@ MAX_ELEMENTS = 2**31 - 1
 COPY_COST = 0.5
 # The cost model's class of this kernel (tinyml/cost): one kernel, one set of coefficients.
 COPY_CLASS = "copy_strided"
+
+
+def copy_class(t: Tensor) -> str:
+    """The cost class of copies of `t`: COPY_CLASS whatever its byte width (the terms count bytes and
+    elements), another for sub-byte storage (moved one element at a time through bit helpers)."""
+    return COPY_CLASS if t.bits >= 8 else bit_class(COPY_CLASS, t)
 
 
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -81,8 +87,10 @@ def strided_copy_terms(copies: Sequence[Copy], itemsize: int) -> dict[str, float
     """Op.cost_terms counts of the copies emit_copy runs: kernel calls; when the innermost dimension
     is contiguous in both tensors, one memcpy of a constant size per run, which the compiler inlines
     as word moves up to INLINE_MEMCPY_BYTES of whole words (`inline_runs`, `inline_words`), else calls
-    (`runs`, `bytes`; `odd_` when the size is not whole words: the library copies bytes); else
-    elements copied one by one and the entries into their innermost loop (`rows`)."""
+    (`runs`, `bytes`; `odd_` when the size is not whole words: the library copies bytes; wider
+    elements are aligned to their size, so such runs of them are inlined too); else elements copied
+    one by one (`wide_elements` when wider than a byte: one more instruction each, measured on
+    int16) and the entries into their innermost loop (`rows`)."""
     t: dict[str, float] = {"call": 0.0}
     for copy in copies:
         if copy.count == 0:
@@ -92,12 +100,12 @@ def strided_copy_terms(copies: Sequence[Copy], itemsize: int) -> dict[str, float
         rows = c.count // c.dims[-1]
         if c.src_strides[-1] == 1 and c.dst_strides[-1] == 1:
             run = c.dims[-1] * itemsize
-            if run % 4 == 0 and run <= INLINE_MEMCPY_BYTES:
-                keys, per_run = ("inline_runs", "inline_words"), run // 4
+            if run % min(itemsize, 4) == 0 and run <= INLINE_MEMCPY_BYTES and (run % 4 == 0 or itemsize > 1):
+                keys, per_run = ("inline_runs", "inline_words"), -(-run // 4)
             else:
                 keys, per_run = ("runs", "bytes") if run % 4 == 0 else ("odd_runs", "odd_bytes"), run
         else:
-            keys, per_run = ("rows", "elements"), c.dims[-1]
+            keys, per_run = ("rows", "elements" if itemsize == 1 else "wide_elements"), c.dims[-1]
         t[keys[0]] = t.get(keys[0], 0.0) + rows
         t[keys[1]] = t.get(keys[1], 0.0) + rows * per_run
     return t

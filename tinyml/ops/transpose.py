@@ -12,9 +12,9 @@ import numpy as np
 
 from tinyml.errors import BadModel
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, Op, register
+from tinyml.ops.base import Op, register
 from tinyml.ops.strided_copy import (
-    COPY_CLASS, Copy, const_ints, contiguous_strides, emit_copy, node_dtype_problem, strided_copy_terms,
+    copy_class, Copy, const_ints, contiguous_strides, emit_copy, node_dtype_problem, strided_copy_terms,
 )
 
 if TYPE_CHECKING:
@@ -68,4 +68,4 @@ class Transpose(Op):
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The strided copy of the permuted input."""
         x = g[n.inputs[0]]
-        return bit_class(COPY_CLASS, x), strided_copy_terms([transpose_copy(x.shape, _perm(g, n))], x.np_dtype.itemsize)
+        return copy_class(x), strided_copy_terms([transpose_copy(x.shape, _perm(g, n))], x.np_dtype.itemsize)

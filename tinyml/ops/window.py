@@ -25,7 +25,7 @@ import numpy as np
 from tinyml.ir import Graph, Node
 from tinyml.ops.base import bit_class, Op, register
 from tinyml.ops.strided_copy import (
-    contiguous_strides, Copy, COPY_CLASS, copy_pixel_cost, emit_copy, node_dtype_problem, strided_copy_terms,
+    contiguous_strides, Copy, copy_class, copy_pixel_cost, emit_copy, node_dtype_problem, strided_copy_terms,
 )
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class ReadWindow(Op):
         if src.streamed:
             return bit_class("copy_streamed", dst), {"call": 1, "bytes": dst.nbytes}
         copy = window_copy(src.shape, _begin(n), dst.shape, into_outer=False)
-        return bit_class(COPY_CLASS, dst), strided_copy_terms([copy], dst.np_dtype.itemsize)
+        return copy_class(dst), strided_copy_terms([copy], dst.np_dtype.itemsize)
 
 
 @register
@@ -138,4 +138,4 @@ class WriteWindow(Op):
         """A strided copy of the window into the full tensor (the planner keeps the accumulator in place)."""
         src, out = g[n.inputs[1]], g[n.outputs[0]]
         copy = window_copy(out.shape, _begin(n), src.shape, into_outer=True)
-        return bit_class(COPY_CLASS, src), strided_copy_terms([copy], src.np_dtype.itemsize)
+        return copy_class(src), strided_copy_terms([copy], src.np_dtype.itemsize)

@@ -16,7 +16,7 @@ from tinyml.ir import Graph
 from tinyml.quantize.calibrate import Calibration, Progress, calibrate
 from tinyml.quantize.policy import QuantPolicy
 from tinyml.quantize.prepare import prepare_float
-from tinyml.quantize.ptq import quantize_graph, weight_errors
+from tinyml.quantize.ptq import narrow_widths, quantize_graph, weight_errors
 
 __all__ = ["Quantized", "QuantPolicy", "quantize_float_graph", "write_quantized"]
 
@@ -35,7 +35,7 @@ def quantize_float_graph(g: Graph, calib: np.ndarray, policy: QuantPolicy,
     policy.check()
     prepare_float(g)
     errors = weight_errors(g, policy) if policy.bias_correction else None
-    cal = calibrate(g, calib, policy, errors, progress)
+    cal = calibrate(g, calib, policy, errors, progress, narrow_widths(g, policy))
     return write_quantized(g, quantize_graph(g, cal, policy), cal, policy)
 
 

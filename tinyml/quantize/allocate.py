@@ -1,16 +1,18 @@
 """Bit allocation as an integer linear program (HAWQ-V3), solved by CBC through PuLP.
 
 One binary per (layer, weight width) and per (activation group, width), one
-width each. Minimise sum(trace x perturbation): the second-order loss
-increase HAWQ-V3 minimises, with HAWQ-V2's average Hessian trace per layer
-(weights) or per tensor (activations). Constraints are the kit's own costs:
+width each. Minimise the sum of each choice's predicted loss increase: either
+trace x perturbation (`hawq_costs`: the second-order term HAWQ-V3 minimises,
+with HAWQ-V2's average Hessian trace per layer or per tensor) or the increase
+measured on calibration data (train/measured.py). Constraints are the kit's own costs:
 - flash: packed weight bytes (bitcost.WeightChoice.bytes) plus the constants
   no choice touches, at most the budget;
 - SRAM: at every step of the int8 memory plan's lifetimes, the bytes live
   (a 4-bit activation tensor counts half) at most the budget. That sum is the
   planner's lower bound; the caller checks the planned arena afterwards and
   tightens the bound when fragmentation puts it over (mixed.py);
-- instructions: tinyml.cost's per-layer estimates, scaled per width.
+- instructions: tinyml.cost's per-layer estimates, scaled per op and width,
+  plus the nibble paths of 4-bit activation groups.
 Residual branches are tied as in HAWQ-V3: the activation groups an ADD joins
 take one width.
 """
@@ -90,16 +92,26 @@ class Allocation:
         return {n: (b, act.get(n, 8)) for n, b in self.weights.items()}
 
 
-def allocate(weights: list[WeightChoice], acts: list[ActChoice], w_trace: dict[str, float],
-             a_trace: dict[str, float], w_bits: tuple[int, ...], a_bits: tuple[int, ...], budgets: Budgets,
+Costs = dict[str, dict[int, float]]  # layer or activation group -> bits -> predicted loss increase
+
+
+def hawq_costs(weights: list[WeightChoice], acts: list[ActChoice], w_trace: dict[str, float],
+               a_trace: dict[str, float]) -> tuple[Costs, Costs]:
+    """HAWQ-V3's objective terms: average Hessian trace x ||Q_b - identity||^2."""
+    return ({c.node: {b: w_trace[c.node] * e for b, e in c.error.items()} for c in weights},
+            {a.key: {b: a_trace.get(a.key, 0.0) * e for b, e in a.error.items()} for a in acts})
+
+
+def allocate(weights: list[WeightChoice], acts: list[ActChoice], w_cost: Costs, a_cost: Costs,
+             w_bits: tuple[int, ...], a_bits: tuple[int, ...], budgets: Budgets,
              fixed_bytes: int, fixed_instructions: int, sram: SramModel,
              ties: list[tuple[str, str]]) -> Allocation:
-    """The allocation minimising the trace-weighted perturbation within the budgets (TinymlError if none)."""
+    """The allocation minimising the summed costs within the budgets (TinymlError if none)."""
     prob = pulp.LpProblem("bits", pulp.LpMinimize)
     xw = {(c.node, b): pulp.LpVariable(f"w{i}_{b}", cat="Binary") for i, c in enumerate(weights) for b in w_bits}
     xa = {(a.key, b): pulp.LpVariable(f"a{i}_{b}", cat="Binary") for i, a in enumerate(acts) for b in a_bits}
-    prob += (pulp.lpSum(w_trace[c.node] * c.error[b] * xw[c.node, b] for c in weights for b in w_bits)
-             + pulp.lpSum(a_trace.get(a.key, 0.0) * a.error[b] * xa[a.key, b] for a in acts for b in a_bits))
+    prob += (pulp.lpSum(w_cost[c.node][b] * xw[c.node, b] for c in weights for b in w_bits)
+             + pulp.lpSum(a_cost.get(a.key, {}).get(b, 0.0) * xa[a.key, b] for a in acts for b in a_bits))
     for c in weights:
         prob += pulp.lpSum(xw[c.node, b] for b in w_bits) == 1
     for a in acts:
@@ -111,6 +123,7 @@ def allocate(weights: list[WeightChoice], acts: list[ActChoice], w_trace: dict[s
         prob += pulp.lpSum(c.bytes(b) * xw[c.node, b] for c in weights for b in w_bits) <= budgets.flash - fixed_bytes
     if budgets.instructions is not None:
         prob += pulp.lpSum(c.instructions(b) * xw[c.node, b] for c in weights for b in w_bits) \
+            + pulp.lpSum(a.instructions(b) * xa[a.key, b] for a in acts for b in a_bits) \
             <= budgets.instructions - fixed_instructions
     if budgets.sram is not None:
         for f, v in zip(sram.fixed, sram.variable):
@@ -125,4 +138,5 @@ def allocate(weights: list[WeightChoice], acts: list[ActChoice], w_trace: dict[s
     ab = {a.key: next(b for b in a_bits if xa[a.key, b].value() > 0.5) for a in acts}
     return Allocation(wb, ab, float(pulp.value(prob.objective) or 0.0),
                       fixed_bytes + sum(c.bytes(wb[c.node]) for c in weights), sram.live(ab),
-                      fixed_instructions + sum(c.instructions(wb[c.node]) for c in weights), {a.key: a.owners for a in acts})
+                      fixed_instructions + sum(c.instructions(wb[c.node]) for c in weights)
+                      + sum(a.instructions(ab[a.key]) for a in acts), {a.key: a.owners for a in acts})

@@ -5,7 +5,9 @@ activation's min/max, plus, for each conv/depthwise/FC layer, the mean per
 output channel of that layer applied with its weight *errors* (W - deq(q(W)))
 to its real inputs: the shift bias correction removes (Nagel et al., "Data-Free
 Quantization", empirical variant). Pass 2, for percentile and MSE calibration,
-fills a fixed-range histogram per tensor, from which the range is chosen.
+fills a fixed-range histogram per tensor, from which the range is chosen;
+with min/max calibration it still runs for the tensors stored at 4 bits, whose
+ranges come from the MSE search at their width.
 """
 from __future__ import annotations
 
@@ -39,8 +41,10 @@ class Calibration:
 
 def calibrate(g: Graph, data: np.ndarray, policy: QuantPolicy,
               weight_error: dict[str, np.ndarray] | None = None,
-              progress: Progress | None = None) -> Calibration:
-    """Observe `data` ([N, ...] float inputs of the graph's single input) and pick ranges."""
+              progress: Progress | None = None, narrow: dict[str, int] | None = None) -> Calibration:
+    """Observe `data` ([N, ...] float inputs of the graph's single input) and pick ranges.
+
+    `narrow`: the tensors the PTQ pass stores below 8 bits, with their width (ptq.narrow_widths)."""
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     shift_sum: dict[str, np.ndarray] = {}
@@ -65,20 +69,27 @@ def calibrate(g: Graph, data: np.ndarray, policy: QuantPolicy,
         if not (np.isfinite(a) and np.isfinite(b)):
             raise TinymlError(f"the float model computes NaN or infinity at {show(k)} on the calibration data")
     ranges = dict(minmax)
-    if policy.calibration != "minmax":
-        hists = {k: np.zeros(BINS, np.int64) for k in minmax}
+    narrow = narrow or {}
+    histogrammed = minmax if policy.calibration != "minmax" else {k: minmax[k] for k in narrow if k in minmax}
+    if histogrammed:
+        hists = {k: np.zeros(BINS, np.int64) for k in histogrammed}
 
         def fill(name: str, y: np.ndarray) -> None:
+            if name not in hists:
+                return
             a, b = minmax[name]
             if b - a >= MIN_RANGE:
                 hists[name] += np.histogram(y, bins=BINS, range=(a, b))[0]
 
-        _passes(g, data, f"calibrating ({policy.calibration})", progress,
-                lambda n, args, y: fill(n.outputs[0], y), fill)
-        choose = percentile_range if policy.calibration == "percentile" else mse_range
-        for k, (a, b) in minmax.items():
-            if hists[k].sum():
-                ranges[k] = choose(hists[k], a, b, policy)
+        _passes(g, data, f"calibrating ({'mse' if policy.calibration == 'minmax' else policy.calibration})",
+                progress, lambda n, args, y: fill(n.outputs[0], y), fill)
+        for k, (a, b) in histogrammed.items():
+            if not hists[k].sum():
+                continue
+            if policy.calibration == "percentile":
+                ranges[k] = percentile_range(hists[k], a, b, policy)
+            else:  # mse, or minmax's sub-byte tensors: one 4-bit code is 1/15 of the range, outliers cost
+                ranges[k] = mse_range(hists[k], a, b, policy, narrow.get(k, 8))
     shift = {k: shift_sum[k] / shift_count[k] for k in shift_sum}
     return Calibration(minmax, ranges, shift, int(data.shape[0]))
 
@@ -108,9 +119,11 @@ def percentile_range(counts: np.ndarray, a: float, b: float, policy: QuantPolicy
     return min(lo, 0.0), max(hi, 0.0)
 
 
-def mse_range(counts: np.ndarray, a: float, b: float, policy: QuantPolicy) -> tuple[float, float]:
-    """The clip range whose int8 quantization of the histogram has the least squared error."""
-    bits = policy.default.activations
+def mse_range(counts: np.ndarray, a: float, b: float, policy: QuantPolicy,
+              bits: int | None = None) -> tuple[float, float]:
+    """The clip range whose quantization at `bits` (default: the policy's activation width) of the
+    histogram has the least squared error."""
+    bits = policy.default.activations if bits is None else bits
     qmin, qmax = signed_range(bits)
     edges = _edges(a, b)
     keep = counts > 0

@@ -92,6 +92,11 @@ def activation_bits(g: Graph, policy: QuantPolicy, group: dict[str, str]) -> dic
     return {t.name: 8 if group[t.name] in forced else narrowest[group[t.name]] for t in g.activations()}
 
 
+def narrow_widths(g: Graph, policy: QuantPolicy) -> dict[str, int]:
+    """Activation tensors stored below 8 bits under `policy`, with their width (calibrate's `narrow`)."""
+    return {k: b for k, b in activation_bits(g, policy, quant_groups(g)).items() if b < 8}
+
+
 def quantize_graph(g: Graph, cal: Calibration, policy: QuantPolicy) -> Graph:
     """A new int8 graph from float graph `g` (left unchanged)."""
     q = copy.deepcopy(g)

@@ -44,7 +44,8 @@ class CandidateCost:
         return asdict(self)
 
 
-def price(arch: Arch, space: Space, task: Task, board: str, budget: Budget, mode: str = "fast") -> CandidateCost:
+def price(arch: Arch, space: Space, task: Task, board: str, budget: Budget, mode: str = "fast",
+          weight_bits: int = 8) -> CandidateCost:
     """tinyml.cost on the subnet's int8 graph, with a patch schedule that fits the SRAM budget when one does."""
     from tinyml.cost import estimate
     from tinyml.cost.model import load_coefficients
@@ -52,7 +53,7 @@ def price(arch: Arch, space: Space, task: Task, board: str, budget: Budget, mode
 
     coef = load_coefficients()
     arena_budget = budget.sram_bytes - coef["stack_bytes"]
-    g = cost_graph(arch, space, task)
+    g = cost_graph(arch, space, task, weight_bits=weight_bits)
     try:
         c = estimate(g, board, mode=mode, sram_budget=arena_budget)
     except TinymlError:  # exact mode: no schedule fits; price it layer by layer (it will not fit)
@@ -63,27 +64,31 @@ def price(arch: Arch, space: Space, task: Task, board: str, budget: Budget, mode
 
 
 def price_batch(archs: list[Arch], space: Space, task: Task, board: str, budget: Budget,
-                mode: str = "fast") -> list[CandidateCost]:
-    return [price(a, space, task, board, budget, mode) for a in archs]
+                mode: str = "fast", weight_bits: int = 8) -> list[CandidateCost]:
+    return [price(a, space, task, board, budget, mode, weight_bits) for a in archs]
 
 
 class CostService:
-    """Prices candidates in batches of Ray tasks (a local Ray unless `address`), caching by subnet."""
+    """Prices candidates in batches of Ray tasks (a local Ray unless `address`), caching by subnet.
+
+    `weight_bits` 4 (`--bits mixed`): weights priced at 4 bits, the flash floor of the bit allocation
+    (8 or 4 bits per layer) the finalists get; activations stay 8-bit."""
 
     def __init__(self, space: Space, task: Task, board: str, budget: Budget, address: str | None = None,
-                 batch: int = 64):
+                 batch: int = 64, weight_bits: int = 8):
         from tinyml.search.cluster import ray_session
 
         self.ray = ray_session(address)
         self.batch = batch
         self.context = self.ray.put((space, task, board, budget))
+        self.weight_bits = weight_bits
         self._remote = self.ray.remote(_price_remote)
         self.cache: dict[tuple[Arch, str], CandidateCost] = {}
 
     def costs(self, archs: list[Arch], mode: str = "fast", progress=None) -> list[CandidateCost]:
         todo = list(dict.fromkeys(a for a in archs if (a, mode) not in self.cache))
         chunks = [todo[i:i + self.batch] for i in range(0, len(todo), self.batch)]
-        pending = {self._remote.remote(self.context, chunk, mode): chunk for chunk in chunks}
+        pending = {self._remote.remote(self.context, chunk, mode, self.weight_bits): chunk for chunk in chunks}
         done = 0
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
@@ -101,9 +106,9 @@ class CostService:
         return self.ray.get([remote.remote(m, board, arena_budget) for m in models])
 
 
-def _price_remote(context: tuple, archs: list[Arch], mode: str) -> list[CandidateCost]:
+def _price_remote(context: tuple, archs: list[Arch], mode: str, weight_bits: int = 8) -> list[CandidateCost]:
     space, task, board, budget = context
-    return price_batch(archs, space, task, board, budget, mode)
+    return price_batch(archs, space, task, board, budget, mode, weight_bits)
 
 
 def measure_build(tflite: bytes, board: str, arena_budget: int) -> dict:

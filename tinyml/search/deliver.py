@@ -18,11 +18,17 @@ from tinyml.search.lower import Task, float_graph
 from tinyml.search.space import Arch, Space
 
 
-def quantize_subnet(weights: dict, arch: Arch, space: Space, task: Task, calib_nhwc: np.ndarray):
-    """Our int8 PTQ (minmax, bias correction) of the subnet -> tinyml.quantize.Quantized."""
+def quantize_subnet(weights: dict, arch: Arch, space: Space, task: Task, calib_nhwc: np.ndarray,
+                    mixed=None):
+    """Our int8 PTQ (minmax, bias correction) of the subnet -> tinyml.quantize.Quantized; with `mixed`
+    (a `search.mixed.MixedTarget`) at the bit allocation's per-layer weight widths instead."""
     from tinyml.quantize import QuantPolicy, quantize_float_graph
 
     g = float_graph(arch, space, task, lambda spec: weights[spec.name])
+    if mixed is not None:
+        from tinyml.search.mixed import quantize_mixed
+
+        return quantize_mixed(g, calib_nhwc, mixed)[0]
     return quantize_float_graph(g, calib_nhwc.astype(np.float32), QuantPolicy())
 
 
@@ -72,6 +78,13 @@ def within_budget(report: dict, budget: Budget) -> dict[str, bool]:
     return checks
 
 
+def mixed_target(s, budget: Budget, labels: np.ndarray):
+    """What `quantize_subnet` needs for `--bits mixed` (None for int8)."""
+    from tinyml.search.mixed import MixedTarget
+
+    return MixedTarget(s.board, budget.flash_bytes, labels) if s.bits == "mixed" else None
+
+
 def validate_command(tflite: Path, board: str, arena_budget: int, inputs_npy: Path) -> str:
     return f"tinyml validate {tflite} --board {board} --sram-budget {arena_budget} --inputs {inputs_npy}"
 
@@ -86,7 +99,7 @@ def deliver_best(net, finalists: list[dict], space: Space, task: Task, ds, s, bu
     from tinyml.fsutil import write_bytes_atomic
     from tinyml.search.space import Arch
     from tinyml.search.supernet import to_nhwc
-    from tinyml.search.train import TrainConfig, finetune, predict, tensors
+    from tinyml.search.train import TrainConfig, finetune, finetune_steps, predict, tensors
 
     arena_budget = budget.sram_bytes - load_coefficients()["stack_bytes"]
     attempts = []
@@ -97,12 +110,13 @@ def deliver_best(net, finalists: list[dict], space: Space, task: Task, ds, s, bu
         xt, _ = tensors(ds.x_test, ds.y_test, r)
         cfg = TrainConfig(seconds=seconds, max_epochs=0, seed=s.seed, flip=ds.name == "fashion",
                           augment_shift=max(1, r // 14))
-        steps = max(50, int(10 * len(y) / cfg.batch))
+        steps = finetune_steps(len(y), cfg.batch)
         tuned = finetune(net, arch, x, y, cfg, steps, seconds,
                          lambda name, done: progress("fine-tune", done, 1.0))
         float_acc = float((predict(tuned, arch, xt).argmax(1) == ds.y_test).mean() * 100)
         progress("quantize", 0, 1)
-        q = quantize_subnet(tuned.export_weights(arch), arch, space, task, to_nhwc(x[:200]))
+        q = quantize_subnet(tuned.export_weights(arch), arch, space, task, to_nhwc(x[:200]),
+                            mixed_target(s, budget, ds.y_train[:200]))
         xt_nhwc = to_nhwc(xt)
         n_int8 = min(len(ds.y_test), INT8_TEST_LIMIT)
         int8_acc = int8_accuracy(q, xt_nhwc[:n_int8], ds.y_test[:n_int8])
@@ -114,7 +128,7 @@ def deliver_best(net, finalists: list[dict], space: Space, task: Task, ds, s, bu
         progress("QEMU validation", 0, 1)
         report = validate_in_qemu(tflite, s.board, arena_budget, inputs_npy)
         checks = within_budget(report, budget)
-        attempt = {"arch": f["arch"], "label": arch.label(), "float_test_accuracy": float_acc,
+        attempt = {"arch": f["arch"], "label": arch.label(), "bits": s.bits, "float_test_accuracy": float_acc,
                    "int8_test_accuracy": int8_acc, "int8_test_samples": n_int8, "validation": report, "within_budget": checks,
                    "tflite_bytes": len(q.tflite), "command": validate_command(tflite, s.board, arena_budget, inputs_npy)}
         attempts.append(attempt)

@@ -161,12 +161,13 @@ def ptq_cost_graph(plan: list[LayerSpec], r: int, task: Task, seed: int = 0) -> 
     return quantize_graph(g, Calibration(minmax=ranges, ranges=ranges), QuantPolicy(bias_correction=False))
 
 
-def cost_graph(arch: Arch, space: Space, task: Task, seed: int = 0) -> Graph:
-    """The int8 graph the search prices: the float graph through the PTQ pass, nominal activation ranges."""
-    return plan_cost_graph(layer_plan(arch, space, task), arch.resolution, task, seed)
+def cost_graph(arch: Arch, space: Space, task: Task, seed: int = 0, weight_bits: int = 8) -> Graph:
+    """The integer graph the search prices: the float graph through the PTQ pass, nominal activation ranges,
+    every weighted layer's weights at `weight_bits` (8; 4 is the floor `--bits mixed` judges flash by)."""
+    return plan_cost_graph(layer_plan(arch, space, task), arch.resolution, task, seed, weight_bits)
 
 
-def plan_cost_graph(plan: list[LayerSpec], r: int, task: Task, seed: int = 0) -> Graph:
+def plan_cost_graph(plan: list[LayerSpec], r: int, task: Task, seed: int = 0, weight_bits: int = 8) -> Graph:
     """`ptq_cost_graph`, fast: each layer's quantized constants come from the PTQ pass run once on that layer
     alone (cached: a search prices the same layers thousands of times), activations get the nominal ranges'
     parameters. Equal to ptq_cost_graph tensor for tensor (tested)."""
@@ -185,23 +186,23 @@ def plan_cost_graph(plan: list[LayerSpec], r: int, task: Task, seed: int = 0) ->
             x = n.inputs[0]
             relu_in = x in producer and producer[x].attrs.get("fused_activation_function") == "RELU6"
             for name, q in zip(n.inputs[1:3], _quantized_layer(replace(specs[n.name], name="", residual=""),
-                                                               relu_in, seed)):
+                                                               relu_in, seed, weight_bits)):
                 g.tensors[name] = replace(q, name=name)
     return g
 
 
 @lru_cache(maxsize=8192)
-def _quantized_layer(spec: LayerSpec, relu_in: bool, seed: int) -> tuple[Tensor, Tensor]:
-    """The PTQ pass on a one-layer graph: (int8 weights, int32 bias) as they come out of the whole graph's."""
+def _quantized_layer(spec: LayerSpec, relu_in: bool, seed: int, weight_bits: int = 8) -> tuple[Tensor, Tensor]:
+    """The PTQ pass on a one-layer graph: (weights, int32 bias) as they come out of the whole graph's."""
     one = LayerSpec("layer", spec.kind, spec.cin, spec.cout, spec.kernel, spec.stride, spec.relu6)
-    g = _one_layer_ptq(one, relu_in, seed)
+    g = _one_layer_ptq(one, relu_in, seed, weight_bits)
     n = g.nodes[0]
     return g[n.inputs[1]], g[n.inputs[2]]
 
 
-def _one_layer_ptq(spec: LayerSpec, relu_in: bool, seed: int) -> Graph:
+def _one_layer_ptq(spec: LayerSpec, relu_in: bool, seed: int, weight_bits: int = 8) -> Graph:
     from tinyml.quantize.calibrate import Calibration
-    from tinyml.quantize.policy import QuantPolicy
+    from tinyml.quantize.policy import LayerBits, QuantPolicy
     from tinyml.quantize.ptq import quantize_graph
 
     g = Graph(name="layer")
@@ -222,7 +223,8 @@ def _one_layer_ptq(spec: LayerSpec, relu_in: bool, seed: int) -> Graph:
     out.shape = inferred_shapes(g, n)[0]
     g.outputs = ["output"]
     ranges = {"input": NOMINAL[relu_in], "output": NOMINAL[spec.relu6]}
-    return quantize_graph(g, Calibration(minmax=ranges, ranges=ranges), QuantPolicy(bias_correction=False))
+    return quantize_graph(g, Calibration(minmax=ranges, ranges=ranges),
+                          QuantPolicy(default=LayerBits(weights=weight_bits), bias_correction=False))
 
 
 def _const(g: Graph, name: str, value: np.ndarray, dtype: str = "float32") -> str:

@@ -9,8 +9,8 @@ numpy float interpreter the calibration runs), which the tests compare with.
 
 Fake quantization (`FakeQuant`) mirrors the integer graph the PTQ pass
 writes: weights symmetric per output channel at the layer's width, recomputed
-from the current float weights (max |w| / qmax, rounded half to even as
-scales.py does); activations per tensor with the written scale and zero
+from the current float weights (max |w| / qmax at 8 bits, the MSE clip below,
+rounded half to even as scales.py does); activations per tensor with the written scale and zero
 point, rounded half away from zero as TFLite's requantization does and
 clamped to the tensor's code range. Rounding passes gradients straight
 through (STE). Reported accuracy never comes from here: it comes from the
@@ -30,7 +30,7 @@ from tinyml.ops.pool import pool_window, valid_taps
 from tinyml.ops.quantized import filter_window
 from tinyml.ops.subbyte import signed_range
 from tinyml.quantize.ptq import weighted_nodes
-from tinyml.quantize.scales import WEIGHT_AXIS
+from tinyml.quantize.scales import WEIGHT_AXIS, weight_scales
 
 
 @dataclass
@@ -38,6 +38,8 @@ class FakeQuant:
     """Widths and activation parameters of an integer graph, by node and tensor name."""
 
     weight_bits: dict[str, int] = field(default_factory=dict)  # weighted node -> bits
+    # weighted node -> the integer graph's sub-byte per-channel scales (held during fine-tuning)
+    weight_scales: dict[str, np.ndarray] = field(default_factory=dict)
     activations: dict[str, tuple[float, int, int]] = field(default_factory=dict)  # tensor -> (scale, zp, bits)
     # weighted node -> the integer graph's bias as a real number (bias correction included)
     bias: dict[str, np.ndarray] = field(default_factory=dict)
@@ -48,6 +50,8 @@ class FakeQuant:
         fq = cls()
         for n in weighted_nodes_of_int(q):
             fq.weight_bits[n.name] = q[n.inputs[1]].bits
+            if q[n.inputs[1]].bits < 8:
+                fq.weight_scales[n.name] = np.asarray(q[n.inputs[1]].quant.scale, np.float64)
             if len(n.inputs) > 2 and n.inputs[2] is not None:
                 b = q[n.inputs[2]]
                 fq.bias[n.name] = b.data.reshape(-1).astype(np.float64) * b.quant.scale.astype(np.float64)
@@ -67,13 +71,24 @@ def _ste_round(x: torch.Tensor, half_away: bool) -> torch.Tensor:
     return x + (r - x).detach()
 
 
-def fake_weights(w: torch.Tensor, op: str, bits: int) -> torch.Tensor:
-    """Per-channel symmetric quantize-dequantize (codes -qmax..qmax) with a straight-through gradient."""
+def fake_weights(w: torch.Tensor, op: str, bits: int, scales: np.ndarray | None = None) -> torch.Tensor:
+    """Per-channel symmetric quantize-dequantize (codes -qmax..qmax) with a straight-through gradient.
+
+    Below 8 bits the scales are `scales` when given (fine-tuning holds the integer graph's: a clip
+    searched again at every step jumps between grid points and undoes the training), else the PTQ
+    pass's clipped ones (scales.mse_clip)."""
     qmax = signed_range(bits)[1]
     axis = WEIGHT_AXIS[op]
     other = [d for d in range(w.dim()) if d != axis]
-    s = (w.detach().abs().amax(dim=other, keepdim=True) / qmax).clamp_min(1e-12)
-    return torch.clamp(_ste_round(w / s, half_away=False), -qmax, qmax) * s
+    if bits < 8:
+        shape = [-1 if d == axis else 1 for d in range(w.dim())]
+        s = scales if scales is not None else weight_scales(w.detach().numpy(), axis, bits)
+        s = torch.tensor(s, dtype=w.dtype).reshape(shape)
+    else:
+        s = (w.detach().abs().amax(dim=other, keepdim=True) / qmax).clamp_min(1e-12)
+    # the gradient passes straight through the clip too: a clipped weight still moves (and moves the clip)
+    q = torch.clamp(torch.round(w.detach() / s), -qmax, qmax) * s
+    return w + (q - w.detach())
 
 
 def fake_activation(x: torch.Tensor, scale: float, zp: int, bits: int) -> torch.Tensor:
@@ -138,7 +153,7 @@ class Lowered(torch.nn.Module):
         k = self.key[n.name]
         w = self.override.get(n.name, self.weights[k])
         if self.fake is not None and n.name in self.fake.weight_bits:
-            w = fake_weights(w, n.op, self.fake.weight_bits[n.name])
+            w = fake_weights(w, n.op, self.fake.weight_bits[n.name], self.fake.weight_scales.get(n.name))
         return w, self.biases[k] if k in self.biases else None
 
 

@@ -2,8 +2,10 @@
 
 `Sensitivity.measure` calibrates at int8, lowers the float graph to PyTorch,
 estimates Hessian traces (labels: the calibration file's `y` when it has one,
-else the float model's own top-1, so no labelled data is needed) and the
-perturbation of every width. `Sensitivity.solve` runs the ILP for budgets,
+else the float model's own top-1, so no labelled data is needed), the
+perturbation of every width and the ILP's costs: by default each candidate's
+loss increase measured on the calibration data (train/measured.py: HAWQ's
+second-order term underrates 2-bit damage), or trace x perturbation. `Sensitivity.solve` runs the ILP for budgets,
 checks the arena the memory planner gives for the result and tightens the
 SRAM row until the planned arena fits, and `Sensitivity.quantize` builds the
 integer graph for an allocation (calibrated again: bias correction depends on
@@ -19,11 +21,11 @@ import numpy as np
 
 from tinyml.errors import TinymlError
 from tinyml.ir import Graph
-from tinyml.quantize.allocate import Allocation, Budgets, SramModel, allocate, residual_ties, sram_model
+from tinyml.quantize.allocate import Allocation, Budgets, Costs, SramModel, allocate, hawq_costs, residual_ties, sram_model
 from tinyml.quantize.bitcost import ActChoice, WeightChoice, activation_choices, weight_choices
 from tinyml.quantize.calibrate import Calibration, Progress, calibrate
 from tinyml.quantize.policy import LayerBits, QuantPolicy
-from tinyml.quantize.ptq import quantize_graph, weight_errors
+from tinyml.quantize.ptq import narrow_widths, quantize_graph, weight_errors
 from tinyml.train.hessian import Traces, hutchinson_traces
 from tinyml.train.lowering import Lowered
 
@@ -48,12 +50,16 @@ class Sensitivity:
     w_bits: tuple[int, ...]
     a_bits: tuple[int, ...]
     board: str | None = None
+    method: str = "measured"  # the ILP's costs: "measured" loss increases or "hessian" (HAWQ-V3)
+    w_cost: Costs = field(default_factory=dict)
+    a_cost: Costs = field(default_factory=dict)
     _cal: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def measure(cls, g: Graph, calib: np.ndarray, base: QuantPolicy, w_bits: tuple[int, ...],
                 a_bits: tuple[int, ...], labels: np.ndarray | None = None, probes: int = 32,
-                board: str | None = None, progress: Progress | None = None) -> "Sensitivity":
+                board: str | None = None, progress: Progress | None = None,
+                method: str = "measured") -> "Sensitivity":
         from tinyml.cost import estimate
 
         int8_policy = replace(base, default=LayerBits(), layers={})
@@ -67,17 +73,25 @@ class Sensitivity:
 
             with torch.no_grad():
                 labels = m(torch.tensor(calib.astype(np.float64))).argmax(-1).numpy()
+        cost = estimate(int8, board, mode="fast", patches="off")
         weights = weight_choices(g, int8, tuple(sorted(set(w_bits) | {8})))
-        acts = activation_choices(g, cal, calib, tuple(sorted(set(a_bits) | {8})))
+        acts = activation_choices(g, cal, calib, tuple(sorted(set(a_bits) | {8})),
+                                  {layer.name: layer.instructions for layer in cost.layers})
         out = {n.name: n.outputs[0] for n in g.nodes}
         probe = {a.key: out[a.owners[0]] for a in acts} if len(a_bits) > 1 else {}
         traces = hutchinson_traces(m, x, labels[:len(x)], probes, activations=list(probe.values()), progress=progress)
         traces.activations = {k: traces.activations[t] for k, t in probe.items()}
-        cost = estimate(int8, board, mode="fast", patches="off")
         fixed_bytes = cost.weights_bytes - sum(c.bytes(8) for c in weights)
         fixed_instr = cost.instructions_estimate - sum(c.instructions_int8 for c in weights)
         s = cls(g, calib, labels, base, int8, traces, weights, acts, sram_model(int8, acts), residual_ties(g, acts),
-                fixed_bytes, fixed_instr, tuple(w_bits), tuple(a_bits), board)
+                fixed_bytes, fixed_instr, tuple(w_bits), tuple(a_bits), board, method)
+        if method == "hessian":
+            s.w_cost, s.a_cost = hawq_costs(weights, acts, traces.weights, traces.activations)
+        else:
+            from tinyml.train.measured import loss_deltas
+
+            s.w_cost, s.a_cost = loss_deltas(g, calib, labels, weights, acts if len(a_bits) > 1 else [],
+                                             s.w_bits, s.a_bits, progress)
         s._cal[_key(int8_policy)] = cal
         return s
 
@@ -98,7 +112,7 @@ class Sensitivity:
         rows = budgets
         for _ in range(SRAM_RETRIES):
             try:
-                alloc = allocate(self.weights, self.acts, self.traces.weights, self.traces.activations, self.w_bits,
+                alloc = allocate(self.weights, self.acts, self.w_cost, self.a_cost, self.w_bits,
                                  self.a_bits, rows, self.fixed_bytes, self.fixed_instructions, self.sram, self.ties)
             except TinymlError:
                 raise TinymlError(_infeasible(budgets, low)) from None
@@ -115,12 +129,12 @@ class Sensitivity:
                        layers={n: LayerBits(w, a) for n, (w, a) in alloc.layer_bits().items()})
 
     def calibration(self, alloc: Allocation) -> Calibration:
-        """Ranges and bias shifts for the allocation's widths (cached by weight widths)."""
+        """Ranges and bias shifts for the allocation's widths (cached by widths)."""
         policy = self.policy(alloc)
         key = _key(policy)
         if key not in self._cal:
             errors = weight_errors(self.g, policy) if policy.bias_correction else None
-            self._cal[key] = calibrate(self.g, self.calib, policy, errors)
+            self._cal[key] = calibrate(self.g, self.calib, policy, errors, narrow=narrow_widths(self.g, policy))
         return self._cal[key]
 
     def quantize(self, alloc: Allocation) -> Graph:
@@ -131,7 +145,8 @@ class Sensitivity:
         ab = {x.key: a for x in self.acts}
         wb = {c.node: w for c in self.weights}
         return Allocation(wb, ab, 0.0, self.fixed_bytes + sum(c.bytes(w) for c in self.weights), self.sram.live(ab),
-                          self.fixed_instructions + sum(c.instructions(w) for c in self.weights),
+                          self.fixed_instructions + sum(c.instructions(w) for c in self.weights)
+                          + sum(x.instructions(a) for x in self.acts),
                           {x.key: x.owners for x in self.acts})
 
     def arena(self, q: Graph) -> int:
@@ -141,8 +156,8 @@ class Sensitivity:
 
 
 def _key(policy: QuantPolicy) -> tuple:
-    # bias correction (the only width-dependent part of calibration) depends on weight widths alone
-    return tuple(sorted((n, b.weights) for n, b in policy.layers.items() if b.weights != 8))
+    # calibration depends on the widths: bias correction on the weights', sub-byte ranges on the activations'
+    return tuple(sorted((n, b.weights, b.activations) for n, b in policy.layers.items() if b != LayerBits()))
 
 
 def _infeasible(b: Budgets, low: dict[str, int]) -> str:

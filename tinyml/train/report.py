@@ -53,14 +53,17 @@ def layer_rows(s: Sensitivity, alloc: Allocation) -> list[dict]:
         rows.append({"node": c.node, "op": c.op, "weight_bits": w, "activation_bits": a,
                      "weight_trace": s.traces.weights[c.node],
                      "activation_trace": s.traces.activations.get(act_of.get(c.node, "")),
-                     "perturbation": s.traces.weights[c.node] * c.error[w], "weight_bytes": c.bytes(w),
+                     "perturbation": s.traces.weights[c.node] * c.error[w],
+                     "loss_increase": s.w_cost[c.node][w] if s.method == "measured" else None,
+                     "weight_bytes": c.bytes(w),
                      "instructions_estimate": c.instructions(w)})
     return rows
 
 
 def _objective(s: Sensitivity, alloc: Allocation) -> float:
-    w = sum(s.traces.weights[c.node] * c.error[alloc.weights[c.node]] for c in s.weights)
-    a = sum(s.traces.activations.get(x.key, 0.0) * x.error[alloc.activations[x.key]] for x in s.acts)
+    """The ILP's objective for the allocation (its costs: measured or trace x perturbation)."""
+    w = sum(s.w_cost[c.node][alloc.weights[c.node]] for c in s.weights)
+    a = sum(s.a_cost.get(x.key, {}).get(alloc.activations[x.key], 0.0) for x in s.acts)
     return w + a
 
 

@@ -73,3 +73,7 @@ add("vit_tiny_8x8", "transformer", tiny_vit, _ENCODER_OPS | {"CONV_2D"}, image=8
     data="image")
 add("kwt_tiny", "transformer", keyword_transformer, _ENCODER_OPS, frames=12, features=10, dim=16, heads=2, depth=2,
     classes=12, data="spectrogram")
+# Part 3's memory target (issue 15): 64 patch tokens + the class token, four heads, so layer by layer the
+# 4 x 65 x 65 score matrix (16.9 KB) dominates the arena; schedule/attention.py computes it in row blocks.
+add("vit_attn_16x16", "transformer", tiny_vit, _ENCODER_OPS | {"CONV_2D"}, image=16, patch=2, dim=32, heads=4, depth=2,
+    classes=10, data="image")
