@@ -69,7 +69,7 @@ def compile_model(path: str | Path, patches: "PatchOptions | None" = None, integ
     g = load_graph(data, rewrites)
     g.name = Path(path).stem
     fuse_attention(g, attention_block)
-    plan = plan_memory(g)
+    plan = plan_memory(g, effort=patches.effort) if patches is not None else plan_memory(g)
     if patches is None:
         return Compiled(g, plan, data, None, rewrites)
     from tinyml.schedule.patches import schedule_patches
