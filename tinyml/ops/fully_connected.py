@@ -136,7 +136,8 @@ class FullyConnected(Op):
         if depth % 4 == 0 and units % 4 == 0:  # deeper inputs are widened again per block of rows
             return bit_class("fc_asm" if depth <= WIDEN_MAX_DEPTH else "fc_asm_deep", x, wt, y), terms
         batches, blocks = x.size // depth, padded(units, 4) // 4
-        return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks": batches * blocks,
+        # below 4 deep there is no asm step at all: a block is its scalar tail and requantization
+        return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks" if depth >= 4 else "tail_blocks": batches * blocks,
                                                "steps": batches * blocks * (depth // 4),
                                                "tail": batches * blocks * (depth % 4), "out": y.size}
 
