@@ -3,7 +3,11 @@
 Per task a float CNN is trained in PyTorch, exported to ONNX and quantized by
 tinyml's PTQ pass at each configuration: uniform W8A8, W4A8, W2A8, and the
 Hessian/ILP allocation at <= 55 % of int8's weight flash and at int4's weight
-flash (the "equal flash" comparison). Accuracy: the numpy integer reference on
+flash (the "equal flash" comparison). The ILP's costs are measured loss increases
+(--sensitivity measured, the default) or HAWQ-V3's trace x perturbation.
+kws_small is the net where uniform int4 loses ~3 points to int8: mixed precision can only
+beat int4 at int4's flash by as much as int4 loses, so the wide nets (int4 within ~1 point of
+int8) cannot show +2 points whatever the allocator. Accuracy: the numpy integer reference on
 the test set. Each deployable configuration is written as .tflite, built as
 firmware for the board and run in QEMU: measured instructions per inference,
 flash, RAM (arena + stack + other data), bit-exact against its oracle (TFLite

@@ -34,6 +34,7 @@ MAX_RANK = 6  # TFLite Micro's broadcast limit (its MUL/PRELU broadcast only 4-D
 # Comparisons (ops/compare.py): both inputs rescaled like ADD's, then compared; a 0/1 bool out.
 COMPARISONS: dict[str, str] = {"LESS": "<", "LESS_EQUAL": "<=", "GREATER": ">", "GREATER_EQUAL": ">=",
                                "EQUAL": "==", "NOT_EQUAL": "!="}
+LOGICAL: dict[str, str] = {"LOGICAL_AND": "&&", "LOGICAL_OR": "||"}  # bool operands (ops/logical.py)
 _COMPARE = {"LESS": np.less, "LESS_EQUAL": np.less_equal, "GREATER": np.greater,
             "GREATER_EQUAL": np.greater_equal, "EQUAL": np.equal, "NOT_EQUAL": np.not_equal}
 
@@ -112,6 +113,8 @@ class Arith:
             v = x1 + self.off1
             r = np.where(v >= 0, mbqm(v, self.m1, self.s1), mbqm(v * (x2 + self.off2), self.m2, self.s2))
             r = r + self.out_zp
+        elif self.kind in LOGICAL:
+            r = (np.logical_and if self.kind == "LOGICAL_AND" else np.logical_or)(x1 != 0, x2 != 0).astype(np.int64)
         elif self.kind in COMPARISONS:
             r = _COMPARE[self.kind](self.rescaled(x1, 1), self.rescaled(x2, 2)).astype(np.int64)
         else:
@@ -253,7 +256,7 @@ class BinaryOp(Op):
         fold = short and ctx.target.dsp and p.so >= -22
         tables = [ctx.const(t.astype(np.int32) * (2 if fold else 1), "rescale", "int32_t") for t in rescaled]
         fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=len(tables), short=short,
-                        fold=fold, cmp=COMPARISONS.get(p.kind), pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
+                        fold=fold, cmp=COMPARISONS.get(p.kind), logic=LOGICAL.get(p.kind), pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype), abits=a.bits, bbits=b.bits,
                         ybits=y.bits)
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)

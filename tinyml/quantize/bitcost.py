@@ -8,7 +8,7 @@ Two kinds of decision:
   (a conv's output and the pooled copy after it) and whose producer is a
   weighted layer; perturbation E||Q_a(A) - A||^2 per sample on calibration
   data, arena bytes halve at 4 bits, and the layers reading or writing the
-  group run the nibble paths (ACT4_FACTOR x their int8 instructions).
+  group run the nibble paths (ACT4_FACTOR x their int8 instructions, per op).
 The Hessian traces that weigh the perturbations come from tinyml/train.
 """
 from __future__ import annotations
@@ -31,9 +31,12 @@ from tinyml.quantize.scales import (
 # (benchmarks/results/subbyte_kernels.json): int2 FULLY_CONNECTED runs plain C.
 INSTR_FACTOR = {"CONV_2D": {8: 1.0, 4: 1.17, 2: 1.15}, "DEPTHWISE_CONV_2D": {8: 1.0, 4: 1.01, 2: 1.01},
                 "FULLY_CONNECTED": {8: 1.0, 4: 1.15, 2: 13.2}}
-# A layer reading or writing 4-bit activations, relative to int8 (plain C nibble paths): the larger
-# whole-model W4A4 / W4A8 ratio measured by benchmarks/quantize_mixed.py (10.7x digits, 14.0x Fashion-MNIST).
-ACT4_FACTOR = 14.0
+# A layer reading or writing 4-bit activations, relative to int8 (an estimate): the DSP nibble paths
+# measured per layer by `benchmarks/subbyte_kernels.py --acts 4` (docs/dsp_kernels.md: conv 1.02-1.04x,
+# depthwise 1.60x, FC 0.95x); other ops (pools, ADD) run plain C nibble loops, ~10x (whole-model ratio
+# measured before the DSP paths).
+ACT4_FACTOR = {"CONV_2D": 1.04, "DEPTHWISE_CONV_2D": 1.6, "FULLY_CONNECTED": 1.0}
+ACT4_OTHER = 10.0
 ACT_SAMPLES = 256
 
 
@@ -59,12 +62,12 @@ class ActChoice:
     owners: list[str]  # weighted nodes writing into the group (their activation width is this choice)
     tensors: list[str]
     spans: dict[int, tuple[float, float]] = field(default_factory=dict)  # bits -> the group's range at that width
-    instructions_int8: int = 0  # tinyml.cost's int8 estimate of the layers reading or writing the group
+    extra_instructions: int = 0  # what the layers reading or writing the group add at 4 bits (estimate)
     error: dict[int, float] = field(default_factory=dict)  # bits -> E ||Q_a(A) - A||^2 per sample
 
     def instructions(self, bits: int) -> int:
         """Extra instructions the group's layers run at `bits` (0 at 8)."""
-        return round(self.instructions_int8 * (ACT4_FACTOR - 1)) if bits < 8 else 0
+        return self.extra_instructions if bits < 8 else 0
 
 
 def weight_choices(g: Graph, int8: Graph, bits: tuple[int, ...]) -> list[WeightChoice]:
@@ -114,10 +117,12 @@ def activation_choices(g: Graph, cal: Calibration, calib: np.ndarray, bits: tupl
 
     run_float(g, [x], observe)
     producer, consumers = g.producers(), g.consumers()
-    touching = {k: {n.name for t in members[k] for n in [producer.get(t), *consumers.get(t, [])] if n is not None}
-                for k in owners}
-    return [ActChoice(k, owners[k], members[k], span[k], sum((instr or {}).get(n, 0) for n in touching[k]),
-                      {b: v / len(x) for b, v in sums[k].items()}) for k in owners]
+    touching = {k: {n.name: n.op for t in members[k] for n in [producer.get(t), *consumers.get(t, [])]
+                    if n is not None} for k in owners}
+    extra = {k: round(sum((instr or {}).get(n, 0) * (ACT4_FACTOR.get(op, ACT4_OTHER) - 1) for n, op in ns.items()))
+             for k, ns in touching.items()}
+    return [ActChoice(k, owners[k], members[k], span[k], extra[k], {b: v / len(x) for b, v in sums[k].items()})
+            for k in owners]
 
 
 def _group_spans(g: Graph, cal: Calibration, x: np.ndarray, members: dict[str, list[str]], group: dict[str, str],
