@@ -168,7 +168,8 @@ class DepthwiseConv2D(Op):
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
-        bytes), each channel's rows copied in by 4 pixels and single ones, per-channel constants
+        bytes), each channel's rows copied in by blocks of 8 pixels (4 when narrower) and single
+        ones, per-channel constants
         (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
         odd last pixel a whole step), a requantization per output; with depth multiplier M one
         plane copy per input channel serves M output channels. Else the generic loop (dilation,
@@ -187,14 +188,15 @@ class DepthwiseConv2D(Op):
         cls = f"dw_{k_h}x{k_w}_s{w.stride_h}" if k_h == k_w and w.stride_h == w.stride_w and w.stride_h in (1, 2) \
             else "dw_other"
         schedule = pair_schedule(k_h, k_w, w.stride_w)
-        h, pw = (w.out_h - 1) * w.stride_h + k_h, (w.out_w - 1) * w.stride_w + k_w
-        copy_h, copy_w = max(0, min(w.in_h, h - w.pad_top)), max(0, min(w.in_w, pw - w.pad_left))
+        plane = channel_plane(g, n)
+        block = 8 if plane.copy_w >= 8 else 4  # the copy loop's unrolling
         planes, copies = w.batch * cout, w.batch * x.shape[3]
         rows = planes * w.out_h
         pixels = schedule.pixels if w.out_w >= 2 else 1
         return bit_class(cls, x, wt, y), {
-            "call": 1, "fill": h * pw + schedule.reach, "ch": planes, "copy_rows": copies * copy_h,
-            "copy_quads": copies * copy_h * (copy_w // 4), "copy_singles": copies * copy_h * (copy_w % 4),
+            "call": 1, "fill": plane.bytes, "ch": planes, "copy_rows": copies * plane.copy_h,
+            "copy_blocks": copies * plane.copy_h * (plane.copy_w // block),
+            "copy_singles": copies * plane.copy_h * (plane.copy_w % block),
             "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
 
 
