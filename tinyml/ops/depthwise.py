@@ -169,9 +169,8 @@ class DepthwiseConv2D(Op):
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
         bytes), each channel's rows copied in by blocks of 8 pixels (4 when narrower) and single
-        ones, per-channel constants
-        (`ch`), output rows and pixel steps (pairs of pixels where the pair schedule pairs them, an
-        odd last pixel a whole step), a requantization per output; with depth multiplier M one
+        ones, per-channel constants (`ch`), output rows and pixel steps (pairs of pixels where the
+        pair schedule pairs them; `odd`: a last pixel computed alone), a requantization per output; with depth multiplier M one
         plane copy per input channel serves M output channels. Else the generic loop (dilation,
         sums that could leave int32): per output its requantization, the window rows and taps
         inside the input. 16x8 layers: int16.mac16_cost_terms."""
@@ -197,7 +196,7 @@ class DepthwiseConv2D(Op):
             "call": 1, "fill": plane.bytes, "ch": planes, "copy_rows": copies * plane.copy_h,
             "copy_blocks": copies * plane.copy_h * (plane.copy_w // block),
             "copy_singles": copies * plane.copy_h * (plane.copy_w % block),
-            "rows": rows, "steps": rows * -(-w.out_w // pixels), "out": y.size}
+            "rows": rows, "steps": rows * (w.out_w // pixels), "odd": rows * (w.out_w % pixels), "out": y.size}
 
 
 @dataclass(frozen=True)
