@@ -188,3 +188,23 @@ def test_integer_only_vit_bit_exact_with_its_reference_in_qemu(zoo_path, tmp_pat
                  "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["bit_exact"] and r["oracle"] == "numpy reference" and r["integer_only"]["ILAYERNORM"] == 5
+
+
+def test_gelu_model_runs_with_integer_only(tmp_path: Path) -> None:
+    """A GELU (refused without the flag: no TFLite Micro kernel) becomes SHIFTGELU; validate runs it
+    against the numpy reference and says TFLite Micro cannot run the original."""
+    import json
+
+    from tinyml.cli import main
+    from tinyml.frontend.tflite_writer import write_tflite
+    from tinyml.pipeline import load_graph
+
+    path = tmp_path / "gelu.tflite"
+    path.write_bytes(write_tflite(graph("GELU", [act("x", (1, 64), 0.04, 3)], act("y", (1, 64), 0.022, -120),
+                                        {"approximate": False})))
+    done: dict[str, int] = {}
+    assert [n.op for n in load_graph(path.read_bytes(), done).nodes] == ["SHIFTGELU"] and done["SHIFTGELU"] == 1
+    out = tmp_path / "r.json"
+    assert main(["validate", str(path), "--target", "host", "--integer-only", "--inputs", "4", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["bit_exact"] and r["integer_only_vs_tflm"] is None

@@ -48,3 +48,11 @@ def test_patch_precision_keeps_the_patch_that_saw_an_outlier_at_8_bits(tmp_path:
     assert (tmp_path / "spot" / "g.png").read_bytes()[:4] == b"\x89PNG"
     g = load_graph((tmp_path / "spot" / "q.tflite").read_bytes())
     assert all(t.bits == 8 for t in g.activations())
+
+
+def test_patch_grid_without_the_decision_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(chain_cnn_onnx(8))
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 3, 16, 16), np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "c.npz"), "-o",
+                 str(tmp_path / "q.tflite"), "--patch-grid", str(tmp_path / "g.png")]) == 2
+    assert not (tmp_path / "g.png").exists()

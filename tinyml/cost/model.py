@@ -4,7 +4,9 @@ A layer's instructions are a linear function of its counts (Op.cost_terms): a
 coefficient per count and shape class, fitted to QEMU counts of our own kernels
 (benchmarks/fit_cost_model.py writes coefficients.json). A class without data
 of its own uses its family's coefficients (the class name up to the first '_'),
-and a family without data uses "other".
+and a family without data uses "other". An op that runs other kernels in turn (ATTENTION) may
+name a count "<class>/<count>": without a fitted coefficient of its own, that count takes that
+class's coefficient.
 """
 from __future__ import annotations
 
@@ -40,8 +42,19 @@ def layer_instructions(cls: str, terms: Terms, coef: dict) -> float:
     if not terms:
         return 0.0
     table = coef["classes"]
-    c = table.get(cls) or table.get(family(cls)) or table["other"]
-    return max(0.0, sum(c.get(k, 0.0) * v for k, v in terms.items()))
+
+    def coefficients(name: str) -> dict:
+        return table.get(name) or table.get(family(name)) or table["other"]
+
+    c = coefficients(cls)
+
+    def one(k: str, v: float) -> float:
+        if k in c or "/" not in k:
+            return c.get(k, 0.0) * v
+        sub, count = k.split("/", 1)
+        return coefficients(sub).get(count, 0.0) * v
+
+    return max(0.0, sum(one(k, v) for k, v in terms.items()))
 
 
 def flash_features(g: Graph, terms: list[tuple[str, Terms]]) -> Terms:

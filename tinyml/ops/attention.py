@@ -172,11 +172,18 @@ class Attention(Op):
         ctx.call(fn, *args)
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """Both products' multiply-accumulates, a softmax per score, an output per (row, dv)."""
+        """The kernels it runs per block, as "<class>/<count>" (tinyml/cost/model.py): two matrix
+        products (calls, multiply-accumulates, requantized outputs: scores and output rows), the
+        scale table and the softmax over every score."""
         a = n.attrs
-        y = g[n.outputs[0]]
-        return bit_class("attention", g[n.inputs[0]], y), \
-            {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": a["heads"] * a["rows"] * a["keys"]}
+        h, t, tk = a["heads"], a["rows"], a["keys"]
+        calls = h * -(-t // a["block"])
+        sm = "softmax" if a["softmax"] == "SOFTMAX" else "shiftmax"
+        terms = {"matmul/call": 2 * calls, "matmul/macs": self.macs(g, n), "matmul/out": h * t * (tk + a["dv"]),
+                 f"{sm}/out": h * t * tk, f"{sm}/rows": h * t, f"{sm}/call": calls}
+        if a["mul"] is not None:
+            terms.update({"lut/call": calls, "lut/out": h * t * tk})
+        return bit_class("attention", g[n.inputs[0]], g[n.outputs[0]]), terms
 
 
 def _scaled_view(chain: Graph, cols: int) -> Graph:

@@ -34,6 +34,7 @@ MAX_RANK = 6  # TFLite Micro's broadcast limit (its MUL/PRELU broadcast only 4-D
 # Comparisons (ops/compare.py): both inputs rescaled like ADD's, then compared; a 0/1 bool out.
 COMPARISONS: dict[str, str] = {"LESS": "<", "LESS_EQUAL": "<=", "GREATER": ">", "GREATER_EQUAL": ">=",
                                "EQUAL": "==", "NOT_EQUAL": "!="}
+LOGICAL: dict[str, str] = {"LOGICAL_AND": "&&", "LOGICAL_OR": "||"}  # bool operands (ops/logical.py)
 _COMPARE = {"LESS": np.less, "LESS_EQUAL": np.less_equal, "GREATER": np.greater,
             "GREATER_EQUAL": np.greater_equal, "EQUAL": np.equal, "NOT_EQUAL": np.not_equal}
 
@@ -112,6 +113,8 @@ class Arith:
             v = x1 + self.off1
             r = np.where(v >= 0, mbqm(v, self.m1, self.s1), mbqm(v * (x2 + self.off2), self.m2, self.s2))
             r = r + self.out_zp
+        elif self.kind in LOGICAL:
+            r = (np.logical_and if self.kind == "LOGICAL_AND" else np.logical_or)(x1 != 0, x2 != 0).astype(np.int64)
         elif self.kind in COMPARISONS:
             r = _COMPARE[self.kind](self.rescaled(x1, 1), self.rescaled(x2, 2)).astype(np.int64)
         else:
@@ -131,6 +134,12 @@ class Arith:
         so the C kernel reads it from a 256-entry table built from this very function."""
         off, m, sh = (self.off1, self.m1, self.s1) if which == 1 else (self.off2, self.m2, self.s2)
         return multiply_by_quantized_multiplier((np.asarray(x, np.int64) + off) << self.left_shift, m, sh)
+
+
+def _code_range(t: Tensor) -> dict[str, int]:
+    """lo/hi of an Arith that only picks codes (MAXIMUM/MINIMUM): the output type's range."""
+    info = np.iinfo(t.np_dtype)
+    return dict(lo=int(info.min), hi=int(info.max))
 
 
 def _f32(v: float | np.floating) -> np.float32:
@@ -207,7 +216,8 @@ class BinaryOp(Op):
         wide = self.int16 and tensors[2].dtype == "int16"
         for t, role in zip(tensors, ("input 1", "input 2", "output")):
             why = int16_per_tensor(t, role) if wide else int8_per_tensor(t, role) if self.quantized else (
-                None if t.dtype == "int8" else f"{role} is {t.dtype}, only int8 is supported")
+                None if t.dtype in ("int8", "int16") and t.dtype == tensors[2].dtype
+                else f"{role} is {t.dtype}: int8 or int16 operands like the output are supported")
             if why:
                 return why
         try:
@@ -253,7 +263,7 @@ class BinaryOp(Op):
         fold = short and ctx.target.dsp and p.so >= -22
         tables = [ctx.const(t.astype(np.int32) * (2 if fold else 1), "rescale", "int32_t") for t in rescaled]
         fn = ctx.kernel("elementwise.c.j2", p=p, outer=nest[:-1], inner=nest[-1], tables=len(tables), short=short,
-                        fold=fold, cmp=COMPARISONS.get(p.kind), pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
+                        fold=fold, cmp=COMPARISONS.get(p.kind), logic=LOGICAL.get(p.kind), pz=(1 << -p.so) + (p.out_zp << (1 - p.so)) if fold else 0,
                         ta=ctype(a.dtype), tb=ctype(b.dtype), ty=ctype(y.dtype), abits=a.bits, bbits=b.bits,
                         ybits=y.bits)
         ctx.call(fn, ctx.tensor(a.name), ctx.tensor(b.name), ctx.tensor(y.name), *tables)
@@ -313,7 +323,7 @@ class Maximum(BinaryOp):
     quantized = False
 
     def arith(self, g: Graph, n: Node) -> Arith:
-        return Arith("MAXIMUM")
+        return Arith("MAXIMUM", **_code_range(g[n.outputs[0]]))
 
 
 @register
@@ -322,7 +332,7 @@ class Minimum(BinaryOp):
     quantized = False
 
     def arith(self, g: Graph, n: Node) -> Arith:
-        return Arith("MINIMUM")
+        return Arith("MINIMUM", **_code_range(g[n.outputs[0]]))
 
 
 @register
