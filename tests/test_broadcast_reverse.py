@@ -46,3 +46,12 @@ def test_broadcast_to_matches_tflm(dtype: str, case, tmp_path: Path) -> None:
 def test_reverse_v2_matches_tflm(dtype: str, case, tmp_path: Path) -> None:
     shape, axes = case
     _check("REVERSE_V2", dtype, shape, axes, shape, tmp_path)
+
+
+def test_reverse_v2_over_two_axes_is_refused_by_name(tmp_path: Path) -> None:
+    """TFLite Micro's REVERSE_V2 fails on more than one axis; we name the op."""
+    from tinyml.errors import UnsupportedOps
+
+    with pytest.raises(UnsupportedOps) as e:
+        _check("REVERSE_V2", "int8", (2, 3, 4), [0, 2], (2, 3, 4), tmp_path)
+    assert "unsupported op REVERSE_V2 (2 axes" in str(e.value)

@@ -2,7 +2,8 @@
 
 BROADCAST_TO (broadcast_to.cc, up to 5-D): the input read with stride 0 along
 the dims it broadcasts into the constant target shape. REVERSE_V2 (reverse.cc):
-the input read backwards (negative strides) along the constant axes. Codes are
+the input read backwards (negative strides) along the one constant axis
+(TFLite Micro fails on more). Codes are
 copied as they are, any plain dtype; quantization is not looked at, as in
 TFLite Micro.
 """
@@ -102,6 +103,8 @@ class ReverseV2(_Move):
             return "expects an input, an axis tensor and one output"
         if why := node_dtype_problem(g, n):
             return why
+        if g[n.inputs[1]].size != 1:  # TFLite Micro's Eval fails on more axes
+            return f"{g[n.inputs[1]].size} axes; TFLite Micro reverses along one"
         self._axes(g, n)
         return None if g[n.outputs[0]].shape == g[n.inputs[0]].shape else "output shape differs from the input's"
 
