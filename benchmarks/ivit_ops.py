@@ -28,6 +28,7 @@ from scipy.special import erf
 
 from tinyml.ir import Graph, Node, Quant, Tensor
 from tinyml.reference import reference_outputs, run_reference
+from tinyml.zoo.transformer import batched
 
 
 def _graph(op: str, inputs: list[Tensor], out: Tensor, attrs: dict) -> Graph:
@@ -121,46 +122,8 @@ def matmul_rows(rng: np.random.Generator) -> list[dict]:
 
 # -- accuracy on trained models --------------------------------------------------
 
-class _Batched:
-    """`tf` for the zoo's builders (which fix batch 1 for the converter) with any batch size, for
-    training: keras.Input drops batch_size, keras.ops.concatenate broadcasts batch-1 constants
-    (the class token). The trained weights then go into the batch-1 build that is converted."""
-
-    def __init__(self, tf) -> None:
-        self._tf = tf
-        self.keras = _BatchedKeras(tf)
-
-    def __getattr__(self, name: str):
-        return getattr(self._tf, name)
-
-
-class _BatchedKeras:
-    def __init__(self, tf) -> None:
-        self._tf = tf
-        self.ops = _BatchedOps(tf)
-
-    def __getattr__(self, name: str):
-        return getattr(self._tf.keras, name)
-
-    def Input(self, shape, batch_size=None, **kw):  # noqa: N802  (keras' name)
-        return self._tf.keras.Input(shape, **kw)
-
-
-class _BatchedOps:
-    def __init__(self, tf) -> None:
-        self._ops = tf.keras.ops
-
-    def __getattr__(self, name: str):
-        return getattr(self._ops, name)
-
-    def concatenate(self, xs, axis=0):
-        n = self._ops.shape(xs[-1])[0]
-        return self._ops.concatenate([self._ops.broadcast_to(x, (n, *x.shape[1:])) if x.shape[0] == 1 else x
-                                      for x in xs], axis=axis)
-
-
 def _train(tf, build, x, y, xt, yt, epochs: int) -> tuple[object, float]:
-    model = build(_Batched(tf))
+    model = build(batched(tf))
     model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss=tf.keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)

@@ -21,6 +21,9 @@ def test_requantized_keeps_the_4_bit_grid_and_clips_beyond_it() -> None:
     assert np.array_equal(requantized(grid.astype(np.int8), zp, clip), grid)
     assert requantized(np.array([127, -128], np.int8), zp, clip).tolist() == [zp + 14, zp - 16]
     assert requantized(np.array([zp + 3], np.int8), zp, clip).tolist() == [zp + 4]  # 1.5 steps -> 2 (to even)
+    # one-sided (never below the zero point, e.g. after ReLU): 16 levels above it, step clip / 15
+    ramp = np.array([-128, -127, -100, 0, 127], np.int8)
+    assert requantized(ramp, -128, 255.0, one_sided=True).tolist() == [-128, -128, -94, 8, 127]
 
 
 def _decide(tmp: Path, x: np.ndarray) -> dict:
@@ -48,3 +51,11 @@ def test_patch_precision_keeps_the_patch_that_saw_an_outlier_at_8_bits(tmp_path:
     assert (tmp_path / "spot" / "g.png").read_bytes()[:4] == b"\x89PNG"
     g = load_graph((tmp_path / "spot" / "q.tflite").read_bytes())
     assert all(t.bits == 8 for t in g.activations())
+
+
+def test_patch_grid_without_the_decision_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(chain_cnn_onnx(8))
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 3, 16, 16), np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "c.npz"), "-o",
+                 str(tmp_path / "q.tflite"), "--patch-grid", str(tmp_path / "g.png")]) == 2
+    assert not (tmp_path / "g.png").exists()

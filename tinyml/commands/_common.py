@@ -51,7 +51,8 @@ def _jsonable(o: Any) -> Any:
 
 
 def add_patch_args(p: argparse.ArgumentParser) -> None:
-    """--patch, --max-overhead, --sram-budget: how the first stage is scheduled (tinyml/schedule/patches/)."""
+    """--patch, --max-overhead, --sram-budget: how the first stage is scheduled (tinyml/schedule/patches/);
+    --effort: how long the planners search (tinyml/schedule/effort.py)."""
     g = p.add_argument_group("patch-based inference")
     g.add_argument("--patch", default="auto", metavar="auto|off|SPLIT:ROWSxCOLS[r|v]",
                    help="auto (default): run early stages patch by patch when that lowers the peak SRAM; "
@@ -69,6 +70,10 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sram-budget", type=_byte_count, metavar="BYTES",
                    help="pick the cheapest schedule whose activation arena fits BYTES; exit 2 with the "
                         "smallest reachable peak if none does")
+    p.add_argument("--effort", type=_effort, default="default", metavar="low|default|high|FACTOR",
+                   help="how long the memory-plan, node-order and patch searches try: a factor on their "
+                        "evaluation budgets (low 0.25, default 1, high 4); deterministic, the best plan found "
+                        "is kept")
 
 
 def add_transformer_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +81,8 @@ def add_transformer_args(p: argparse.ArgumentParser) -> None:
     --attention-block: schedule/attention.py (query rows per attention step)."""
     p.add_argument("--attention-block", type=int, default=None, metavar="ROWS",
                    help="compute attention ROWS query rows at a time so the score matrix is never whole "
-                        "(default 8; 0: layer by layer, the whole [heads x T x T] scores in the arena)")
+                        "(default: the longest of 4, 8, 16, 32 or all rows whose arena is the smallest; 0: layer "
+                        "by layer, the whole [heads x T x T] scores in the arena)")
     p.add_argument("--integer-only", action="store_true",
                    help="replace the LayerNorm pattern, SOFTMAX on attention scores and GELU by I-ViT's integer-only "
                         "ILAYERNORM, SHIFTMAX and SHIFTGELU (no longer bit-exact with TFLite Micro: validate "
@@ -97,9 +103,19 @@ def patch_options(args: argparse.Namespace):  # -> tinyml.schedule.patches.Patch
     from tinyml.schedule.patches import PatchOptions
 
     try:
-        return PatchOptions.parse(args.patch, args.max_overhead, args.sram_budget, args.input_mode == "streamed")
+        return PatchOptions.parse(args.patch, args.max_overhead, args.sram_budget, args.input_mode == "streamed",
+                                  args.effort)
     except ValueError as e:
         raise TinymlError(f"--patch: {e}") from None
+
+
+def _effort(text: str) -> float:
+    from tinyml.schedule.effort import parse_effort
+
+    try:
+        return parse_effort(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _fraction(text: str) -> float:

@@ -77,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.output is not None and Path(args.output).suffix != ".tflite":
         raise TinymlError(f"-o {args.output}: the output is a .tflite file")
+    if args.patch_grid and args.patch_precision != "value":
+        raise TinymlError("--patch-grid draws the bits --patch-precision value decides: add it")
     policy = QuantPolicy(calibration=args.calibration, percentile=args.percentile,
                          bias_correction=args.bias_correction)
     policy.check()

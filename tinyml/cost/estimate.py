@@ -80,14 +80,16 @@ class Cost:
 
 
 def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
-             patches: str | PatchOptions = "auto", sram_budget: int | None = None) -> Cost:
+             patches: str | PatchOptions = "auto", sram_budget: int | None = None,
+             effort: float | None = None) -> Cost:
     """The cost of `graph` (as tinyml.pipeline.load_graph returns it; left unchanged) on `board`.
 
     mode "exact": the memory planner and the patch search `tinyml generate` runs (seconds on a
     MobileNet); "fast": greedy placement, no repack, and a cheap patch rule (cost/fast_patches.py;
     milliseconds). `patches`: "auto", "off", or PatchOptions (exact mode only for fixed
     schedules). `sram_budget`: the arena must fit these bytes (auto looks for a patch schedule
-    that does; exact mode raises DoesNotFit when none does). Instructions come from
+    that does; exact mode raises DoesNotFit when none does). `effort`: exact mode's search budgets
+    (tinyml/schedule/effort.py; None: the PatchOptions' own, else the default). Instructions come from
     coefficients.json, fitted on one core (the Cortex-M7 measures within 1 % of the M4 on the
     MLPerf Tiny models, docs/cost_model.md).
     """
@@ -96,7 +98,7 @@ def estimate(graph: Graph, board: Board | str | None = None, mode: str = "fast",
     coef = load_coefficients()
     b = board if isinstance(board, Board) else _board(board or coef["board"])
     if mode == "exact":
-        schedule = _exact(graph, patches, sram_budget)
+        schedule = _exact(graph, patches, sram_budget, effort)
         g, plan = schedule.graph, schedule.plan
         label = schedule.chosen.label if schedule.chosen is not None else None
         terms, macs = _terms_and_macs(g)
@@ -137,12 +139,14 @@ def _terms_and_macs(g: Graph) -> tuple[list, list[int]]:
     return terms, [t["macs"] if "macs" in t else get_op(n.op).macs(g, n) for n, (_, t) in zip(g.nodes, terms)]
 
 
-def _exact(graph: Graph, patches: str | PatchOptions, sram_budget: int | None) -> SearchResult:
+def _exact(graph: Graph, patches: str | PatchOptions, sram_budget: int | None, effort: float | None) -> SearchResult:
     """schedule_patches on a copy (the planner reorders nodes in place)."""
     if isinstance(patches, str):
         options = PatchOptions.parse(patches, sram_budget=sram_budget)
     else:
         options = patches if sram_budget is None else replace(patches, sram_budget=sram_budget)
+    if effort is not None:
+        options = replace(options, effort=effort)
     g = Graph(dict(graph.tensors), list(graph.nodes), list(graph.inputs), list(graph.outputs), graph.name)
     return schedule_patches(g, options)
 

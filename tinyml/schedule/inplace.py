@@ -29,6 +29,21 @@ class Facts:
         self._inplace: dict[int, tuple[int, ...]] = {}
         self._scratch: dict[int, tuple[int, int]] = {}
         self._nbytes: dict[str, int] = {}
+        self.const = frozenset(name for name, t in g.tensors.items() if t.is_const)
+        # the callback's (streamed) or the state region's: never in the arena
+        self.outside = frozenset(name for name, t in g.tensors.items() if t.streamed or t.state)
+        self._readers: dict[str, list[Node]] | None = None
+
+    def readers(self) -> dict[str, list[Node]]:
+        """Per tensor, the nodes that read it (in the graph's order when first asked; the
+        planner only asks whether there is exactly one)."""
+        if self._readers is None:
+            self._readers = {}
+            for n in self.g.nodes:
+                for t in n.inputs:
+                    if t is not None:
+                        self._readers.setdefault(t, []).append(n)
+        return self._readers
 
     def inplace_inputs(self, n: Node) -> tuple[int, ...]:
         if id(n) not in self._inplace:
@@ -72,20 +87,15 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
     last: dict[str, int] = {}
     pinned = {find(t) for t in g.inputs}
     facts = facts or Facts(g)
+    const = facts.const
     for step, n in enumerate(g.nodes):
-        for t in list(n.inputs) + list(n.outputs):
-            if t is not None and not g[t].is_const:
-                r = find(t)
-                last[r] = max(last.get(r, step), step)
+        for t in (*n.inputs, *n.outputs):
+            if t is not None and t not in const:
+                last[find(t)] = step  # steps only grow
     for t in g.outputs:
-        if not g[t].is_const:
+        if t not in const:
             last[find(t)] = end
-
-    readers: dict[str, list[Node]] = {}
-    for n in g.nodes:
-        for t in n.inputs:
-            if t is not None:
-                readers.setdefault(t, []).append(n)
+    readers = facts.readers()
 
     def expands(y: str) -> bool:
         """Whether y's only reader is an op that may write a larger output over it."""
@@ -109,7 +119,7 @@ def inplace_merges(g: Graph, find: Callable[[str], str], facts: Facts | None = N
             if x is None or g[x].is_const or g[x].state or g[x].bits != g[y].bits:
                 continue  # (a packed 4-bit tensor and an int8 one do not advance alike)
             gx, gy = group(x), group(y)
-            others = {group(t) for t in n.inputs if t is not None and t != x and not g[t].is_const}
+            others = {group(t) for t in n.inputs if t is not None and t != x and t not in const}
             if gx == gy or gx in pinned or last[gx] != step or gx in others:
                 continue
             hx = height.get(gx, aligned(x))

@@ -71,7 +71,7 @@ def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> 
     for n in g.nodes:
         op = get_op(n.op)
         if (op.alias or op.updates_input) and n.inputs and n.inputs[0] is not None:
-            if not g.tensors[n.inputs[0]].is_const:
+            if n.inputs[0] not in facts.const:
                 join(n.outputs[0], n.inputs[0], 0)
     # outputs written over a dying input (tinyml/schedule/inplace.py): in its head when no
     # larger, else the input lies at the end of the output
@@ -81,8 +81,10 @@ def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> 
     last_step = len(g.nodes)  # graph outputs stay live past the last node
     life: dict[str, list[int]] = {}  # tensor -> [first, last] step
 
+    outside, const = facts.outside, facts.const  # the callback's or the state region's; weights
+
     def touch(t: str, step: int) -> None:
-        if g.tensors[t].streamed or g.tensors[t].state:  # the callback's, or in the state region
+        if t in outside:
             return
         span = life.setdefault(t, [step, step])
         span[0], span[1] = min(span[0], step), max(span[1], step)
@@ -90,11 +92,11 @@ def build_buffers(g: Graph, facts: Facts | None = None, expand: bool = True) -> 
     for t in g.inputs:
         touch(t, 0)
     for step, n in enumerate(g.nodes):
-        for t in list(n.inputs) + list(n.outputs):
-            if t is not None and not g.tensors[t].is_const:
+        for t in (*n.inputs, *n.outputs):
+            if t is not None and t not in const:
                 touch(t, step)
     for t in g.outputs:
-        if not g.tensors[t].is_const:
+        if t not in const:
             touch(t, last_step)
 
     groups: dict[str, dict[str, int]] = {}  # root -> {tensor: offset above the root}
@@ -125,6 +127,9 @@ def _segments(key: str, at: dict[str, int], life: dict[str, list[int]], facts: F
     shrinks gets a head of the size it ends with, for its whole life, and a
     tail per drop.
     """
+    if len(at) == 1:  # most groups: one tensor, one rectangle
+        (t, _), = at.items()
+        return [Buffer(key, _align(facts.nbytes(t)), life[t][0], life[t][1], [t])]
     first = min(life[t][0] for t in at)
     steps = max(life[t][1] for t in at) - first + 1
     spans = {t: (o, o + _align(facts.nbytes(t))) for t, o in at.items()}

@@ -34,9 +34,10 @@ from itertools import accumulate
 from dataclasses import dataclass, field
 
 from tinyml.ir import Graph
+from tinyml.schedule.effort import DEFAULT as DEFAULT_EFFORT, scaled
 from tinyml.schedule.inplace import ALIGN
-from tinyml.schedule.lifetimes import Buffer, build_buffers, lower_bound
-from tinyml.schedule.order import reordered, search_order
+from tinyml.schedule.lifetimes import Buffer, build_buffers, live_profile, lower_bound
+from tinyml.schedule.order import ORDER_EVALS, reordered, search_order
 
 
 @dataclass
@@ -54,6 +55,7 @@ class MemoryPlan:
     # across inferences and restored by tinyml_reset(); counted in the RAM figures
     state: dict[str, int] = field(default_factory=dict)
     state_bytes: int = 0
+    _live: list[int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def moved(self) -> int:
@@ -61,7 +63,9 @@ class MemoryPlan:
         return 0 if self.order is None else sum(i != k for k, i in enumerate(self.order))
 
     def live_bytes(self, step: int) -> int:
-        return sum(b.size for b in self.buffers if b.first <= step <= b.last)
+        if self._live is None:  # reports ask once per layer: one pass over the buffers
+            self._live = live_profile(self.buffers, max((b.last + 1 for b in self.buffers), default=1))
+        return self._live[step] if 0 <= step < len(self._live) else 0
 
 
 def _units(buffers: list[Buffer]) -> list[list[Buffer]]:
@@ -152,13 +156,14 @@ class _Problem:
             o = offsets[j]
             if o >= 0:
                 busy += [(o + lo, o + hi) for lo, hi in self.holes[i].get(j, [(-need, their)])]
+        busy.sort()
         off = 0
-        while True:
-            # every offset from here up to the highest clashing top still clashes with that unit
-            clash = max((hi for lo, hi in busy if lo < off < hi), default=-1)
-            if clash < 0:
-                return off
-            off = clash
+        for lo, hi in busy:  # by start: once one starts at or above `off`, no later one clashes either
+            if lo >= off:
+                break
+            if hi > off:  # every offset up to its top clashes with it
+                off = hi
+        return off
 
     def first_fit(self, order: list[int]) -> tuple[int, list[int]]:
         """Place in `order`, each at its lowest fitting offset; (arena, offsets)."""
@@ -250,7 +255,7 @@ def _crowding(p: _Problem, offsets: list[int]) -> tuple[int, int]:
     return arena, sum(t - near for t in tops if t > near)
 
 
-def _local_search(p: _Problem, order: list[int], lower: int, moves: int) -> tuple[int, list[int]]:
+def _local_search(p: _Problem, order: list[int], lower: int, moves: int, patience: int) -> tuple[int, list[int]]:
     """Move one unit elsewhere in the placement order; keep moves that do not crowd the top more.
 
     Most moves are aimed: a unit reaching the arena's top goes to a random
@@ -268,18 +273,22 @@ def _local_search(p: _Problem, order: list[int], lower: int, moves: int) -> tupl
     best = (arena, offsets)
     since = 0  # moves since the best arena last dropped
     for _ in range(moves):
-        if best[0] <= lower or len(current) < 2 or since >= LOCAL_PATIENCE:
+        if best[0] <= lower or len(current) < 2 or since >= patience:
             break
         since += 1
         trial = current[:]
         if rng.random() < AIMED:
             i = rng.choice([i for i, o in enumerate(offsets) if o + p.sizes[i] == arena])
             k = trial.index(i)
-            trial.insert(rng.randrange(k + 1), trial.pop(k))
+            b = rng.randrange(k + 1)
         else:
-            trial.insert(rng.randrange(len(trial)), trial.pop(rng.randrange(len(trial))))
-        a, offs = p.first_fit(trial)
+            b = rng.randrange(len(trial))
+            k = rng.randrange(len(trial))
+        trial.insert(b, trial.pop(k))
+        # first-fit of the whole trial order, re-placing only the units the move can reach
+        offs = _refit_moved(p, trial, offsets, trial[b], min(k, b), max(k, b))
         s = _crowding(p, offs)
+        a = s[0]
         if s <= score:
             current, score, arena, offsets = trial, s, a, offs
             if a < best[0]:
@@ -336,7 +345,8 @@ def _crowding_beside(p: _Problem, offsets: list[int], moving: list[int]) -> Call
     return crowding
 
 
-def _repack(p: _Problem, offsets: list[int], lower: int, rounds: int) -> tuple[int, list[int]]:
+def _repack(p: _Problem, offsets: list[int], lower: int, rounds: int,
+            placements: int | None = None) -> tuple[int, list[int]]:
     """Lift the units around the arena's top out and place them again; everything else stays put.
 
     Local search over the whole placement order stalls on patch stages:
@@ -347,15 +357,18 @@ def _repack(p: _Problem, offsets: list[int], lower: int, rounds: int) -> tuple[i
     (first-fit against the units held fixed, same moves and acceptance as
     _local_search) before comparing with the whole plan. Re-placing from the
     moved position only is exact: units placed before it see the same
-    neighbours. Seeded, so plans are reproducible.
+    neighbours. Seeded, so plans are reproducible. Stops after `placements` units placed
+    (default REPACK_PLACEMENTS_PER_UNIT per unit).
     """
     rng = random.Random(0)
     n = len(offsets)
+    if placements is None:
+        placements = REPACK_PLACEMENTS_PER_UNIT * n
     current, score = offsets, _crowding(p, offsets)
     best = (score[0], offsets)
     placed = 0  # units placed so far: what the time goes into
     for _ in range(rounds):
-        if best[0] <= lower or placed >= REPACK_PLACEMENTS_PER_UNIT * n:
+        if best[0] <= lower or placed >= placements:
             break
         c = rng.choice([i for i in range(n) if current[i] + p.sizes[i] == score[0]])
         w = rng.randint(0, REPACK_WINDOW)
@@ -415,12 +428,13 @@ def _set_offsets(units: list[list[Buffer]], offsets: list[int]) -> None:
             b.offset = o + b.delta
 
 
-def place(buffers: list[Buffer], steps: int) -> str:
+def place(buffers: list[Buffer], steps: int, effort: float = DEFAULT_EFFORT) -> str:
     """Set every buffer's offset: several orderings, then local search, repacking, an exact search.
 
     Returns the name of the strategy that won. Greedy-by-size is the first
     candidate and only a strictly smaller arena replaces it, so the result is
-    never worse than TFLite Micro's own strategy.
+    never worse than TFLite Micro's own strategy. `effort` scales every search's budget
+    (tinyml/schedule/effort.py).
     """
     for b in buffers:
         b.offset = b.delta
@@ -437,15 +451,16 @@ def place(buffers: list[Buffer], steps: int) -> str:
         if best <= lower:
             break
     if best > lower:
-        arena, offs = _local_search(p, best_order, lower, LOCAL_MOVES)
+        arena, offs = _local_search(p, best_order, lower, scaled(LOCAL_MOVES, effort), scaled(LOCAL_PATIENCE, effort))
         if arena < best:
             best_name, best, offsets = "local-search", arena, offs
     if best > lower * (1 + REPACK_MIN_EXCESS):
-        arena, offs = _repack(p, offsets, lower, REPACK_ROUNDS)
+        arena, offs = _repack(p, offsets, lower, scaled(REPACK_ROUNDS, effort),
+                              scaled(REPACK_PLACEMENTS_PER_UNIT * len(units), effort))
         if arena < best:
             best_name, best, offsets = "repack", arena, offs
     if best > lower and len(units) <= SEARCH_MAX_BUFFERS and not p.holed:  # its proof assumes no holes
-        found = _search(p, best, lower, SEARCH_BUDGET)
+        found = _search(p, best, lower, scaled(SEARCH_BUDGET, effort))
         if found is not None and found[0] < best:
             best_name, (best, offsets) = "exact-search", found
     _set_offsets(units, offsets)
@@ -463,9 +478,9 @@ def place_greedy_by_size(buffers: list[Buffer]) -> int:
     return arena
 
 
-def _plan(g: Graph, buffers: list[Buffer]) -> MemoryPlan:
+def _plan(g: Graph, buffers: list[Buffer], effort: float) -> MemoryPlan:
     steps = len(g.nodes) + 1
-    strategy = place(buffers, steps)
+    strategy = place(buffers, steps, effort)
     arena = max((b.offset + b.size for b in buffers), default=0)
     offsets = {t: b.offset + b.at.get(t, 0) for b in buffers for t in b.tensors}
     scratch = {
@@ -497,32 +512,32 @@ def _shape(buffers: list[Buffer]) -> list[tuple]:
     return sorted((b.key, b.size, b.first, b.last, b.delta) for b in buffers)
 
 
-def _best_plan(g: Graph) -> MemoryPlan:
+def _best_plan(g: Graph, effort: float) -> MemoryPlan:
     """The plan with expanding in-place merges, unless the plan without them is as good (see EXPAND_MIN_GAIN)."""
-    full = _plan(g, build_buffers(g))
+    full = _plan(g, build_buffers(g), effort)
     if full.arena_bytes <= full.lower_bound:
         return full
     plain = build_buffers(g, expand=False)
     if _shape(plain) == _shape(full.buffers):
         return full
-    other = _plan(g, plain)
+    other = _plan(g, plain, effort)
     return full if full.arena_bytes < other.arena_bytes * (1 - EXPAND_MIN_GAIN) else other
 
 
-def plan_memory(g: Graph, reorder: bool = True) -> MemoryPlan:
+def plan_memory(g: Graph, reorder: bool = True, effort: float = DEFAULT_EFFORT) -> MemoryPlan:
     """Offsets for every activation and scratch area of `g`.
 
     With `reorder`, other valid node orders are searched (tinyml/schedule/order.py);
     when one gives a strictly smaller arena, g.nodes is put in that order
     (in place, so the caller emits what was planned) and plan.order says
-    where each node came from.
+    where each node came from. `effort` scales the searches' budgets (tinyml/schedule/effort.py).
     """
-    plan = _best_plan(g)
+    plan = _best_plan(g, effort)
     if not reorder:
         return plan
-    order = search_order(g)
+    order = search_order(g, scaled(ORDER_EVALS, effort))
     if order != sorted(order):
-        trial = _best_plan(reordered(g, order))
+        trial = _best_plan(reordered(g, order), effort)
         if trial.arena_bytes < plan.arena_bytes:
             g.nodes[:] = [g.nodes[i] for i in order]
             trial.order = order

@@ -67,6 +67,48 @@ def keyword_transformer(tf: Any, frames: int, features: int, dim: int, heads: in
     return tf.keras.Model(x, encoder(tf, tf.keras.layers.Dense(dim)(x), dim, heads, depth, classes))
 
 
+def batched(tf: Any) -> Any:
+    """`tf` for these builders (which fix batch 1 for the converter) with any batch size, to train them
+    (benchmarks/ivit_ops.py, vit_fashion.py): keras.Input drops batch_size and keras.ops.concatenate
+    broadcasts batch-1 constants (the class token). The trained weights then go into the batch-1 build
+    that is converted. The zoo's own models are never trained."""
+    return _Batched(tf)
+
+
+class _Batched:
+    def __init__(self, tf: Any) -> None:
+        self._tf = tf
+        self.keras = _BatchedKeras(tf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tf, name)
+
+
+class _BatchedKeras:
+    def __init__(self, tf: Any) -> None:
+        self._tf = tf
+        self.ops = _BatchedOps(tf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tf.keras, name)
+
+    def Input(self, shape: Any, batch_size: int | None = None, **kw: Any) -> Any:  # noqa: N802  (keras' name)
+        return self._tf.keras.Input(shape, **kw)
+
+
+class _BatchedOps:
+    def __init__(self, tf: Any) -> None:
+        self._ops = tf.keras.ops
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    def concatenate(self, xs: list, axis: int = 0) -> Any:
+        n = self._ops.shape(xs[-1])[0]
+        return self._ops.concatenate([self._ops.broadcast_to(x, (n, *x.shape[1:])) if x.shape[0] == 1 else x
+                                      for x in xs], axis=axis)
+
+
 _ENCODER_OPS = {"CONCATENATION", "ADD", "FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX", "MEAN", "SQUARED_DIFFERENCE",
                 "RSQRT", "MUL", "TRANSPOSE", "RESHAPE", "GATHER"}
 add("vit_tiny_8x8", "transformer", tiny_vit, _ENCODER_OPS | {"CONV_2D"}, image=8, patch=4, dim=16, heads=2, depth=1, classes=10,

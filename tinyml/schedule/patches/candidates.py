@@ -70,6 +70,7 @@ class Searcher:
         self._axis: dict[tuple[str, int, Span], AxisPlan] = {}
         self._info: dict[str, _StageInfo] = {}
         self._extents: dict[tuple[str, int, int], dict] = {}
+        self._sums: dict[tuple[str, int, int], dict] = {}
 
     def stages(self, target: int | None) -> list[tuple[int, Stage]]:
         """Every split whose stage holds a window op and could bring the arena below `target`.
@@ -106,21 +107,29 @@ class Searcher:
 
     def candidate(self, k: int, stage: Stage, rows: int, cols: int, reuse: bool, vertical: bool = False) -> Candidate:
         g = self.g
-        hs, ws = self.grid_extents(stage, rows, cols, reuse, vertical)
+        ax = reuse_axis(cols, vertical) if reuse else None
+        hs, ws = self.sums(stage, 0, rows, ax == 0), self.sums(stage, 1, cols, ax == 1)
         macs, cost = self.base_macs, self.base_cost
         for i in stage.nodes:
             n = g.nodes[i]
             o, x = n.outputs[0], n.inputs[0]
             plane = g[o].shape[1] * g[o].shape[2]
-            area = int(hs[o].sum()) * int(ws[o].sum())
+            area = hs[o] * ws[o]
             if self.layer_macs[i]:
                 macs += self.layer_macs[i] * (area - plane) // plane
             a_in, a_out = self.layer_cost[i]
-            read = int(hs[(i, 0)].sum()) * int(ws[(i, 0)].sum()) if (i, 0) in hs else 0
+            read = hs[(i, 0)] * ws[(i, 0)] if (i, 0) in hs else 0
             cost += a_out * (area - plane) + a_in * (read - g[x].shape[1] * g[x].shape[2])
             # every patch copies what it reads and calls each kernel; roughly two copies per node with reuse
             cost += rows * cols * CALL_COST * (3 if reuse else 2) + COPY_COST * read * g[x].nbytes // g[x].size
         return Candidate(stage, k, rows, cols, reuse, vertical, macs, cost)
+
+    def sums(self, stage: Stage, axis: int, parts: int, reuse: bool) -> dict:
+        """extents() summed over the bands (what the MACs and the cost estimate need)."""
+        key = (stage.split, axis, parts, reuse)
+        if key not in self._sums:
+            self._sums[key] = {k: int(v.sum()) for k, v in self.extents(stage, axis, parts, reuse).items()}
+        return self._sums[key]
 
     def extents(self, stage: Stage, axis: int, parts: int, reuse: bool) -> dict:
         """Per band: each stage node's computed output extent (by tensor name) and input extent read (by key)."""

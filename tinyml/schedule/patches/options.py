@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 
 from tinyml.errors import TinymlError
 from tinyml.ir import Graph
+from tinyml.schedule.effort import DEFAULT as DEFAULT_EFFORT
 from tinyml.schedule.memory import MemoryPlan, plan_memory
 from tinyml.schedule.patches.rewrite import PatchSchedule, PatchSpec, add_stage, graph_macs
 from tinyml.schedule.patches.search import BudgetExceeded, SearchResult, search
@@ -15,7 +16,7 @@ DEFAULT_MAX_OVERHEAD = 0.20
 
 @dataclass(frozen=True)
 class PatchOptions:
-    """`--patch auto|off|SPLIT:ROWSxCOLS[r|v][+...]`, `--max-overhead`, `--sram-budget`, `--input`.
+    """`--patch auto|off|SPLIT:ROWSxCOLS[r|v][+...]`, `--max-overhead`, `--sram-budget`, `--input`, `--effort`.
 
     A trailing `r` reuses the columns a patch shares with the previous one
     in its row instead of recomputing them; on a one-column grid (full-width
@@ -33,14 +34,15 @@ class PatchOptions:
     max_overhead: float | None = None
     sram_budget: int | None = None
     stream: bool = False  # --input streamed
+    effort: float = DEFAULT_EFFORT  # --effort: factor on every search's evaluation budget (schedule/effort.py)
 
     @staticmethod
     def parse(text: str, max_overhead: float | None = None, sram_budget: int | None = None,
-              stream: bool = False) -> "PatchOptions":
+              stream: bool = False, effort: float = DEFAULT_EFFORT) -> "PatchOptions":
         """Read the --patch value; raises ValueError with a one-line reason."""
         t = text.strip()
         if t in ("auto", "off"):
-            return PatchOptions(t, (), max_overhead, sram_budget, stream)
+            return PatchOptions(t, (), max_overhead, sram_budget, stream, effort)
         stages = []
         for part in t.split("+"):
             split, sep, grid = part.strip().rpartition(":")
@@ -51,7 +53,7 @@ class PatchOptions:
                 raise ValueError(f"expected auto, off or SPLIT:ROWSxCOLS[r|v] (e.g. 9:4x4, 7:3x8r, 7:12x2v, or "
                                  f"7:2x4+10:3x3 for two stages), got {text!r}")
             stages.append(PatchSpec(split, int(rows), int(cols), bool(suffix), suffix == "v"))
-        return PatchOptions("fixed", tuple(stages), max_overhead, sram_budget, stream)
+        return PatchOptions("fixed", tuple(stages), max_overhead, sram_budget, stream, effort)
 
 
 def resolve_split(ps: PatchSchedule, split: str) -> str:
@@ -68,14 +70,14 @@ def resolve_split(ps: PatchSchedule, split: str) -> str:
     return split
 
 
-def replay(g: Graph, stages: list[PatchSpec], stream: bool) -> PatchSchedule:
+def replay(g: Graph, stages: list[PatchSpec], stream: bool, effort: float = DEFAULT_EFFORT) -> PatchSchedule:
     """Apply fixed stages in order (each split resolved on the graph the previous ones left)."""
     ps = PatchSchedule.layer_by_layer(g)
     if stages and any(t.bits < 8 for t in g.activations()):
         raise NotPatchable("4-bit activations are packed two per byte; patch copies move whole bytes")
     for k, spec in enumerate(stages):
         ps = add_stage(ps, replace(spec, split=resolve_split(ps, spec.split)), stream=stream and k == 0)
-    ps.plan = plan_memory(ps.graph)
+    ps.plan = plan_memory(ps.graph, effort=effort)
     return ps
 
 
@@ -91,7 +93,7 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
 
     A budget is checked in every mode; only auto mode searches to meet it.
     """
-    baseline = baseline or plan_memory(g)
+    baseline = baseline or plan_memory(g, effort=options.effort)
     if options.mode == "auto":
         bound = options.max_overhead
         if bound is None and options.sram_budget is None:
@@ -101,7 +103,7 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
         results, errors = [], []
         for stream in ((True, False) if options.stream else (False,)):
             try:
-                results.append(search(g, bound, options.sram_budget, baseline, stream))
+                results.append(search(g, bound, options.sram_budget, baseline, stream, options.effort))
             except BudgetExceeded as e:
                 errors.append(e)
             except TinymlError as e:
@@ -124,11 +126,11 @@ def schedule_patches(g: Graph, options: PatchOptions, baseline: MemoryPlan | Non
     else:
         result = SearchResult(g, baseline, None, 0, 0, options.mode)
     if options.mode == "fixed":
-        result.chosen = replay(g, list(options.stages), options.stream)
+        result.chosen = replay(g, list(options.stages), options.stream, options.effort)
         result.candidates = result.planned = 1
     ps = result.chosen
     if ps is not None and ps.streamed:
-        held = replay(g, [st.spec for st in ps.stages], stream=False)
+        held = replay(g, [st.spec for st in ps.stages], stream=False, effort=options.effort)
         ps.arena_with_input = held.plan.arena_bytes
     if options.sram_budget is not None and result.plan.arena_bytes > options.sram_budget:
         raise BudgetExceeded(options.sram_budget, result.plan.arena_bytes,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tinyml.errors import DoesNotFit
 from tinyml.ir import Graph
+from tinyml.schedule.effort import DEFAULT as DEFAULT_EFFORT, scaled
 from tinyml.schedule.memory import MemoryPlan, plan_memory
 from tinyml.schedule.patches.candidates import Candidate, Searcher
 from tinyml.schedule.patches.estimate import graph_cost
@@ -65,18 +66,19 @@ class SearchResult:
 
 
 def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None = None,
-           baseline: MemoryPlan | None = None, stream: bool = False) -> SearchResult:
+           baseline: MemoryPlan | None = None, stream: bool = False, effort: float = DEFAULT_EFFORT) -> SearchResult:
     """Pick a patch schedule for `g` (see choose_schedule); also report what was searched.
 
     Stages are added greedily, each searched on the previous schedule's
     graph (whose stages then are plain nodes to it): a second stage helps
     when what is left layer by layer after the first one is the peak.
+    `effort` scales the planners' budgets and the placements tried per round.
     """
     if g.states():  # a node that writes state must run once per inference, never once per patch
         raise NotPatchable("the model keeps state across inferences; it runs layer by layer")
     if any(t.bits < 8 for t in g.activations()):  # patch copies move whole bytes
         raise NotPatchable("4-bit activations are packed two per byte; the model runs layer by layer")
-    baseline = baseline or plan_memory(g)
+    baseline = baseline or plan_memory(g, effort=effort)
     limit = None if max_overhead is None else (graph_macs(g) * (1 + max_overhead), graph_cost(g) * (1 + max_overhead))
     result = SearchResult(g, baseline, None, 0, 0)
     current = PatchSchedule.layer_by_layer(g, baseline)
@@ -95,16 +97,16 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
                 result.planned += 1
                 # The full planner only lowers greedy's arena: plan fully when that could make it fit.
                 if ps is not None and ps.greedy_arena <= sram_budget * FULL_PLAN_SLACK:
-                    ps.plan = plan_memory(ps.graph)
+                    ps.plan = plan_memory(ps.graph, effort=effort)
                     if ps.plan.arena_bytes <= sram_budget:
                         result.chosen = ps
                         return result
-        best = _lowest(s, cands, bar, result)
+        best = _lowest(s, cands, bar, result, scaled(PATIENCE, effort))
         if best is None:
             break
         current = best
     if current.stages:
-        current.plan = plan_memory(current.graph)  # never above greedy's arena, so still below layer by layer
+        current.plan = plan_memory(current.graph, effort=effort)  # never above greedy's arena, so still below layer by layer
     if sram_budget is not None:
         reach = current.plan.arena_bytes
         how = (f"with {current.label} patches, {100 * current.overhead:.1f}% more MACs" if current.stages
@@ -115,11 +117,11 @@ def search(g: Graph, max_overhead: float | None = 0.20, sram_budget: int | None 
     return result
 
 
-def _lowest(s: Searcher, cands: list[Candidate], base: int, result: SearchResult) -> PatchSchedule | None:
+def _lowest(s: Searcher, cands: list[Candidate], base: int, result: SearchResult, patience: int) -> PatchSchedule | None:
     """The candidate with the smallest greedy-placement arena (then fewest MACs), if strictly below `base`.
 
     Candidates come by lower bound (then MACs); the search stops where the
-    bound reaches the best arena found, or after PATIENCE placements that
+    bound reaches the best arena found, or after `patience` placements that
     did not improve it.
     """
     best: PatchSchedule | None = None
@@ -127,7 +129,7 @@ def _lowest(s: Searcher, cands: list[Candidate], base: int, result: SearchResult
     idle = 0  # candidates placed since the last improvement
     for c in sorted(cands, key=lambda c: (s.lower(c), c.macs)):
         tie_ok = best is not None and c.macs < best.macs
-        if c.lower > bar or (c.lower == bar and not tie_ok) or idle >= PATIENCE:
+        if c.lower > bar or (c.lower == bar and not tie_ok) or idle >= patience:
             break
         ps = s.quick(c, bar + 1 if tie_ok else bar)
         result.planned += 1
