@@ -136,11 +136,12 @@ def study(name: str, tflite: bytes, cal_imgs: np.ndarray, test: tuple[np.ndarray
 
     masks = _Stage(g, st.spec.split, st.spec.rows, st.spec.cols, st.spec.reuse, st.spec.vertical).masks
     normal = {(i, j) for i in range(pp.rows) for j in range(pp.cols) if not pp.outlier[i, j]}
-    fake = {t: (masks(t, normal), int(g[t].quant.zp), pp.clip[t]) for t in pp.low}
+    fake = {t: (masks(t, normal), int(g[t].quant.zp), pp.clip[t], pp.one_sided[t]) for t in pp.low}
     top8 = np.array([int(np.argmax(_run(g, x, {})[g.outputs[0]])) for x in ins])
     topm = np.array([int(np.argmax(_run(g, x, fake)[g.outputs[0]])) for x in ins])
     d = pp.describe()
     d.pop("clip")
+    d.pop("one_sided", None)
     d.pop("scores")
     return {"model": name, "quantile": quantile, "stage": st.label, "schedule_arena_bytes": res.chosen.plan.arena_bytes if res.chosen.plan
             else None, "decide_seconds": secs, **d,

@@ -94,3 +94,19 @@ def test_cost_model_prices_attention_as_the_kernels_it_runs(zoo_bytes) -> None:
     att = sum(layer_instructions(c, t, coef) for (c, t), n in zip(layer_terms(g), g.nodes) if n.op == "ATTENTION")
     assert 0.75 < total["fused"] / total["plain"] < 1.1, total
     assert att > 0.5 * total["fused"], (att, total)
+
+
+def test_block_choice_is_the_longest_at_the_smallest_arena(zoo_bytes) -> None:
+    """vit_attn_16x16: blocks of 4..32 rows plan the same arena (the peak is elsewhere), whole heads
+    (65 rows) a larger one, so the default takes 32 (QEMU: 6.6 M instructions vs 7.4 M at 8)."""
+    from tinyml.schedule.attention import choose_block
+
+    g = load_graph(zoo_bytes("vit_attn_16x16"))
+    assert choose_block(g) == 32
+    arenas = {}
+    for block in (8, 32, 65):
+        trial = load_graph(zoo_bytes("vit_attn_16x16"))
+        fuse_attention(trial, block)
+        arenas[block] = plan_memory(trial).arena_bytes
+    assert arenas[8] == arenas[32] < arenas[65], arenas
+    assert choose_block(load_graph(zoo_bytes("resnet8"))) == 0

@@ -100,3 +100,13 @@ def test_what_tflm_refuses_is_refused_by_name(op: str, tmp_path: Path) -> None:
     assert f"unsupported op {op}" in str(e.value)
     with pytest.raises(BadModel):
         TflmOracle(path.read_bytes()).run_batch([[np.zeros(4, g["a"].np_dtype)] * 2])
+
+
+@pytest.mark.parametrize("op", ["MAXIMUM", "MINIMUM"])
+def test_maximum_minimum_int16_pick_codes(op: str, tmp_path: Path) -> None:
+    """TFLite Micro's int16 MAXIMUM/MINIMUM compare raw codes, any scales (no rescaling), with broadcast."""
+    g = _graph({"a": ((2, 3, 4), "int16", 0.001, 0), "b": ((1, 3, 1), "int16", 0.002, 0)})
+    g.add_tensor(Tensor("y", (2, 3, 4), "int16", Quant([0.001], [0])))
+    g.nodes.append(Node(op, ["a", "b"], ["y"]))
+    g.outputs = ["y"]
+    _check(g, tmp_path)

@@ -21,6 +21,9 @@ def test_requantized_keeps_the_4_bit_grid_and_clips_beyond_it() -> None:
     assert np.array_equal(requantized(grid.astype(np.int8), zp, clip), grid)
     assert requantized(np.array([127, -128], np.int8), zp, clip).tolist() == [zp + 14, zp - 16]
     assert requantized(np.array([zp + 3], np.int8), zp, clip).tolist() == [zp + 4]  # 1.5 steps -> 2 (to even)
+    # one-sided (never below the zero point, e.g. after ReLU): 16 levels above it, step clip / 15
+    ramp = np.array([-128, -127, -100, 0, 127], np.int8)
+    assert requantized(ramp, -128, 255.0, one_sided=True).tolist() == [-128, -128, -94, 8, 127]
 
 
 def _decide(tmp: Path, x: np.ndarray) -> dict:

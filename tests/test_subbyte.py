@@ -351,3 +351,23 @@ def test_4_bit_activations_take_the_dsp_kernels_on_a_dsp_core(chain_models: dict
 def test_4_bit_activation_chain_is_bit_exact_in_qemu(label: str, chain_models: dict[str, Path], tmp_path: Path) -> None:
     assert main(["validate", str(chain_models[label]), "--board", "stm32f405", "--patch", "off", "--inputs", "2",
                  "--json", str(tmp_path / "r.json")]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", [("FULLY_CONNECTED", (1, 1, 24), 1, 1, 6), ("CONV_2D", (5, 7, 6), 1, 1, 6),
+                                   ("CONV_2D", (6, 6, 8), 3, 2, 10), ("DEPTHWISE_CONV_2D", (5, 7, 6), 3, 2, 6)])
+def test_4_bit_activation_dsp_edges_are_bit_exact_in_qemu(layer: tuple, tmp_path: Path) -> None:
+    """The DSP paths' edges at 4 bits in and out: FC units % 4 == 2 (a half last block of packed
+    rows), conv depth % 4 != 0 (the tap-by-tap widening of nibbles), a strided padded 3x3 (the
+    border function), depthwise on an odd width; the layer sits between ADDs that convert 8 <-> 4."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import subbyte_kernels
+
+    subbyte_kernels.LAYERS["edge"] = layer
+    try:
+        g = subbyte_kernels.layer_graph("edge", 4, act_bits=4)
+    finally:
+        del subbyte_kernels.LAYERS["edge"]
+    p = tmp_path / "m.tflite"
+    p.write_bytes(write_tflite(g))
+    assert main(["validate", str(p), "--board", "stm32f405", "--inputs", "3", "--json", str(tmp_path / "r.json")]) == 0

@@ -61,7 +61,7 @@ def compile_model(path: str | Path, patches: "PatchOptions | None" = None, integ
                   attention_block: int | None = None) -> Compiled:
     """Read, legalize and plan a model; with `patches`, also schedule a patch-based stage; with
     `integer_only`, run passes/integer_only.py (see load_graph). Attention runs in blocks of
-    `attention_block` query rows (schedule/attention.py; default DEFAULT_BLOCK, 0: layer by layer)."""
+    `attention_block` query rows (schedule/attention.py; None: chosen there, 0: layer by layer)."""
     from tinyml.schedule.attention import fuse_attention
 
     data = read_model_bytes(path)

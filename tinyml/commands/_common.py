@@ -81,7 +81,8 @@ def add_transformer_args(p: argparse.ArgumentParser) -> None:
     --attention-block: schedule/attention.py (query rows per attention step)."""
     p.add_argument("--attention-block", type=int, default=None, metavar="ROWS",
                    help="compute attention ROWS query rows at a time so the score matrix is never whole "
-                        "(default 8; 0: layer by layer, the whole [heads x T x T] scores in the arena)")
+                        "(default: the longest of 4, 8, 16, 32 or all rows whose arena is the smallest; 0: layer "
+                        "by layer, the whole [heads x T x T] scores in the arena)")
     p.add_argument("--integer-only", action="store_true",
                    help="replace the LayerNorm pattern, SOFTMAX on attention scores and GELU by I-ViT's integer-only "
                         "ILAYERNORM, SHIFTMAX and SHIFTGELU (no longer bit-exact with TFLite Micro: validate "

@@ -161,36 +161,40 @@ def _candidate(layers: list[_Layer], k: int, rows: int, cols: int, reuse: bool, 
     column follow each other down, so rows are computed once (the first patch of a column computes
     its whole receptive field, the arena's worst) and each window layer keeps its halo rows."""
     split = layers[k]
-    ext: dict[str, tuple[float, float]] = {split.out: (math.ceil(split.height / rows), math.ceil(split.height / cols))}
+    ext_h = {split.out: math.ceil(split.height / rows)}  # rows and columns of each tensor a patch needs
+    ext_w = {split.out: math.ceil(split.height / cols)}
     recompute: dict[int, float] = {}
-    patches = []
+    largest = 0.0
     halo = 0.0
     copy = float(split.nbytes)
-    split_bytes = _aligned(split.nbytes)
     for i in range(k, -1, -1):
         layer = layers[i]
-        if layer.out not in ext:
+        if layer.out not in ext_h:
             continue  # feeds nothing the split needs
         size = layer.height  # planes taken as square (any aspect: the share of it a patch covers)
-        eh, ew = (min(e, size) for e in ext[layer.out])
+        eh, ew = ext_h[layer.out], ext_w[layer.out]
+        eh, ew = (eh if eh < size else size), (ew if ew < size else size)
         # rows computed over a row of patches: the halo repeats at the n - 1 inner edges only (the outer
         # ones are the plane's border); the same down a column, unless rows are reused
-        across = max(1.0, ((cols - 1) * ew + size / cols) / size)
-        down = 1.0 if reuse else max(1.0, ((rows - 1) * eh + size / rows) / size)
-        recompute[i] = across * down
+        across = ((cols - 1) * ew + size / cols) / size
+        down = 1.0 if reuse else ((rows - 1) * eh + size / rows) / size
+        recompute[i] = (across if across > 1.0 else 1.0) * (down if down > 1.0 else 1.0)
         patch = layer.nbytes * (eh / size) * (ew / size)
         geo = layer.geometry
         eh_in, ew_in = (eh, ew) if geo is None else ((eh - 1) * geo[1] + geo[0], (ew - 1) * geo[1] + geo[0])
         for t, height, nbytes in layer.inputs:
-            a, b = min(eh_in, height), min(ew_in, height)
-            had = ext.get(t, (0, 0))
-            ext[t] = (max(a, had[0]), max(b, had[1]))
+            a, b = (eh_in if eh_in < height else height), (ew_in if ew_in < height else height)
+            if a > ext_h.get(t, 0):
+                ext_h[t] = a
+            if b > ext_w.get(t, 0):
+                ext_w[t] = b
             part = nbytes * (a / height) * (b / height)
             patch += part + layer.scratch_per_input * part
             if reuse and geo is not None and geo[0] > geo[1]:
                 halo += nbytes * ((geo[0] - geo[1]) / height) * (b / height)
             if t in inputs:
                 copy += nbytes * max(1.0, ((cols - 1) * b + height / cols) / height) if reuse else rows * cols * part
-        patches.append(patch)
-    worst = max(held + split_bytes + _aligned(p + halo) for p in patches)
+        if patch > largest:
+            largest = patch
+    worst = held + _aligned(split.nbytes) + _aligned(largest + halo)
     return PatchGuess(k, rows, cols, reuse, max(rest, worst), recompute, int(copy), 0)

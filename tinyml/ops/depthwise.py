@@ -161,20 +161,16 @@ class DepthwiseConv2D(Op):
             if fold:
                 values.append(ctx.const(pz, "pz", "int32_t"))
         mult = depth_multiplier(g, n)
-        y = g[n.outputs[0]]
-        in_asm = pairs is not None and half and (rq.lo, rq.hi) == (-128, 127) and y.bits == 8
         fn = ctx.kernel("depthwise_conv2d.c.j2", win=w, cin=cout // mult, cout=cout, mult=mult, plane=plane, r=r,
                         per_channel=rq.per_channel, dsp=dsp, pk=pairs, wbits=bits, wscale=scale,
-                        asm_rows=asm_rows(w, plane, pairs, cout) if in_asm else 0,
                         **({} if x.bits == y.bits == 8 else {"xbits": x.bits, "ybits": y.bits}))
         ctx.call(fn, ctx.tensor(n.inputs[0]), ctx.tensor(n.outputs[0]), *values, ctx.scratch(plane.bytes))
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
         """The per-channel plane kernel by window and stride: the plane filled once per call (`fill`
         bytes), each channel's rows copied in by blocks of 8 pixels (4 when narrower) and single
-        ones, per-channel constants (`ch`), output rows (or pairs of rows) and pixel steps (pairs of
-        pixels where the pair schedule pairs them, an odd last pixel a whole step; `steps2` the
-        assembly's two-row steps), a requantization per output; with depth multiplier M one
+        ones, per-channel constants (`ch`), output rows and pixel steps (pairs of pixels where the
+        pair schedule pairs them; `odd`: a last pixel computed alone), a requantization per output; with depth multiplier M one
         plane copy per input channel serves M output channels. Else the generic loop (dilation,
         sums that could leave int32): per output its requantization, the window rows and taps
         inside the input. 16x8 layers: int16.mac16_cost_terms."""
@@ -192,20 +188,15 @@ class DepthwiseConv2D(Op):
             else "dw_other"
         schedule = pair_schedule(k_h, k_w, w.stride_w)
         plane = channel_plane(g, n)
-        copy_h, copy_w = plane.copy_h, plane.copy_w
-        block = 8 if copy_w >= 8 else 4  # the copy loop's unrolling
+        block = 8 if plane.copy_w >= 8 else 4  # the copy loop's unrolling
         planes, copies = w.batch * cout, w.batch * x.shape[3]
+        rows = planes * w.out_h
         pixels = schedule.pixels if w.out_w >= 2 else 1
-        per_row = -(-w.out_w // pixels)
-        # two-row assembly steps where the 3x3-sized schedule allows them (emit also needs the
-        # short requantization, which the weights decide; the geometry decides almost always)
-        pairs_of_rows = w.out_h // 2 if pixels == 2 and asm_rows(w, plane, schedule, cout) == 2 else 0
-        rows = w.out_h - pairs_of_rows
         return bit_class(cls, x, wt, y), {
-            "call": 1, "fill": plane.bytes, "ch": planes, "copy_rows": copies * copy_h,
-            "copy_blocks": copies * copy_h * (copy_w // block), "copy_singles": copies * copy_h * (copy_w % block),
-            "rows": planes * rows, "steps": planes * (rows - pairs_of_rows) * per_row,
-            "steps2": planes * pairs_of_rows * per_row, "out": y.size}
+            "call": 1, "fill": plane.bytes, "ch": planes, "copy_rows": copies * plane.copy_h,
+            "copy_blocks": copies * plane.copy_h * (plane.copy_w // block),
+            "copy_singles": copies * plane.copy_h * (plane.copy_w % block),
+            "rows": rows, "steps": rows * (w.out_w // pixels), "odd": rows * (w.out_w % pixels), "out": y.size}
 
 
 @dataclass(frozen=True)
@@ -349,18 +340,6 @@ def pair_schedule(k_h: int, k_w: int, stride: int) -> PairSchedule:
         assert not any(todo.values()), "every tap of the kernel row is read by some load"
         steps.append(row)
     return PairSchedule(steps, words, pixels, loads)
-
-
-def asm_rows(w: Window, plane: Plane, s: PairSchedule, cout: int) -> int:
-    """Output rows per step of the paired kernel's assembly loop, 0 for its C loop.
-
-    The assembly keeps at most five weight words in registers (a 3x3-sized
-    schedule) and addresses the plane and the output with 12-bit offsets;
-    at stride 1 two output rows share their input words (2), else one row (1).
-    """
-    if s.pixels != 2 or len(s.words) > 5 or w.k_h * plane.w + s.reach >= 4096 or 2 * w.out_w * cout >= 4096:
-        return 0
-    return 2 if w.stride_h == 1 and w.out_h >= 2 else 1
 
 
 def pack_pairs(channel_major: np.ndarray, s: PairSchedule) -> np.ndarray:

@@ -136,6 +136,12 @@ class Arith:
         return multiply_by_quantized_multiplier((np.asarray(x, np.int64) + off) << self.left_shift, m, sh)
 
 
+def _code_range(t: Tensor) -> dict[str, int]:
+    """lo/hi of an Arith that only picks codes (MAXIMUM/MINIMUM): the output type's range."""
+    info = np.iinfo(t.np_dtype)
+    return dict(lo=int(info.min), hi=int(info.max))
+
+
 def _f32(v: float | np.floating) -> np.float32:
     return np.float32(v)
 
@@ -210,7 +216,8 @@ class BinaryOp(Op):
         wide = self.int16 and tensors[2].dtype == "int16"
         for t, role in zip(tensors, ("input 1", "input 2", "output")):
             why = int16_per_tensor(t, role) if wide else int8_per_tensor(t, role) if self.quantized else (
-                None if t.dtype == "int8" else f"{role} is {t.dtype}, only int8 is supported")
+                None if t.dtype in ("int8", "int16") and t.dtype == tensors[2].dtype
+                else f"{role} is {t.dtype}: int8 or int16 operands like the output are supported")
             if why:
                 return why
         try:
@@ -316,7 +323,7 @@ class Maximum(BinaryOp):
     quantized = False
 
     def arith(self, g: Graph, n: Node) -> Arith:
-        return Arith("MAXIMUM")
+        return Arith("MAXIMUM", **_code_range(g[n.outputs[0]]))
 
 
 @register
@@ -325,7 +332,7 @@ class Minimum(BinaryOp):
     quantized = False
 
     def arith(self, g: Graph, n: Node) -> Arith:
-        return Arith("MINIMUM")
+        return Arith("MINIMUM", **_code_range(g[n.outputs[0]]))
 
 
 @register

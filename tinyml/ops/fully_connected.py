@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyml.ir import Graph, Node
-from tinyml.ops.base import bit_class, Op, output_channels, register
+from tinyml.ops.base import bit_class, Op, output_channels, register, remembered
 from tinyml.ops.int16 import fc_window, io_reason, is_16x8, layer_requant, mac16_cost_terms, mac16_emit, weights_reason
 from tinyml.ops.dsp_pack import (
     NIBBLE_SUM_LIMIT,
@@ -129,14 +129,20 @@ class FullyConnected(Op):
         if is_16x8(g, n):
             return mac16_cost_terms(g, n, fc_window(x.size // depth), False, depth, depth, units)
         terms = {"call": 1, "macs": self.macs(g, n), "out": y.size, "in": x.size}
-        w = wt.data.astype(np.int8)
-        if accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
-                pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None:
+        consts = tuple(g[t].data for t in n.inputs[1:3] if t is not None)  # weights, bias
+
+        def c_loop() -> bool:
+            w = wt.data.astype(np.int8)
+            return accumulator_may_overflow(w, bias_of(g, n), -x.quant.zp, (1,)) or \
+                pack_row_pairs(w[:, :depth - depth % 4], 4, 128) is None
+
+        if remembered(consts, ("fc_loop", x.quant.zp), c_loop):
             return bit_class("fc_loop", x, wt, y), terms
         if depth % 4 == 0 and units % 4 == 0:  # deeper inputs are widened again per block of rows
             return bit_class("fc_asm" if depth <= WIDEN_MAX_DEPTH else "fc_asm_deep", x, wt, y), terms
         batches, blocks = x.size // depth, padded(units, 4) // 4
-        return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks": batches * blocks,
+        # below 4 deep there is no asm step at all: a block is its scalar tail and requantization
+        return bit_class("fc_dsp", x, wt, y), {"call": 1, "blocks" if depth >= 4 else "tail_blocks": batches * blocks,
                                                "steps": batches * blocks * (depth // 4),
                                                "tail": batches * blocks * (depth % 4), "out": y.size}
 

@@ -15,7 +15,7 @@ their activations at 4 bits and at which layers; no labels, no retraining:
    threshold on the score is thus searched; agreement needs no labels).
 
 The simulation is the int8 numpy reference with the chosen tensors re-quantized to 4 bits (step
-k = T / 7 of the int8 step, same zero point) where any patch computing a pixel runs 4-bit: halo
+k = T / 7 of the int8 step around the zero point, or T / 15 above it for tensors never below it) where any patch computing a pixel runs 4-bit: halo
 pixels count as 4-bit, so it errs on the pessimistic side. It is an estimate, labelled so; the
 generated code does not run mixed-width patches (docs/quantmcu.md says why).
 """
@@ -48,6 +48,7 @@ class PatchPrecision:
     agreement: float  # simulated top-1 agreement with 8 bits on the calibration inputs
     bops8: int  # the stage's bit operations, every patch at 8-bit activations
     bops: int  # with this decision
+    one_sided: dict[str, bool]  # tensors never below their zero point: 4-bit codes [0, 15] above it
 
     def bits(self, tensor: str) -> np.ndarray:
         """[rows, cols] activation bits of `tensor` per patch."""
@@ -76,11 +77,13 @@ def _entropy(values: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def requantized(x: np.ndarray, zp: int, clip: float) -> np.ndarray:
-    """int8 values at 4 bits: step k = clip / 7 int8 steps (at least 1), same zero point, codes
-    within [-8, 7], back in int8 steps (what a 4-bit tensor of scale k x s holds)."""
-    k = max(clip / 7.0, 1.0)
-    q = np.clip(np.round((x.astype(np.float64) - zp) / k), -8, 7)
+def requantized(x: np.ndarray, zp: int, clip: float, one_sided: bool = False) -> np.ndarray:
+    """int8 values at 4 bits, back in int8 steps (what a 4-bit tensor of scale k x s holds): codes
+    [-8, 7] around the zero point, step k = clip / 7 int8 steps; `one_sided` (a tensor never below
+    its zero point, e.g. after ReLU) codes [0, 15] above it, step clip / 15, as a 4-bit zero point of
+    -8 gives. k is at least 1."""
+    k = max(clip / (15.0 if one_sided else 7.0), 1.0)
+    q = np.clip(np.round((x.astype(np.float64) - zp) / k), 0 if one_sided else -8, 15 if one_sided else 7)
     return np.clip(np.round(q * k) + zp, -128, 127).astype(np.int8)
 
 
@@ -127,15 +130,15 @@ class _Stage:
 
 def _run(g: Graph, x: list[np.ndarray], fake: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The int8 reference with each tensor in `fake` replaced where its mask holds by
-    requantized() values (fake[t] = (mask, zp, clip))."""
+    requantized() values (fake[t] = (mask, zp, clip, one_sided))."""
     values = {name: np.asarray(v, dtype=g[name].np_dtype).reshape(g[name].shape) for name, v in zip(g.inputs, x)}
     for n in g.nodes:
         args = [None if i is None else values[i] if i in values else g[i].data for i in n.inputs]
         for name, y in zip(n.outputs, get_op(n.op).reference(g, n, args)):
             y = np.asarray(y).astype(g[name].np_dtype, copy=False).reshape(g[name].shape)
             if name in fake:
-                mask, zp, clip = fake[name]
-                y = np.where(mask[None, :, :, None], requantized(y, zp, clip), y)
+                mask, zp, clip, one_sided = fake[name]
+                y = np.where(mask[None, :, :, None], requantized(y, zp, clip, one_sided), y)
             values[name] = y
     return values
 
@@ -148,7 +151,9 @@ def decide(g: Graph, split: str, rows: int, cols: int, calibration: list[list[np
     st = _Stage(g, split, rows, cols, reuse, vertical)
     runs = [_run(g, x, {}) for x in calibration]
     zp = {t: int(g[t].quant.zp) for t in st.tensors}
-    dev = {t: np.abs(np.concatenate([r[t] for r in runs]).astype(np.int64) - zp[t]) for t in st.tensors}
+    signed = {t: np.concatenate([r[t] for r in runs]).astype(np.int64) - zp[t] for t in st.tensors}
+    one_sided = {t: bool(signed[t].min(initial=0) >= 0) for t in st.tensors}
+    dev = {t: np.abs(v) for t, v in signed.items()}
     peak = {t: {p.cell: int(dev[t][:, p.computed[t].r0:p.computed[t].r1, p.computed[t].c0:p.computed[t].c1].max(
         initial=0)) for p in st.patches if t in p.computed} for t in st.tensors}
     clip = {t: float(max(np.quantile(list(peak[t].values()), quantile), 7.0)) if peak[t] else 127.0
@@ -166,13 +171,13 @@ def decide(g: Graph, split: str, rows: int, cols: int, calibration: list[list[np
     scores = {}
     for t in st.tensors:
         v = np.concatenate([r[t] for r in runs])[:, low_mask[t]]
-        loss = _entropy(v) - _entropy(requantized(v, zp[t], clip[t]))
+        loss = _entropy(v) - _entropy(requantized(v, zp[t], clip[t], one_sided[t]))
         saved = bops8 - st.bops(bits_of([t]))
         scores[t] = loss / saved * 1e6 if saved > 0 else float("inf")
     top8 = [int(np.argmax(r[g.outputs[0]])) for r in runs]
 
     def agreement(low: list[str]) -> float:
-        fake = {t: (low_mask[t], zp[t], clip[t]) for t in low}
+        fake = {t: (low_mask[t], zp[t], clip[t], one_sided[t]) for t in low}
         same = [int(np.argmax(_run(g, x, fake)[g.outputs[0]])) == y for x, y in zip(calibration, top8)]
         return float(np.mean(same)) if same else 1.0
 
@@ -184,7 +189,7 @@ def decide(g: Graph, split: str, rows: int, cols: int, calibration: list[list[np
             break  # the threshold: every tensor scoring below t's goes to 4 bits
         low, agree = low + [t], a
     return PatchPrecision(split, rows, cols, st.tensors, clip, outlier, low, scores, agree, bops8,
-                          st.bops(bits_of(low)))
+                          st.bops(bits_of(low)), one_sided)
 
 
 def plot_grid(pp: PatchPrecision, image: np.ndarray | None, path) -> None:

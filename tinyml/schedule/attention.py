@@ -16,7 +16,7 @@ from tinyml.ir import Graph, Node
 from tinyml.ops import get_op
 from tinyml.passes.cleanup import remove_dead
 
-DEFAULT_BLOCK = 8  # query rows per step: 8 x T bytes of scores
+CANDIDATE_BLOCKS = (4, 8, 16, 32, 1 << 20)  # query rows per step (the last: all rows of a head)
 
 
 def _contiguous(shape: tuple[int, ...]) -> list[int]:
@@ -63,10 +63,32 @@ def _matrix(g: Graph, name: str, prod: dict, adj: bool) -> tuple[str, int, int, 
     return base, h[0], h[1], rs, cs, rows
 
 
+def choose_block(g: Graph) -> int:
+    """The largest candidate block whose planned arena is the smallest any candidate reaches: fewer,
+    longer steps cost fewer instructions (the DSP product gathers each K and V column once per
+    block), and past the size where the scores stop being the peak a longer block is free. 0 when
+    g has no attention chain."""
+    from copy import deepcopy
+
+    from tinyml.schedule.memory import plan_memory
+
+    ops = {n.op for n in g.nodes}
+    if "BATCH_MATMUL" not in ops or not ops & {"SOFTMAX", "SHIFTMAX"}:
+        return 0
+    arenas = {}
+    for block in CANDIDATE_BLOCKS:
+        trial = deepcopy(g)
+        if fuse_attention(trial, block) == 0:
+            return 0
+        arenas[block] = plan_memory(trial).arena_bytes
+    best = min(arenas.values())
+    return max(b for b, a in arenas.items() if a == best)
+
+
 def fuse_attention(g: Graph, block: int | None = None) -> int:
-    """Rewrite every attention chain in place (blocks of `block` query rows, DEFAULT_BLOCK when
-    None; 0 leaves the graph layer by layer); returns how many were fused."""
-    block = DEFAULT_BLOCK if block is None else block
+    """Rewrite every attention chain in place (blocks of `block` query rows; None: choose_block's;
+    0 leaves the graph layer by layer); returns how many were fused."""
+    block = choose_block(g) if block is None else block
     if block <= 0:
         return 0
     fused = 0
