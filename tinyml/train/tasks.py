@@ -58,31 +58,6 @@ class SmallCNN(torch.nn.Module):
         return torch.softmax(self.fc(x), -1)
 
 
-class DSCNN(torch.nn.Module):
-    """A depthwise-separable CNN (DS-CNN, the MLPerf Tiny keyword-spotting shape, scaled down):
-    a strided 3x3 conv, then blocks of depthwise 3x3 + pointwise 1x1 (each with batch norm, folded
-    on import), global average pooling and one dense layer. Its depthwise filters have 9 weights
-    per channel: where 4-bit weights lose accuracy."""
-
-    def __init__(self, channels: tuple[int, ...], classes: int):
-        super().__init__()
-        c = channels[0]
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, c, 3, stride=2, padding=1, bias=False),
-                                        torch.nn.BatchNorm2d(c), torch.nn.ReLU())
-        blocks = []
-        for out in channels[1:]:
-            blocks += [torch.nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), torch.nn.BatchNorm2d(c),
-                       torch.nn.ReLU(), torch.nn.Conv2d(c, out, 1, bias=False), torch.nn.BatchNorm2d(out),
-                       torch.nn.ReLU()]
-            c = out
-        self.blocks = torch.nn.Sequential(*blocks)
-        self.fc = torch.nn.Linear(c, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x)).mean(dim=(2, 3))
-        return torch.softmax(self.fc(x), -1)
-
-
 def train(net: torch.nn.Module, task: Task, epochs: int, lr: float = 2e-3, batch: int = 64, seed: int = 0) -> None:
     """Adam on the cross-entropy of the logits (the input of the final softmax)."""
     torch.manual_seed(seed)
