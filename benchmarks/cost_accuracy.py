@@ -23,7 +23,7 @@ from rich.table import Table
 from tinyml import zoo
 from tinyml.cost import estimate
 from tinyml.cost.model import load_coefficients
-from tinyml.pipeline import load_graph, read_model_bytes
+from tinyml.pipeline import prepared_graph, read_model_bytes
 
 ROOT = Path(__file__).resolve().parent
 MEASUREMENTS = ROOT / "results" / "cost_measurements.json"
@@ -45,7 +45,7 @@ def measured_rows(board: str) -> dict[str, dict]:
 
 
 def compare(name: str, m: dict, board: str) -> dict:
-    g = load_graph(read_model_bytes(zoo.path(name)))
+    g, _ = prepared_graph(read_model_bytes(zoo.path(name)), name)
     row = {"model": name, "layers": len(g.nodes), "measured": {k: m[k] for k in (
         "instructions", "arena_bytes", "model_flash_bytes", "stack_bytes", "weights_bytes")}}
     for mode in ("fast", "exact"):
@@ -64,7 +64,7 @@ def speed(board: str, seconds: float = 3.0) -> dict[str, dict[str, float]]:
     about; other jobs on a shared machine do not lower it) and per wall second. Printed, never asserted."""
     out = {}
     for name in SPEED_MODELS:
-        g = load_graph(read_model_bytes(zoo.path(name)))
+        g, _ = prepared_graph(read_model_bytes(zoo.path(name)), name)
         estimate(g, board)  # warm caches (coefficients)
         calls, cpu, wall = 0, time.process_time(), time.perf_counter()
         while time.process_time() - cpu < seconds:

@@ -81,19 +81,25 @@ def test_fused_attention_halves_measured_sram_in_qemu(zoo_path, tmp_path: Path) 
 
 
 def test_cost_model_prices_attention_as_the_kernels_it_runs(zoo_bytes) -> None:
-    """ATTENTION's "<class>/<count>" terms take the matmul, softmax and table coefficients: the fused
-    graph's estimate stays near the layer-by-layer one (same arithmetic; QEMU measured +6 %), where a
-    single unfitted class would have priced it at almost nothing."""
+    """ATTENTION's "<class>/<count>" terms take the softmax and table coefficients and get their own
+    for the rest (no BATCH_MATMUL of the zoo runs unfused to fit `matmul` on): the fused layers' estimate
+    matches their QEMU counts (benchmarks/results/cost_measurements.json), where the unfitted class alone
+    priced them at almost nothing."""
+    import json
+
     from tinyml.cost.model import layer_instructions, layer_terms, load_coefficients
 
+    runs = json.loads((Path(__file__).parents[1] / "benchmarks/results/cost_measurements.json").read_text())["runs"]
+    measured = next(r for r in runs if r["model"] == "vit_attn_16x16" and r["schedule"] == "off")
     coef = load_coefficients()
-    data = zoo_bytes("vit_attn_16x16")
-    plain, g = load_graph(data), load_graph(data)
+    g = load_graph(zoo_bytes("vit_attn_16x16"))
     fuse_attention(g)
-    total = {k: sum(layer_instructions(c, t, coef) for c, t in layer_terms(x)) for k, x in (("plain", plain), ("fused", g))}
-    att = sum(layer_instructions(c, t, coef) for (c, t), n in zip(layer_terms(g), g.nodes) if n.op == "ATTENTION")
-    assert 0.75 < total["fused"] / total["plain"] < 1.1, total
-    assert att > 0.5 * total["fused"], (att, total)
+    assert [n.op for n in g.nodes] == measured["ops"]
+    per_layer = [layer_instructions(c, t, coef) for c, t in layer_terms(g)]
+    att = sum(p for p, n in zip(per_layer, g.nodes) if n.op == "ATTENTION")
+    att_measured = sum(m for m, op in zip(measured["per_layer"], measured["ops"]) if op == "ATTENTION")
+    assert abs(att / att_measured - 1) < 0.10, (att, att_measured)
+    assert att > 0.5 * sum(per_layer)
 
 
 def test_block_choice_is_the_longest_at_the_smallest_arena(zoo_bytes) -> None:

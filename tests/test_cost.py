@@ -12,9 +12,9 @@ from tinyml import zoo
 from tinyml.board import load_board
 from tinyml.cli import main
 from tinyml.cost import estimate
-from tinyml.cost.model import layer_instructions, load_coefficients
+from tinyml.cost.model import fit_classes, layer_instructions, load_coefficients
 from tinyml.ir import Graph
-from tinyml.pipeline import compile_model, load_graph, read_model_bytes
+from tinyml.pipeline import compile_model, load_graph, prepared_graph, read_model_bytes
 from tinyml.schedule.lifetimes import build_buffers, lower_bound
 from tinyml.schedule.memory import plan_memory
 from tinyml.schedule.patches import PatchOptions
@@ -43,6 +43,26 @@ def test_exact_auto_is_what_generate_plans() -> None:
     assert c.arena_bytes == compiled.plan.arena_bytes
     assert c.patches == compiled.patches.chosen.label
     assert [x.op for x in c.layers] == [n.op for n in compiled.graph.nodes]
+
+
+def test_a_transformer_is_priced_as_generate_builds_it() -> None:
+    """prepared_graph fuses attention as generate does: same layers, same arena."""
+    path = zoo.path("vit_attn_16x16")
+    g, _ = prepared_graph(read_model_bytes(path), path.stem)
+    c = estimate(g, "stm32f405", "exact", patches="off")
+    compiled = compile_model(path)
+    assert "ATTENTION" in [x.op for x in c.layers]
+    assert [x.op for x in c.layers] == [n.op for n in compiled.graph.nodes]
+    assert c.arena_bytes == compiled.plan.arena_bytes
+
+
+def test_a_composite_op_keeps_its_kernels_prices_and_fits_the_rest() -> None:
+    """ATTENTION-like classes: "kern/out" takes the fitted kernel's price, "glue" gets its own."""
+    samples = {"kern": [({"out": n}, 3.0 * n, 1.0) for n in range(1, 7)],
+               "comp": [({"kern/out": a, "glue": b}, 3.0 * a + 5.0 * b, 1.0) for a, b in ((4, 1), (9, 2), (2, 7), (30, 3))]}
+    coef = fit_classes(samples, [({"const": 1.0}, 100.0, 1.0)] * 2)
+    assert coef["classes"]["comp"] == pytest.approx({"glue": 5.0})
+    assert layer_instructions("comp", {"kern/out": 10, "glue": 2}, coef) == pytest.approx(40.0)
 
 
 def test_estimate_leaves_the_graph_alone() -> None:

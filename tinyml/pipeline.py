@@ -57,18 +57,27 @@ def load_graph(data: bytes, integer_only: dict[str, int] | None = None) -> Graph
     return g
 
 
+def prepared_graph(data: bytes, name: str, integer_only: bool = False,
+                   attention_block: int | None = None) -> tuple[Graph, dict[str, int] | None]:
+    """The graph every verb (and tinyml.cost's callers) schedules: loaded, legalized, with attention
+    fused into blocks of query rows (schedule/attention.py), and the integer-only rewrites counted
+    when asked. One place, so an estimate prices the graph generate emits."""
+    from tinyml.schedule.attention import fuse_attention
+
+    rewrites: dict[str, int] | None = {} if integer_only else None
+    g = load_graph(data, rewrites)
+    g.name = name
+    fuse_attention(g, attention_block)
+    return g, rewrites
+
+
 def compile_model(path: str | Path, patches: "PatchOptions | None" = None, integer_only: bool = False,
                   attention_block: int | None = None) -> Compiled:
     """Read, legalize and plan a model; with `patches`, also schedule a patch-based stage; with
     `integer_only`, run passes/integer_only.py (see load_graph). Attention runs in blocks of
     `attention_block` query rows (schedule/attention.py; None: chosen there, 0: layer by layer)."""
-    from tinyml.schedule.attention import fuse_attention
-
     data = read_model_bytes(path)
-    rewrites: dict[str, int] | None = {} if integer_only else None
-    g = load_graph(data, rewrites)
-    g.name = Path(path).stem
-    fuse_attention(g, attention_block)
+    g, rewrites = prepared_graph(data, Path(path).stem, integer_only, attention_block)
     plan = plan_memory(g, effort=patches.effort) if patches is not None else plan_memory(g)
     if patches is None:
         return Compiled(g, plan, data, None, rewrites)

@@ -17,9 +17,8 @@ from tinyml.commands._common import (add_json_arg, add_patch_args, add_report_ar
 from tinyml.cost import Cost, estimate
 from tinyml.errors import DoesNotFit
 from tinyml.ir import Graph
-from tinyml.pipeline import Compiled, load_graph, read_model_bytes
+from tinyml.pipeline import Compiled, prepared_graph, read_model_bytes
 from tinyml.report import summary
-from tinyml.schedule.attention import fuse_attention
 from tinyml.schedule.patches import BudgetExceeded, PatchOptions
 
 
@@ -42,10 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model_bytes = read_model_bytes(args.model)
-    rewrites: dict[str, int] | None = {} if args.integer_only else None
-    g = load_graph(model_bytes, rewrites)
-    fuse_attention(g, args.attention_block)
-    g.name = Path(args.model).stem
+    g, rewrites = prepared_graph(model_bytes, Path(args.model).stem, args.integer_only, args.attention_block)
     board = load_board(args.board) if args.board else None
     cost = costed(g, board, patch_options(args))
     sched = cost.schedule

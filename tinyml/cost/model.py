@@ -5,8 +5,8 @@ coefficient per count and shape class, fitted to QEMU counts of our own kernels
 (benchmarks/fit_cost_model.py writes coefficients.json). A class without data
 of its own uses its family's coefficients (the class name up to the first '_'),
 and a family without data uses "other". An op that runs other kernels in turn (ATTENTION) may
-name a count "<class>/<count>": without a fitted coefficient of its own, that count takes that
-class's coefficient.
+name a count "<class>/<count>": that count takes that class's (or family's) coefficient when the
+class is fitted; the rest get coefficients of the op's own, fitted on what the priced ones leave.
 """
 from __future__ import annotations
 
@@ -51,10 +51,16 @@ def layer_instructions(cls: str, terms: Terms, coef: dict) -> float:
     def one(k: str, v: float) -> float:
         if k in c or "/" not in k:
             return c.get(k, 0.0) * v
-        sub, count = k.split("/", 1)
-        return coefficients(sub).get(count, 0.0) * v
+        return (_priced(k, table) or 0.0) * v
 
     return max(0.0, sum(one(k, v) for k, v in terms.items()))
+
+
+def _priced(count: str, classes: dict) -> float | None:
+    """The coefficient of a "<class>/<count>" term from that kernel class (or its family), if fitted."""
+    sub, _, name = count.partition("/")
+    c = classes.get(sub) or classes.get(family(sub))
+    return c.get(name) if c else None
 
 
 def flash_features(g: Graph, terms: list[tuple[str, Terms]]) -> Terms:
@@ -131,9 +137,10 @@ def fit_classes(samples: dict[str, list[tuple[Terms, float, float]]],
     """
     classes: dict[str, dict] = {}
     pooled: dict[str, list] = {"other": []}
+    composite = {cls for cls, rows in samples.items() if any("/" in k for t, _, _ in rows for k in t)}
     for cls, rows in samples.items():
         rows = [r for r in rows if r[0]]
-        if not rows:
+        if not rows or cls in composite:
             continue
         # a family stands in for kernels it has no data of: fitted on relative errors per layer (the
         # kernels it pools differ in size; none may dominate)
@@ -146,7 +153,27 @@ def fit_classes(samples: dict[str, list[tuple[Terms, float, float]]],
     for fam, rows in pooled.items():
         if fam not in classes and rows:
             classes[fam] = least_squares(rows)
+    for cls in composite:
+        classes[cls] = _fit_composite(samples[cls], classes)
     if "other" not in classes or not classes["other"]:  # no unclassified layer measured: element-wise costs
         classes["other"] = classes.get("eltwise") or {"call": 60.0, "out": 4.0}
     counts = {cls: len(rows) for cls, rows in samples.items()}
     return {"classes": classes, "layers_per_class": counts, "flash": least_squares(flash_rows)}
+
+
+def _fit_composite(rows: list[tuple[Terms, float, float]], classes: dict) -> dict[str, float]:
+    """An op that runs other kernels (ATTENTION): counts a fitted kernel class prices keep that price;
+    the others get coefficients of the op's own, fitted on what the priced ones leave of each layer."""
+    rest = []
+    for t, y, w in rows:
+        known = {k: v for k, v in t.items() if "/" in k and _priced(k, classes) is not None}
+        priced = sum(_priced(k, classes) * v for k, v in known.items())
+        rest.append(({k: v for k, v in t.items() if k not in known}, y - priced, w))
+    rest = [r for r in rest if r[0]]
+    if not rest:
+        return {}
+    if len(rest) >= MIN_SAMPLES_PER_TERM * len({k for t, _, _ in rest for k in t}):
+        return least_squares(rest)
+    main = [k for m in MAIN_TERMS for k in rest[0][0] if k.rpartition("/")[2] == m][:min(len(rest), 2)]
+    return least_squares([({k: t.get(k, 0.0) for k in main}, y, w) for t, y, w in rest])
+

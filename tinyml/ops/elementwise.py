@@ -278,9 +278,11 @@ class BinaryOp(Op):
         return [p.rescaled(byte_codes(t.dtype), k) for k, t in ((1, a), (2, b))]
 
     def cost_terms(self, g: Graph, n: Node) -> tuple[str, dict[str, float]]:
-        """One loop over the (broadcast) output, one kernel per op kind."""
+        """The (broadcast) output in loop_nest's loops, one kernel per op kind: `rows` counts the
+        starts of the innermost loop (1 without broadcasting)."""
         a, b, y = g[n.inputs[0]], g[n.inputs[1]], g[n.outputs[0]]
-        return bit_class(f"eltwise_{self.name.lower()}", a, b, y), {"call": 1, "out": y.size}
+        rows = int(np.prod([e for e, _, _ in loop_nest(a.shape, b.shape, y.shape)[:-1]]))
+        return bit_class(f"eltwise_{self.name.lower()}", a, b, y), {"call": 1, "out": y.size, "rows": rows}
 
 
 @register
