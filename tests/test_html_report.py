@@ -84,7 +84,7 @@ def plan_buffers(path: Path, *flags: str) -> int:
     """Buffers in the plan of this model as the verb compiles it (the timeline draws one rectangle each)."""
     import argparse
 
-    ns = argparse.Namespace(patch="auto", max_overhead=None, sram_budget=None,
+    ns = argparse.Namespace(patch="auto", max_overhead=None, sram_budget=None, effort=1.0,
                             input_mode="streamed" if "streamed" in flags else "arena")
     return len(compile_model(path, patch_options(ns)).plan.buffers)
 
