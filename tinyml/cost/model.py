@@ -166,9 +166,8 @@ def _fit_composite(rows: list[tuple[Terms, float, float]], classes: dict) -> dic
     the others get coefficients of the op's own, fitted on what the priced ones leave of each layer."""
     rest = []
     for t, y, w in rows:
-        known = {k: v for k, v in t.items() if "/" in k and _priced(k, classes) is not None}
-        priced = sum(_priced(k, classes) * v for k, v in known.items())
-        rest.append(({k: v for k, v in t.items() if k not in known}, y - priced, w))
+        prices = {k: p for k in t if "/" in k and (p := _priced(k, classes)) is not None}
+        rest.append(({k: v for k, v in t.items() if k not in prices}, y - sum(p * t[k] for k, p in prices.items()), w))
     rest = [r for r in rest if r[0]]
     if not rest:
         return {}
